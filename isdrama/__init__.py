@@ -1,0 +1,3 @@
+"""isdrama: immersive spatial drama generation (binaural multi-speaker speech)."""
+
+__version__ = "0.1.0"
