@@ -48,20 +48,24 @@ def run(args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: Optional[str] = None) -> argparse.ArgumentParser:
+    """The parser; with ``only`` set, just that subcommand's module is imported (fast start)."""
     parser = argparse.ArgumentParser(prog="isdrama-data", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     for name, (module, help_text) in SUBCOMMANDS.items():
         sp = sub.add_parser(name, help=help_text, description=help_text)
-        mod = sys.modules[__name__] if module == __name__ else importlib.import_module(module)
-        mod.add_arguments(sp)
-        sp.set_defaults(_run=mod.run)
+        if only is None or name == only:
+            mod = sys.modules[__name__] if module == __name__ else importlib.import_module(module)
+            mod.add_arguments(sp)
+            sp.set_defaults(_run=mod.run)
     return parser
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    chosen = next((a for a in argv if not a.startswith("-")), None)
+    args = build_parser(chosen if chosen in SUBCOMMANDS else None).parse_args(argv)
     return int(args._run(args) or 0)
 
 

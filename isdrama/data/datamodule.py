@@ -1,0 +1,139 @@
+"""LightningDataModule over an MRSDrama-layout root (real or synthetic).
+
+Splits by drama, batches by a padded-frame budget (``FrameBudgetBatchSampler``), collates
+tokens, content, pose at the codec frame rate, video frames, text prompts and speaker prompts
+into a ``DramaBatch``. Distributed training: the sampler splits batches across ranks itself, so
+the Trainer must run with ``use_distributed_sampler=False`` (the trainer configs set it).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import pytorch_lightning as pl
+from torch.utils.data import DataLoader
+
+from isdrama.data.dataset import ContentTokenizer, DramaCollator, DramaLineDataset, ItemOptions, TokenLoader
+from isdrama.data.mrsdrama import load_dataset
+from isdrama.data.sampler import FrameBudgetBatchSampler
+from isdrama.data.schema import DatasetIndex, DramaLine
+from isdrama.data.splits import SPLITS, split_scenes
+from isdrama.data.video_frames import VideoFrameCache
+
+
+@dataclass
+class LoaderConfig:
+    """Batching of one split: a padded-frame budget per batch (per GPU) and loader workers."""
+
+    max_frames: int = 12_000
+    max_batch_size: Optional[int] = None
+    num_workers: int = 0
+    bucket_size: int = 256
+    drop_last: bool = False
+
+
+@dataclass
+class DataConfig:
+    """Everything the data module needs (mirrors ``configs/data/*.yaml``).
+
+    Args:
+        root: dataset root (MRSDrama layout).
+        val_fraction / test_fraction: share of dramas per split (by a seeded hash of the drama).
+        seed: split and sampling seed.
+        sets: restrict to these set folders (None = all).
+        items: what each item carries (see ItemOptions).
+        train / val: batching per split (test uses ``val``).
+        cache_dir: video-frame cache (default ROOT/.isdrama_cache/video).
+    """
+
+    root: str = "data/synth_demo"
+    val_fraction: float = 0.1
+    test_fraction: float = 0.1
+    seed: int = 0
+    sets: Optional[list[str]] = None
+    items: ItemOptions = field(default_factory=ItemOptions)
+    train: LoaderConfig = field(default_factory=LoaderConfig)
+    val: LoaderConfig = field(default_factory=LoaderConfig)
+    cache_dir: Optional[str] = None
+
+
+class DramaDataModule(pl.LightningDataModule):
+    """Train/val/test loaders of DramaBatches.
+
+    Args:
+        config: DataConfig.
+        token_loader: reads a line's cached tokens (e.g. ``TokenCache(...).load``); required when
+            ``config.items.load_tokens``.
+        tokenizer: optional content tokenizer (words + frames -> token ids + frames).
+        prepare: optional callable run once on rank 0 in ``prepare_data`` (e.g. synthesise the
+            demo dataset and tokenise it when missing).
+    """
+
+    def __init__(self, config: DataConfig, token_loader: Optional[TokenLoader] = None,
+                 tokenizer: Optional[ContentTokenizer] = None, prepare: Optional[Callable[[], Any]] = None):
+        super().__init__()
+        self.config = config
+        self.token_loader = token_loader
+        self.tokenizer = tokenizer
+        self._prepare = prepare
+        self.index: Optional[DatasetIndex] = None
+        self.datasets: dict[str, DramaLineDataset] = {}
+        self.speakers: list[str] = []
+        self.scenes: list[str] = []
+
+    @property
+    def root(self) -> Path:
+        return Path(self.config.root)
+
+    def prepare_data(self) -> None:
+        if self._prepare is not None:
+            self._prepare()
+
+    def setup(self, stage: Optional[str] = None) -> None:
+        if self.datasets:
+            return
+        cfg = self.config
+        self.index = load_dataset(self.root)
+        scenes = [s for s in self.index.scenes if cfg.sets is None or s.set_name in cfg.sets]
+        if not scenes:
+            raise ValueError(f"{self.root}: no dramas in sets {cfg.sets} (found sets {self.index.sets})")
+        splits = split_scenes(scenes, cfg.val_fraction, cfg.test_fraction, cfg.seed)
+        all_lines = [line for s in scenes for line in s.lines]
+        self.speakers = sorted({line.speaker for line in all_lines})
+        self.scenes = sorted({line.scene_id for line in all_lines if line.scene_id is not None})
+        cache_dir = Path(cfg.cache_dir) if cfg.cache_dir else self.root / ".isdrama_cache" / "video"
+        video_cache = VideoFrameCache(cache_dir, cfg.items.video_fps, tuple(cfg.items.video_size)) \
+            if cfg.items.load_video else None
+        for split in SPLITS:
+            lines: list[DramaLine] = [line for s in splits[split] for line in s.lines]
+            self.datasets[split] = DramaLineDataset(lines, cfg.items, token_loader=self.token_loader,
+                                                    video_cache=video_cache, tokenizer=self.tokenizer,
+                                                    train=split == "train", seed=cfg.seed)
+
+    def collator(self) -> DramaCollator:
+        return DramaCollator(self.speakers, self.scenes)
+
+    def _loader(self, split: str, loader_cfg: LoaderConfig, shuffle: bool) -> DataLoader:
+        if not self.datasets:
+            self.setup()
+        dataset = self.datasets[split]
+        if len(dataset) == 0:
+            raise ValueError(f"{self.root}: the {split} split is empty; adjust data.val_fraction / "
+                             "data.test_fraction or add dramas")
+        sampler = FrameBudgetBatchSampler(dataset.approx_frames(), loader_cfg.max_frames,
+                                          max_batch_size=loader_cfg.max_batch_size, shuffle=shuffle,
+                                          seed=self.config.seed, bucket_size=loader_cfg.bucket_size,
+                                          drop_last=loader_cfg.drop_last, on_epoch=dataset.set_epoch)
+        return DataLoader(dataset, batch_sampler=sampler, collate_fn=self.collator(),
+                          num_workers=loader_cfg.num_workers, persistent_workers=False,
+                          pin_memory=False)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", self.config.train, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", self.config.val, shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", self.config.val, shuffle=False)
