@@ -1,0 +1,59 @@
+"""Turn a composed training config into objects and run Lightning (called by train.py).
+
+The config tree is documented in configs/train.yaml; nothing here reads Hydra globals.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any, Optional
+
+import pytorch_lightning as pl
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+log = logging.getLogger(__name__)
+
+
+def instantiate_group(cfg: Optional[DictConfig]) -> list[Any]:
+    """Instantiate every entry of a dict-of-configs group (callbacks, loggers); entries without
+    ``_target_`` or set to null are skipped."""
+    if not cfg:
+        return []
+    objects = []
+    for name, conf in cfg.items():
+        if conf is None:
+            continue
+        if not isinstance(conf, DictConfig) or "_target_" not in conf:
+            raise ValueError(f"config entry '{name}' has no _target_: {OmegaConf.to_yaml(conf)}")
+        objects.append(instantiate(conf))
+    return objects
+
+
+def build_trainer(cfg: DictConfig, callbacks: list[pl.Callback], loggers: list) -> pl.Trainer:
+    return instantiate(cfg.trainer, callbacks=callbacks, logger=loggers if loggers else False)
+
+
+def run_training(cfg: DictConfig) -> dict[str, float]:
+    """Fit (and optionally test) the configured model on the configured data.
+
+    Returns the trainer's final callback metrics as floats.
+    """
+    if cfg.get("seed") is not None:
+        pl.seed_everything(cfg.seed, workers=True)
+    log.info("data: %s", cfg.data.root)
+    datamodule = instantiate(cfg.data, codec=cfg.codec, _recursive_=False)
+    model = instantiate(cfg.model, _recursive_=False)
+    callbacks = instantiate_group(cfg.get("callbacks"))
+    loggers = instantiate_group(cfg.get("logger"))
+    trainer = build_trainer(cfg, callbacks, loggers)
+    for lg in loggers:
+        lg.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+    if cfg.get("train", True):
+        trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    if cfg.get("test", False):
+        best = None
+        ckpt_cb = getattr(trainer, "checkpoint_callback", None)
+        if ckpt_cb is not None and getattr(ckpt_cb, "best_model_path", ""):
+            best = ckpt_cb.best_model_path
+        trainer.test(model, datamodule=datamodule, ckpt_path=best)
+    return {k: float(v) for k, v in trainer.callback_metrics.items()}
