@@ -1,0 +1,98 @@
+"""Build the DramaDataModule from the `data` and `codec` config groups (Hydra `_target_`).
+
+``prepare_data`` (rank 0 only) creates what is missing: the synthetic dataset when ``synth`` is
+set and the root holds no drama, and cached tokens when ``items.load_tokens`` and
+``tokenize_on_prepare``.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Mapping, Optional
+
+from omegaconf import DictConfig, OmegaConf
+
+from isdrama.data.datamodule import DataConfig, DramaDataModule, LoaderConfig
+from isdrama.data.dataset import ItemOptions
+
+log = logging.getLogger(__name__)
+
+
+def _plain(value: Any) -> Any:
+    return OmegaConf.to_container(value, resolve=True) if isinstance(value, DictConfig) else value
+
+
+def has_dramas(root: Path) -> bool:
+    from isdrama.data.mrsdrama import find_drama_dirs
+
+    return root.is_dir() and bool(find_drama_dirs(root))
+
+
+def synthesize_if_missing(root: Path, synth: Mapping[str, Any]) -> None:
+    """Write the synthetic dataset into ``root`` unless it already holds dramas."""
+    if has_dramas(root):
+        return
+    from isdrama.data.synth.generator import SynthConfig, synthesize_dataset
+
+    options = dict(synth)
+    workers = int(options.pop("workers", 1))
+    n = int(options.pop("dramas"))
+    log.info("no dramas under %s: generating %d synthetic dramas", root, n)
+    synthesize_dataset(root, SynthConfig(n_dramas=n, **options), num_workers=workers)
+
+
+def make_token_cache(root: Path, codec: Mapping[str, Any], device: str = "cpu"):
+    """The TokenCache of ``root`` for this codec config (k-means-initialised codec when weights are random)."""
+    from isdrama.data.tokenize_cli import open_token_cache
+
+    return open_token_cache(root, dict(codec), device=device)
+
+
+def build_datamodule(root: str, items: Mapping[str, Any], train: Mapping[str, Any], val: Mapping[str, Any],
+                     val_fraction: float = 0.1, test_fraction: float = 0.1, seed: int = 0,
+                     sets: Optional[list[str]] = None, cache_dir: Optional[str] = None,
+                     synth: Optional[Mapping[str, Any]] = None, tokenize_on_prepare: bool = True,
+                     content_tokenizer: Optional[Mapping[str, Any]] = None,
+                     codec: Optional[Mapping[str, Any]] = None) -> DramaDataModule:
+    """DramaDataModule from plain config values (see configs/data/synth_demo.yaml)."""
+    items_opts = ItemOptions(**{k: (tuple(v) if k == "video_size" else v) for k, v in _plain(items).items()})
+    config = DataConfig(root=str(root), val_fraction=val_fraction, test_fraction=test_fraction, seed=seed,
+                        sets=None if sets is None else list(sets), items=items_opts,
+                        train=LoaderConfig(**_plain(train)), val=LoaderConfig(**_plain(val)),
+                        cache_dir=cache_dir)
+    root_path = Path(root)
+    synth_opts = _plain(synth)
+    codec_opts = _plain(codec)
+    if items_opts.load_tokens and codec_opts is None:
+        raise ValueError("data.items.load_tokens=true needs the codec config (pass codec=cfg.codec)")
+
+    tokenizer = None
+    if content_tokenizer:
+        from isdrama.models.text_tokenizer import PhoneTokenizer, Vocabulary
+
+        tokenizer = PhoneTokenizer(Vocabulary.default(), mode=_plain(content_tokenizer).get("mode", "auto"))
+
+    cache_holder: dict[str, Any] = {}
+
+    def token_loader(line):
+        if "cache" not in cache_holder:
+            cache_holder["cache"] = make_token_cache(root_path, codec_opts)
+        return cache_holder["cache"].load(line)
+
+    def prepare() -> None:
+        if synth_opts:
+            synthesize_if_missing(root_path, synth_opts)
+        if not has_dramas(root_path):
+            raise FileNotFoundError(f"{root_path}: no dramas found. Generate a synthetic set with "
+                                    f"`isdrama-data synth {root_path} --dramas 24` or point data.root at MRSDrama")
+        if items_opts.load_tokens and tokenize_on_prepare:
+            from isdrama.data.mrsdrama import load_dataset
+
+            cache = make_token_cache(root_path, codec_opts)
+            cache.tokenize(load_dataset(root_path).lines, progress=True)
+
+    return DramaDataModule(config, token_loader=token_loader if items_opts.load_tokens else None,
+                           tokenizer=tokenizer, prepare=prepare)
+
+
+__all__ = ["build_datamodule", "synthesize_if_missing", "make_token_cache", "has_dramas"]
