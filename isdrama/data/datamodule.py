@@ -63,18 +63,21 @@ class DramaDataModule(pl.LightningDataModule):
 
     Args:
         config: DataConfig.
-        token_loader: reads a line's cached tokens (e.g. ``TokenCache(...).load``); required when
-            ``config.items.load_tokens``.
+        token_loader: reads a line's cached tokens (e.g. a ``TokenCache``), or a zero-argument
+            factory of one marked by ``lazy_token_loader=True`` (built in ``setup``, after
+            ``prepare_data`` has filled the cache); required when ``config.items.load_tokens``.
         tokenizer: optional content tokenizer (words + frames -> token ids + frames).
         prepare: optional callable run once on rank 0 in ``prepare_data`` (e.g. synthesise the
             demo dataset and tokenise it when missing).
     """
 
     def __init__(self, config: DataConfig, token_loader: Optional[TokenLoader] = None,
-                 tokenizer: Optional[ContentTokenizer] = None, prepare: Optional[Callable[[], Any]] = None):
+                 tokenizer: Optional[ContentTokenizer] = None, prepare: Optional[Callable[[], Any]] = None,
+                 lazy_token_loader: bool = False):
         super().__init__()
         self.config = config
         self.token_loader = token_loader
+        self._lazy_token_loader = lazy_token_loader
         self.tokenizer = tokenizer
         self._prepare = prepare
         self.index: Optional[DatasetIndex] = None
@@ -94,6 +97,9 @@ class DramaDataModule(pl.LightningDataModule):
         if self.datasets:
             return
         cfg = self.config
+        if self._lazy_token_loader and self.token_loader is not None:
+            self.token_loader = self.token_loader()
+            self._lazy_token_loader = False
         self.index = load_dataset(self.root)
         scenes = [s for s in self.index.scenes if cfg.sets is None or s.set_name in cfg.sets]
         if not scenes:

@@ -43,7 +43,7 @@ def synthesize_if_missing(root: Path, synth: Mapping[str, Any]) -> None:
 
 def make_token_cache(root: Path, codec: Mapping[str, Any], device: str = "cpu"):
     """The TokenCache of ``root`` for this codec config (k-means-initialised codec when weights are random)."""
-    from isdrama.data.tokenize_cli import open_token_cache
+    from isdrama.data.tokenization import open_token_cache
 
     return open_token_cache(root, dict(codec), device=device)
 
@@ -72,12 +72,8 @@ def build_datamodule(root: str, items: Mapping[str, Any], train: Mapping[str, An
 
         tokenizer = PhoneTokenizer(Vocabulary.default(), mode=_plain(content_tokenizer).get("mode", "auto"))
 
-    cache_holder: dict[str, Any] = {}
-
-    def token_loader(line):
-        if "cache" not in cache_holder:
-            cache_holder["cache"] = make_token_cache(root_path, codec_opts)
-        return cache_holder["cache"].load(line)
+    def token_loader():
+        return make_token_cache(root_path, codec_opts)
 
     def prepare() -> None:
         if synth_opts:
@@ -92,7 +88,7 @@ def build_datamodule(root: str, items: Mapping[str, Any], train: Mapping[str, An
             cache.tokenize(load_dataset(root_path).lines, progress=True)
 
     return DramaDataModule(config, token_loader=token_loader if items_opts.load_tokens else None,
-                           tokenizer=tokenizer, prepare=prepare)
+                           tokenizer=tokenizer, prepare=prepare, lazy_token_loader=True)
 
 
 __all__ = ["build_datamodule", "synthesize_if_missing", "make_token_cache", "has_dramas"]
