@@ -3,6 +3,7 @@
     isdrama-data synth OUT --dramas N --seed S     write a synthetic MRSDrama-layout dataset
     isdrama-data check ROOT                        summary + every problem; exit 1 on problems
     isdrama-data tokenize ROOT                     cache EnCodec tokens for every line (resumable)
+    isdrama-data resynth ROOT OUT [--split test]   codec round trip of a split, ready for isdrama-eval
 
 Each subcommand lives in its own module exposing ``add_arguments(parser)`` and ``run(args) -> int``;
 heavy imports happen only when that subcommand runs.
@@ -20,6 +21,7 @@ SUBCOMMANDS = {
     "synth": ("isdrama.data.synth.cli", "generate a synthetic MRSDrama-layout dataset"),
     "check": ("isdrama.data.cli", "summarise a dataset root and list every problem"),
     "tokenize": ("isdrama.data.tokenize_cli", "encode every line to cached EnCodec tokens"),
+    "resynth": ("isdrama.inference.resynth", "decode cached tokens of a split to wavs (gt/ + infer/ for evaluation)"),
 }
 
 
