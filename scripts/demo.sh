@@ -15,7 +15,7 @@ $BIN/isdrama-data synth "$DATA" --dramas "$DRAMAS" --seed 0 --workers 2
 echo "== 2/5 check"
 $BIN/isdrama-data check "$DATA" --quiet
 echo "== 3/5 EnCodec tokens"
-$BIN/isdrama-data tokenize "$DATA"
+$BIN/isdrama-data tokenize "$DATA" --kmeans-init "${DEMO_KMEANS_SECONDS:-90}"
 echo "== 4/5 pose-encoder training (experiment=demo)"
 $BIN/python train.py experiment=demo data.root="$DATA" hydra.run.dir="$OUT/train"
 echo "== 5/5 codec resynthesis of the test split + evaluation"

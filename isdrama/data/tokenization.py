@@ -37,11 +37,18 @@ def kmeans_audio(codec, lines: Sequence, seconds: float, seed: int) -> Iterator:
 
 
 def kmeans_checkpoint_path(cache_root: Path, codec, seconds: float) -> Path:
-    """Where the k-means-initialised codec for ``codec`` (before init) and these settings lives."""
-    ident = json.dumps({"codec_key": codec.config_key(), "kmeans": asdict(codec.config.kmeans),
-                        "seconds": seconds}, sort_keys=True, default=str)
+    """Where the k-means-initialised codec for ``codec`` (before init) and these settings lives:
+    ``codec/<model>-<key of the codec before init>-kmeans-<digest of the k-means settings>.pt``."""
+    settings = {k: v for k, v in asdict(codec.config.kmeans).items() if k != "seconds"}
+    ident = json.dumps({"kmeans": settings, "seconds": float(seconds)}, sort_keys=True, default=str)
     digest = hashlib.sha1(ident.encode()).hexdigest()[:12]
-    return cache_root / "codec" / f"{codec.config.model}-kmeans-{digest}.pt"
+    return cache_root / "codec" / f"{codec.config.model}-{codec.config_key()}-kmeans-{digest}.pt"
+
+
+def existing_kmeans_checkpoints(cache_root: Path, codec) -> list[Path]:
+    """k-means-initialised codecs made earlier from this same codec (any settings), newest first."""
+    found = (cache_root / "codec").glob(f"{codec.config.model}-{codec.config_key()}-kmeans-*.pt")
+    return sorted(found, key=lambda p: p.stat().st_mtime, reverse=True)
 
 
 def open_dataset_codec(root: Path, config, lines: Sequence, device: str = "cpu",
@@ -49,8 +56,9 @@ def open_dataset_codec(root: Path, config, lines: Sequence, device: str = "cpu",
                        log: Callable[[str], None] = print):
     """The BinauralCodec for ``config``, k-means-initialised on ``lines`` when its codebooks are empty.
 
-    ``kmeans_seconds``: None = only when uninitialised, on ``config.kmeans.seconds``; > 0 forces
-    k-means on that many seconds even for pretrained weights; 0 forbids it.
+    ``kmeans_seconds``: None = only when uninitialised, on ``config.kmeans.seconds`` (reusing any
+    codec an earlier run initialised from the same weights); > 0 forces k-means on that many
+    seconds even for pretrained weights (reused when those settings were run before); 0 forbids it.
     """
     import torch
 
@@ -69,6 +77,9 @@ def open_dataset_codec(root: Path, config, lines: Sequence, device: str = "cpu",
         return codec
     seconds = float(kmeans_seconds) if forced else float(config.kmeans.seconds)
     ckpt = kmeans_checkpoint_path(Path(root) / CACHE_DIRNAME, codec, seconds)
+    earlier = existing_kmeans_checkpoints(Path(root) / CACHE_DIRNAME, codec)
+    if not forced and earlier and not ckpt.is_file():
+        ckpt = earlier[0]  # not asked for specific settings: reuse what an earlier run made
     if ckpt.is_file():
         log(f"[codec] reusing the k-means-initialised codec {ckpt}")
         return BinauralCodec.load(ckpt).to(torch.device(device))
