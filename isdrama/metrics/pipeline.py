@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -113,31 +113,42 @@ def _run_speech(pairs: Sequence[FilePair], cfg: EvalConfig, result: EvaluationRe
     from tqdm import tqdm
 
     from isdrama.data.audio import read_audio
-    from isdrama.metrics.speech import SpeechItem, SpeechMetrics, SpeechMetricsConfig
+    from isdrama.metrics.speech import InvalidAudio, InvalidText, SpeechItem, SpeechMetrics, SpeechMetricsConfig
 
     wanted = tuple(m for m in ("cer", "sim", "ffe") if m in cfg.metrics)
-    speech_cfg = cfg.speech or SpeechMetricsConfig()
-    speech_cfg.metrics = wanted
-    suite = SpeechMetrics(speech_cfg)
-    for metric, why in suite.unavailable.items():
-        result.skipped[metric] = why
-    if "cer" in wanted and "cer" not in suite.unavailable and not any(p.text for p in pairs):
+    base = cfg.speech or SpeechMetricsConfig()
+    # one suite per metric, so a file that one metric cannot score (e.g. no speech found for SIM)
+    # still gets the others; each suite builds only its own backend
+    suites = {m: SpeechMetrics(replace(base, metrics=(m,))) for m in wanted}
+    for metric, suite in suites.items():
+        if metric in suite.unavailable:
+            result.skipped[metric] = suite.unavailable[metric]
+    active = {m: s for m, s in suites.items() if m not in s.unavailable}
+    if "cer" in active and not any(p.text for p in pairs):
         result.skipped["cer"] = "no reference texts (pass --texts FILE.json or put NAME.txt beside gt/NAME.wav)"
-    if "sim" in wanted and "sim" not in suite.unavailable and not any(p.prompt for p in pairs):
+        del active["cer"]
+    if "sim" in active and not any(p.prompt for p in pairs):
         log.info("no prompt audio given: SIM is computed to the ground truth only (sim_gt)")
-    if all(m in suite.unavailable for m in wanted):
+    if not active:
         return
     for pair in tqdm(pairs, desc="speech metrics", unit="file", disable=not cfg.progress):
         gen, gen_sr = read_audio(pair.infer)
         gt, gt_sr = read_audio(pair.gt)
         prompt, prompt_sr = read_audio(pair.prompt) if pair.prompt is not None else (None, None)
-        row = suite.score([SpeechItem(pair.name, gen, gen_sr, gt=gt, gt_sr=gt_sr, prompt=prompt,
-                                      prompt_sr=prompt_sr, text=pair.text)])[0]
-        for key in SPEECH_KEYS:
-            if key in row and row[key] is not None:
-                result.add(pair.name, key, row[key])
-    for metric, why in suite.unavailable.items():  # a backend may fail mid-run
-        result.skipped[metric] = why
+        item = SpeechItem(pair.name, gen, gen_sr, gt=gt, gt_sr=gt_sr, prompt=prompt, prompt_sr=prompt_sr,
+                          text=pair.text)
+        for metric, suite in active.items():
+            try:
+                row = suite.score([item])[0]
+            except (InvalidAudio, InvalidText) as exc:  # this file cannot be scored by this metric
+                result.problems.setdefault(pair.name, []).append(f"{metric}: {exc}")
+                continue
+            for key in SPEECH_KEYS:
+                if key in row and row[key] is not None:
+                    result.add(pair.name, key, row[key])
+    for metric, suite in active.items():  # a backend may fail mid-run
+        if metric in suite.unavailable:
+            result.skipped[metric] = suite.unavailable[metric]
 
 
 def evaluate_pairs(pairs: Sequence[FilePair], cfg: EvalConfig) -> EvaluationResult:

@@ -49,6 +49,7 @@ class EvaluationResult:
     per_file: dict[str, dict[str, float]] = field(default_factory=dict)
     aggregates: dict[str, Aggregate] = field(default_factory=dict)
     skipped: dict[str, str] = field(default_factory=dict)
+    problems: dict[str, list[str]] = field(default_factory=dict)        # file -> metrics it could not get
     settings: dict[str, object] = field(default_factory=dict)
     band_errors: dict[str, np.ndarray] = field(default_factory=dict)   # e.g. "ipd" -> (128,)
     angle_errors: Optional[np.ndarray] = None                          # degrees per file
@@ -72,6 +73,7 @@ class EvaluationResult:
         return {"settings": self.settings,
                 "aggregate": {k: v.as_dict() for k, v in self.aggregates.items()},
                 "skipped": self.skipped,
+                "problems": self.problems,
                 "per_file": self.per_file}
 
     def markdown(self) -> str:
@@ -80,6 +82,9 @@ class EvaluationResult:
             lines.append(f"| {m} | {agg.mean:.4f} | ±{agg.ci95:.4f} | {agg.n} |")
         if self.skipped:
             lines += ["", "Skipped metrics:"] + [f"- {m}: {why}" for m, why in self.skipped.items()]
+        if self.problems:
+            lines += ["", f"Files a metric could not score ({len(self.problems)}; left out of that mean):"]
+            lines += [f"- {name}: {'; '.join(msgs)}" for name, msgs in list(self.problems.items())[:20]]
         if self.settings:
             lines += ["", "Settings: " + ", ".join(f"{k}={v}" for k, v in self.settings.items())]
         return "\n".join(lines) + "\n"

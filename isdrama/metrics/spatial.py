@@ -36,6 +36,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Optional, Sequence
 
+import warnings
+
 import numpy as np
 import torch
 import torchaudio.functional as AF
@@ -157,9 +159,12 @@ class SpatialMAEResult:
         return float(np.mean(self.ild) * self.scale)
 
     def band_profile(self) -> tuple[np.ndarray, np.ndarray]:
-        """Mean per-band errors over files, (M,) each, in the reported unit (for plots)."""
-        return (np.nanmean(self.ipd_bands, axis=0) * self.scale,
-                np.nanmean(self.ild_bands, axis=0) * self.scale)
+        """Mean per-band errors over files, (M,) each, in the reported unit (for plots); NaN for a
+        band that no file had energy in (corrected mode)."""
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN bands stay NaN
+            return (np.nanmean(self.ipd_bands, axis=0) * self.scale,
+                    np.nanmean(self.ild_bands, axis=0) * self.scale)
 
     def summary(self) -> dict:
         unit = ("published x100 units (scales as 1 / clip length)" if self.mode == "reference"
