@@ -31,12 +31,11 @@ Shapes: B pairs, N samples, F = 513 bins, T frames, M = 128 mel bands.
 from __future__ import annotations
 
 import math
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Optional, Sequence
-
-import warnings
 
 import numpy as np
 import torch
