@@ -72,6 +72,17 @@ def write_tiny_video(path: Path, seconds: float, fps: int = 24, size: tuple[int,
     writer.release()
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """The test machine's cores are shared: one intra-op thread beats oversubscribing."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture
 def tiny_dataset(tmp_path: Path) -> Path:
     return write_tiny_dataset(tmp_path / "ds")

@@ -16,6 +16,9 @@ from isdrama.codec import weights as codec_weights
 SR24 = 24_000
 
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
 def speechlike(seconds: float, sr: int, seed: int) -> torch.Tensor:
     """(2, S) binaural test signal: harmonic voice with a gliding f0, syllable envelope, noise
     bursts, interaural level and time differences that change over time."""
@@ -41,15 +44,6 @@ def centred_pearson(a: torch.Tensor, b: torch.Tensor) -> float:
     b = (b - b.mean(dim=-1, keepdim=True)).flatten().double()
     denom = a.norm() * b.norm()
     return float((a @ b) / denom) if denom > 0 else 0.0
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """The test machine's cores are shared: one intra-op thread is faster than oversubscribing."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

@@ -19,6 +19,9 @@ SR = 48_000
 N_LINES = 5
 
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
 def binaural(seconds: float, seed: int, sr: int = SR) -> np.ndarray:
     """(2, S) test audio: a few harmonics with vibrato and noise, louder on one side."""
     rng = np.random.default_rng(seed)
@@ -36,14 +39,6 @@ def make_line(root: Path, name: str, wav: np.ndarray, sr: int = SR) -> DramaLine
     return DramaLine(drama_id="drama", line_id=name, speaker="spk", text="t", words=("t",),
                      word_durations=(wav.shape[-1] / sr,), start=0.0, end=wav.shape[-1] / sr,
                      wav_path=path, set_name="set")
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
