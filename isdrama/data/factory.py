@@ -48,6 +48,37 @@ def make_token_cache(root: Path, codec: Mapping[str, Any], device: str = "cpu"):
     return open_token_cache(root, dict(codec), device=device)
 
 
+class TokenCacheOpener:
+    """Picklable zero-argument factory of the dataset's TokenCache (built in ``setup``)."""
+
+    def __init__(self, root: Path, codec: Mapping[str, Any]):
+        self.root, self.codec = Path(root), dict(codec)
+
+    def __call__(self):
+        return make_token_cache(self.root, self.codec)
+
+
+class DatasetPreparer:
+    """Picklable ``prepare_data`` step: synthesise a missing dataset, then fill the token cache."""
+
+    def __init__(self, root: Path, synth: Optional[Mapping[str, Any]], tokenize: bool,
+                 codec: Optional[Mapping[str, Any]]):
+        self.root, self.synth, self.tokenize = Path(root), synth, tokenize
+        self.codec = None if codec is None else dict(codec)
+
+    def __call__(self) -> None:
+        if self.synth:
+            synthesize_if_missing(self.root, self.synth)
+        if not has_dramas(self.root):
+            raise FileNotFoundError(f"{self.root}: no dramas found. Generate a synthetic set with "
+                                    f"`isdrama-data synth {self.root} --dramas 24` or point data.root at MRSDrama")
+        if self.tokenize:
+            from isdrama.data.mrsdrama import load_dataset
+
+            cache = make_token_cache(self.root, self.codec)
+            cache.tokenize(load_dataset(self.root).lines, progress=True)
+
+
 def build_datamodule(root: str, items: Mapping[str, Any], train: Mapping[str, Any], val: Mapping[str, Any],
                      val_fraction: float = 0.1, test_fraction: float = 0.1, seed: int = 0,
                      sets: Optional[list[str]] = None, cache_dir: Optional[str] = None,
@@ -72,22 +103,9 @@ def build_datamodule(root: str, items: Mapping[str, Any], train: Mapping[str, An
 
         tokenizer = PhoneTokenizer(Vocabulary.default(), mode=_plain(content_tokenizer).get("mode", "auto"))
 
-    def token_loader():
-        return make_token_cache(root_path, codec_opts)
-
-    def prepare() -> None:
-        if synth_opts:
-            synthesize_if_missing(root_path, synth_opts)
-        if not has_dramas(root_path):
-            raise FileNotFoundError(f"{root_path}: no dramas found. Generate a synthetic set with "
-                                    f"`isdrama-data synth {root_path} --dramas 24` or point data.root at MRSDrama")
-        if items_opts.load_tokens and tokenize_on_prepare:
-            from isdrama.data.mrsdrama import load_dataset
-
-            cache = make_token_cache(root_path, codec_opts)
-            cache.tokenize(load_dataset(root_path).lines, progress=True)
-
-    return DramaDataModule(config, token_loader=token_loader if items_opts.load_tokens else None,
+    token_loader = TokenCacheOpener(root_path, codec_opts) if items_opts.load_tokens else None
+    prepare = DatasetPreparer(root_path, synth_opts, items_opts.load_tokens and tokenize_on_prepare, codec_opts)
+    return DramaDataModule(config, token_loader=token_loader,
                            tokenizer=tokenizer, prepare=prepare, lazy_token_loader=True)
 
 
