@@ -29,6 +29,19 @@ def instantiate_group(cfg: Optional[DictConfig]) -> list[Any]:
     return objects
 
 
+def drop_logger_only(callbacks: list[pl.Callback], loggers: list) -> list[pl.Callback]:
+    """Without a logger (``logger=none``) drop callbacks that only log and would refuse to run
+    (LearningRateMonitor raises on a trainer with no logger)."""
+    if loggers:
+        return callbacks
+    from pytorch_lightning.callbacks import LearningRateMonitor
+
+    kept = [cb for cb in callbacks if not isinstance(cb, LearningRateMonitor)]
+    if len(kept) != len(callbacks):
+        log.info("no logger: LearningRateMonitor dropped")
+    return kept
+
+
 def build_trainer(cfg: DictConfig, callbacks: list[pl.Callback], loggers: list) -> pl.Trainer:
     return instantiate(cfg.trainer, callbacks=callbacks, logger=loggers if loggers else False)
 
@@ -43,8 +56,8 @@ def run_training(cfg: DictConfig) -> dict[str, float]:
     log.info("data: %s", cfg.data.root)
     datamodule = instantiate(cfg.data, codec=cfg.codec, _recursive_=False)
     model = instantiate(cfg.model, _recursive_=False)
-    callbacks = instantiate_group(cfg.get("callbacks"))
     loggers = instantiate_group(cfg.get("logger"))
+    callbacks = drop_logger_only(instantiate_group(cfg.get("callbacks")), loggers)
     trainer = build_trainer(cfg, callbacks, loggers)
     for lg in loggers:
         lg.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
