@@ -124,7 +124,7 @@ class ValidationAudioGenerator(Protocol):
 
 def batch_size_of(batch: Any) -> int:
     """Lines in a batch: ``len()`` of a DramaBatch-like object, dim 0 of the first tensor of a
-    tensor / mapping / tuple / list; raises TypeError when there is no way to tell."""
+    tensor / mapping / tuple / list / dataclass; raises TypeError when there is no way to tell."""
     if isinstance(batch, torch.Tensor):
         return int(batch.shape[0])
     if isinstance(batch, Mapping):
@@ -133,6 +133,8 @@ def batch_size_of(batch: Any) -> int:
         values = list(batch)
     elif hasattr(batch, "__len__"):
         return len(batch)
+    elif is_dataclass(batch):
+        values = [getattr(batch, f.name) for f in fields(batch)]
     else:
         values = []
     for v in values:

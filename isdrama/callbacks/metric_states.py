@@ -12,7 +12,6 @@ Shapes: B items, N samples, M = 128 mel bands.
 """
 from __future__ import annotations
 
-import logging
 from dataclasses import replace
 from typing import Mapping, Optional, Sequence
 
@@ -21,8 +20,6 @@ import torch
 from torchmetrics import Metric
 
 from isdrama.metrics.spatial import SpatialCueExtractor, SpatialMAEConfig, spatial_errors
-
-log = logging.getLogger(__name__)
 
 __all__ = ["MeanOfItems", "SpatialMAEState", "SpatialASTState", "SpeechState", "SPEECH_KEYS"]
 
