@@ -9,7 +9,13 @@ through its own interaural delay and gain, 30 ms of leading silence), runs
 bench/reference_eval_script.py (numpy/librosa, one file at a time, .npy round trip as published)
 and our batched pipeline on the same folders, asserts that every per-file value agrees to 1e-5
 (relative) and the reported x100 figures to 1e-5 (absolute), and prints the time ratio (best of
-``--repeats`` runs each, file reading included). Goal: >= 10x faster on CPU.
+``--repeats`` runs each, alternating the two pipelines so that both see the same load, file
+reading included). Goal: >= 10x faster on CPU.
+
+Threads: ``--threads N`` sets torch's intra-op threads for BOTH pipelines (the reference's torchaudio
+Resample uses them; numpy/librosa are single-threaded); our file API then computes N pairs
+concurrently, one thread each (SpatialMAEConfig.workers). The machine is shared: the script
+reports the 1-minute load average and the CPU time other processes used during the timed runs.
 
 Why the leading silence: with centred reflect padding, frame 0 of every file is an even-symmetric
 frame whose spectrum is real in exact arithmetic, so its published *unwrapped* phases are 0 or
@@ -78,19 +84,57 @@ def write_pairs(folder: Path, pairs: int, seconds: float, seed: int = 0, sr: int
     return gt_dir, inf_dir
 
 
-def run_ours(gt_dir: Path, inf_dir: Path, batch_size: int, device: str):
+def run_ours(gt_dir: Path, inf_dir: Path, batch_size: int, device: str, workers: int | None = None):
     gts = sorted(gt_dir.glob("*.wav"))
     gens = [inf_dir / p.name for p in gts]
-    cfg = SpatialMAEConfig(mode="reference", batch_size=batch_size, device=device)
+    cfg = SpatialMAEConfig(mode="reference", batch_size=batch_size, device=device, workers=workers)
     return spatial_mae_files(gts, gens, cfg)
 
 
-def best_times(fns, repeats: int):
+def _busy_jiffies() -> tuple[int, int]:
+    """(busy, total) CPU jiffies of the whole machine from /proc/stat (0, 0 where unavailable)."""
+    try:
+        with open("/proc/stat") as f:
+            v = [int(x) for x in f.readline().split()[1:]]
+    except OSError:
+        return 0, 0
+    idle = v[3] + (v[4] if len(v) > 4 else 0)
+    return sum(v) - idle, sum(v)
+
+
+class LoadMeter:
+    """Machine load while timing: 1-min load average (sampled) and CPU seconds used by OTHER
+    processes (whole-machine busy time from /proc/stat minus this process's CPU time)."""
+
+    def __init__(self) -> None:
+        self.samples: list[float] = []
+        self.other_cpu_s = 0.0
+        self.wall_s = 0.0
+
+    def __enter__(self):
+        self.samples.append(os.getloadavg()[0])
+        self._j0, self._t0, self._p0 = _busy_jiffies(), time.perf_counter(), os.times()
+        return self
+
+    def __exit__(self, *exc):
+        j1, t1, p1 = _busy_jiffies(), time.perf_counter(), os.times()
+        self.samples.append(os.getloadavg()[0])
+        hz = os.sysconf("SC_CLK_TCK")
+        busy = (j1[0] - self._j0[0]) / hz
+        ours = (p1.user - self._p0.user) + (p1.system - self._p0.system)
+        self.other_cpu_s += max(0.0, busy - ours)
+        self.wall_s += t1 - self._t0
+        return False
+
+
+def best_times(fns, repeats: int, meter: "LoadMeter | None" = None):
     """Run the functions in turn ``repeats`` times (interleaved, fair under varying load): best times."""
     best = [float("inf")] * len(fns)
     outs = [None] * len(fns)
     for _ in range(repeats):
         for i, fn in enumerate(fns):
+            if meter is not None:
+                meter.samples.append(os.getloadavg()[0])
             t0 = time.perf_counter()
             outs[i] = fn()
             best[i] = min(best[i], time.perf_counter() - t0)
@@ -106,6 +150,8 @@ def main() -> int:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=None,
                     help="torch intra-op threads for BOTH pipelines (default: torch's default)")
+    ap.add_argument("--workers", type=int, default=None,
+                    help="our CPU file API: pairs computed concurrently (default: the torch threads)")
     ap.add_argument("--data", type=Path, default=None, help="keep the generated files here (default: temp)")
     args = ap.parse_args()
     if args.threads:
@@ -117,23 +163,37 @@ def main() -> int:
             write_pairs(data, args.pairs, args.seconds)
         gt_dir, inf_dir = data / "gt", data / "infer"
         work = Path(tmp) / "npy"
-        run_ours(gt_dir, inf_dir, args.batch_size, args.device)  # warm-up (imports, thread pools)
-        (t_ref, t_our), (r, o) = best_times(
-            [lambda: ref.evaluate_dirs(str(gt_dir), str(inf_dir), str(work)),
-             lambda: run_ours(gt_dir, inf_dir, args.batch_size, args.device)], args.repeats)
+        # warm-up of both on one pair (lazy imports, numba/librosa caches, thread pools)
+        warm = Path(tmp) / "warm"
+        for d in ("gt", "infer"):
+            (warm / d).mkdir(parents=True)
+            first = sorted((data / d).glob("*.wav"))[0]
+            (warm / d / first.name).symlink_to(first.resolve())
+        ref.evaluate_dirs(str(warm / "gt"), str(warm / "infer"), str(Path(tmp) / "warm_npy"))
+        run_ours(warm / "gt", warm / "infer", args.batch_size, args.device, args.workers)
+        meter = LoadMeter()
+        with meter:
+            (t_ref, t_our), (r, o) = best_times(
+                [lambda: ref.evaluate_dirs(str(gt_dir), str(inf_dir), str(work)),
+                 lambda: run_ours(gt_dir, inf_dir, args.batch_size, args.device, args.workers)],
+                args.repeats, meter)
     assert list(r["names"]) == list(o.names), "pairing differs"
     rel_ipd = float(np.max(np.abs(o.ipd / r["ipd"] - 1)))
     rel_ild = float(np.max(np.abs(o.ild / r["ild"] - 1)))
     d_ipd = abs(o.ipd_mae - r["ipd_mae_x100"])
     d_ild = abs(o.ild_mae - r["ild_mae_x100"])
     n = len(o.names)
-    print(f"pairs: {n} x {args.seconds:g} s binaural 48 kHz; torch threads {torch.get_num_threads()}; "
-          f"device {args.device}")
+    workers = args.workers or torch.get_num_threads()
+    print(f"pairs: {n} x {args.seconds:g} s binaural 48 kHz; torch threads {torch.get_num_threads()} (both); "
+          f"our workers {workers}; device {args.device}")
     print(f"IPD MAE x100: ours {o.ipd_mae:.8f}  reference {r['ipd_mae_x100']:.8f}  |diff| {d_ipd:.2e}  "
           f"max per-file rel diff {rel_ipd:.2e}")
     print(f"ILD MAE x100: ours {o.ild_mae:.8f}  reference {r['ild_mae_x100']:.8f}  |diff| {d_ild:.2e}  "
           f"max per-file rel diff {rel_ild:.2e}")
-    print(f"load average (1 min) during the run: {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
+    ld = meter.samples
+    print(f"load average (1 min) during the runs: min {min(ld):.2f} mean {sum(ld) / len(ld):.2f} "
+          f"max {max(ld):.2f} on {os.cpu_count()} CPUs; other processes used "
+          f"{meter.other_cpu_s / max(meter.wall_s, 1e-9):.2f} CPUs on average")
     print(f"time: reference {t_ref:.2f} s ({t_ref / n * 1e3:.1f} ms/pair), ours {t_our:.2f} s "
           f"({t_our / n * 1e3:.1f} ms/pair), speed-up {t_ref / t_our:.1f}x (best of {args.repeats})")
     ok = rel_ipd <= 1e-5 and rel_ild <= 1e-5 and d_ipd <= 1e-5 and d_ild <= 1e-5

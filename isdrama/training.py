@@ -59,14 +59,28 @@ def run_training(cfg: DictConfig) -> dict[str, float]:
     loggers = instantiate_group(cfg.get("logger"))
     callbacks = drop_logger_only(instantiate_group(cfg.get("callbacks")), loggers)
     trainer = build_trainer(cfg, callbacks, loggers)
-    for lg in loggers:
-        lg.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
-    if cfg.get("train", True):
-        trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
-    if cfg.get("test", False):
-        best = None
-        ckpt_cb = getattr(trainer, "checkpoint_callback", None)
-        if ckpt_cb is not None and getattr(ckpt_cb, "best_model_path", ""):
-            best = ckpt_cb.best_model_path
-        trainer.test(model, datamodule=datamodule, ckpt_path=best)
+    try:
+        for lg in loggers:
+            lg.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+        if cfg.get("train", True):
+            trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+        if cfg.get("test", False):
+            best = None
+            ckpt_cb = getattr(trainer, "checkpoint_callback", None)
+            if ckpt_cb is not None and getattr(ckpt_cb, "best_model_path", ""):
+                best = ckpt_cb.best_model_path
+            trainer.test(model, datamodule=datamodule, ckpt_path=best)
+    finally:
+        _finish_wandb(loggers)
     return {k: float(v) for k, v in trainer.callback_metrics.items()}
+
+
+def _finish_wandb(loggers: list) -> None:
+    """Close a W&B run this call opened: an open run would be reused by the next WandbLogger of
+    the same process (tests, notebooks, sweeps in one interpreter)."""
+    from pytorch_lightning.loggers import WandbLogger
+
+    if any(isinstance(lg, WandbLogger) for lg in loggers):
+        import wandb
+
+        wandb.finish()

@@ -156,7 +156,7 @@ def test_values_fixed_lines_every_n_and_csv_files(tmp_path, one_torch_thread):
         rows = list(csv.DictReader(fh))
     logged = {int(r["epoch"]): float(r["val_audio/ild_mae"]) for r in rows if r.get("val_audio/ild_mae")}
     assert sorted(logged) == [1, 3] and logged[1] == pytest.approx(logged[3], rel=1e-6)
-    folder = Path(logger.log_dir) / "val_audio" / "epoch_0003"
+    folder = Path(logger.log_dir) / "val_audio" / "epoch_003"
     wavs = sorted(folder.glob("*_gen.wav"))
     assert len(wavs) == 2 and len(list(folder.glob("*_gt.wav"))) == 2
     assert len(list(folder.glob("*_spectrogram.png"))) == 2 and (folder / "band_errors.png").stat().st_size > 0
@@ -169,13 +169,28 @@ def test_values_fixed_lines_every_n_and_csv_files(tmp_path, one_torch_thread):
 
 
 def test_identical_audio_gives_zero_and_runs_without_logger(tmp_path, one_torch_thread):
-    """logger=False: the run completes, values reach callback_metrics, nothing is written;
-    ANG/DIS without a checkpoint are skipped with one warning, never logged."""
-    cb = ValidationAudioCallback(every_n_epochs=1, num_lines=2, metrics=("ipd", "ild", "ang", "ffe"), log_audio=2)
-    with pytest.warns(UserWarning, match="ang skipped: no SpatialAST checkpoint"):
-        trainer(tmp_path, [cb]).fit(GainModule(gains=[1.0] * N_VAL), datamodule=TinyData())
+    """logger=False, 2 epochs: the runs complete, values reach callback_metrics, nothing is written;
+    ANG without a checkpoint and CER without its ASR model are skipped with ONE warning each over
+    both epochs, and never logged."""
+    import warnings
+
+    cb = ValidationAudioCallback(every_n_epochs=1, num_lines=2, metrics=("ipd", "ild", "ang", "cer", "ffe"),
+                                 log_audio=2, speech={"asr": {"backend": "faster_whisper",
+                                                              "model": str(tmp_path / "no_such_model")}})
+    module = GainModule(gains=[1.0] * N_VAL)
+    tr = trainer(tmp_path, [cb], max_epochs=2, limit_train_batches=2)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        tr.fit(module, datamodule=TinyData())
+    skipped = [str(w.message) for w in caught if "skipped" in str(w.message)]
+    assert sum("ang skipped: no SpatialAST checkpoint" in m for m in skipped) == 1, skipped
+    assert sum("cer skipped" in m and "no_such_model" in m for m in skipped) == 1, skipped
+    assert [e for e, _ in module.generated] == [0, 1]  # scored after both epochs
     assert cb.results["ipd_mae"] == 0.0 and cb.results["ild_mae"] == 0.0 and cb.results["ffe"] == 0.0
-    assert "ang_cos" not in cb.results and "ang" in cb.skipped
+    assert float(tr.callback_metrics["val_audio/ild_mae"]) == 0.0
+    assert "ang" in cb.skipped and "cer" in cb.skipped
+    for key in ("ang_cos", "angle_error_deg", "cer", "wer"):
+        assert key not in cb.results and f"val_audio/{key}" not in tr.callback_metrics
     assert cb.line_names == ["line0", "line1"]
     assert not list(Path(tmp_path).rglob("*.wav")) and not list(Path(tmp_path).rglob("*.png"))
 
@@ -308,6 +323,10 @@ def test_take_lines_cuts_a_drama_batch_but_keeps_the_vocabulary():
     cut = take_lines(b, 2)
     assert cut.keys == ["a", "b"] and cut.pose.shape == (2, 3, 9) and cut.speakers == ["s0", "s1", "s2"]
     assert len(b) == 3 and b.pose.shape[0] == 3  # the original is untouched
+    assert cut.pose.untyped_storage().data_ptr() != b.pose.untyped_storage().data_ptr()  # a copy, not a view
+    part = take_lines({"wav": torch.zeros(3, 2, 8), "names": ["a", "b", "c"], "sr": 16}, 1)
+    assert part["wav"].shape == (1, 2, 8) and part["names"] == ["a"] and part["sr"] == 16
+    assert part["wav"].untyped_storage().nbytes() == 2 * 8 * 4
 
 
 def test_callbacks_config_composes_and_instantiates(tmp_path):
@@ -328,13 +347,21 @@ def test_callbacks_config_composes_and_instantiates(tmp_path):
 
 @pytest.mark.timeout(240)
 def test_ddp_spawn_two_ranks_give_the_global_mean(tmp_path, one_torch_thread):
-    """2 gloo processes, each scoring its own 2 of the 4 lines: the logged value is the mean over
-    all 4 (rank 0 alone would give the mean of lines 0 and 2)."""
-    cb = ValidationAudioCallback(num_lines=4, metrics=("ild",), log_audio=0, log_plots=False)
+    """2 gloo processes scoring 3 lines unevenly (rank 0: lines 0 and 2, rank 1: line 1), logged
+    with sync_dist=False: the value is the mean over all 3 lines, as one process computes it with
+    spatial_errors; rank 0 alone, or a mean of the two ranks' means, would differ."""
+    cb = ValidationAudioCallback(num_lines=3, metrics=("ipd", "ild"), log_audio=0, log_plots=False)
+    gains = [2.0, 8.0, 1.0, 1.0, 1.0, 1.0]
     tr = pl.Trainer(accelerator="cpu", devices=2, strategy="ddp_spawn", max_epochs=1, logger=False, callbacks=[cb],
                     default_root_dir=tmp_path, enable_checkpointing=False, enable_progress_bar=False,
                     enable_model_summary=False, num_sanity_val_steps=0, limit_train_batches=1)
-    tr.fit(GainModule(), datamodule=TinyData(batch_size=2))
+    tr.fit(GainModule(gains=gains, delay=3), datamodule=TinyData(batch_size=2))
     got = float(tr.callback_metrics["val_audio/ild_mae"])
-    assert got == pytest.approx(expected_ild_db([0, 1, 2, 3]), abs=2e-3)
-    assert abs(got - expected_ild_db([0, 2])) > 1.0
+    ids = torch.tensor([0, 1, 2])
+    gt = torch.stack([line_audio(int(i)) for i in ids])
+    direct = spatial_errors(gt, render(gt, ids, gains, delay=3), SR)  # the single-process value
+    assert got == pytest.approx(float(direct.ild.mean()), rel=1e-5)
+    assert float(tr.callback_metrics["val_audio/ipd_mae"]) == pytest.approx(float(direct.ipd.mean()), rel=1e-5)
+    rank0 = float(direct.ild[[0, 2]].mean())
+    mean_of_means = (rank0 + float(direct.ild[1])) / 2
+    assert abs(got - rank0) > 1.0 and abs(got - mean_of_means) > 1.0

@@ -150,11 +150,17 @@ def _is_drama_batch(batch: Any) -> bool:
     return isinstance(batch, DramaBatch)
 
 
+def _head(value: Any, n: int) -> Any:
+    """value[:n]; a tensor is copied (a view would keep the whole batch alive)."""
+    return value[:n].clone() if isinstance(value, torch.Tensor) else value[:n]
+
+
 def take_lines(batch: Any, n: int) -> Any:
     """The first ``n`` lines of a batch, or the batch itself when it cannot be cut (then the
     callback crops the generated output instead). A DramaBatch is cut field by field (its
     ``speakers`` vocabulary is kept whole); a tensor on dim 0; a mapping / tuple / list of
-    tensors per entry, entries that are lists of B items are cut too."""
+    tensors per entry, entries that are lists of B items are cut too. Cut tensors are copies, so
+    the kept lines do not pin the whole batch's memory."""
     size = batch_size_of(batch)
     if n >= size:
         return batch
@@ -165,14 +171,14 @@ def take_lines(batch: Any, n: int) -> Any:
                 continue
             value = getattr(batch, f.name)
             if value is not None:
-                setattr(out, f.name, value[:n])
+                setattr(out, f.name, _head(value, n))
         return out
     if isinstance(batch, torch.Tensor):
-        return batch[:n]
+        return _head(batch, n)
 
     def cut(v: Any) -> Any:
         if isinstance(v, torch.Tensor) and v.ndim > 0 and v.shape[0] == size:
-            return v[:n]
+            return _head(v, n)
         if isinstance(v, list) and len(v) == size:
             return v[:n]
         return v

@@ -17,11 +17,14 @@ every rank scores its lines, ``compute()`` gives the mean over all lines of all 
 whose backend cannot run here is skipped with one warning, never given a made-up value.
 
 Logging: scalars ``<prefix>/<metric>`` through ``pl_module.log`` (every Lightning logger, and
-``trainer.callback_metrics`` even with ``logger=False``); on global rank 0 the first ``log_audio``
+``trainer.callback_metrics`` even with ``logger=False``) with ``sync_dist=False``: ``compute()``
+already synced the states, so every rank holds the global mean and a second (mean-of-means)
+reduction would be redundant; on global rank 0 the first ``log_audio``
 lines as media: to a ``WandbLogger`` stereo ``wandb.Audio`` (generated, ground truth) and
 ``wandb.Image`` (L/R spectrograms, IPD/ILD error per mel band); for any other logger (CSV,
-TensorBoard, ...) the same as wav / PNG files plus ``metrics.json`` under
-``<logger log_dir>/<prefix>/epoch_XXXX/``. W&B offline works as online (media land in the
+TensorBoard, ...) the same as wav (float, atomic) / PNG files plus ``metrics.json`` under
+``<logger log_dir or save_dir or trainer.default_root_dir>/<prefix>/epoch_XXX/``; with
+``logger=False`` no media are written. W&B offline works as online (media land in the
 offline run folder).
 """
 from __future__ import annotations
@@ -37,6 +40,7 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
+from pytorch_lightning.utilities.warnings import PossibleUserWarning
 
 from isdrama.callbacks.generation import GENERATE_METHOD, GeneratedAudio, batch_size_of, take_lines, to_device
 from isdrama.callbacks.metric_states import MeanOfItems, SpatialMAEState
@@ -119,7 +123,7 @@ class ValidationAudioCallback(pl.Callback):
         run_on_validate: also run in ``trainer.validate`` (whatever the epoch).
     """
 
-    def __init__(self, every_n_epochs: int = 1, num_lines: int = 8,
+    def __init__(self, every_n_epochs: int = 1, num_lines: int = 4,
                  metrics: Sequence[str] = ("ipd", "ild", "ffe"), mode: str = "corrected", log_audio: int = 2,
                  log_plots: bool = True, spatial: Optional[Mapping] = None,
                  spatial_ast_checkpoint: Optional[str] = None, spatial_ast: Optional[Mapping] = None,
@@ -182,6 +186,10 @@ class ValidationAudioCallback(pl.Callback):
                 f"(callbacks=default).")
         if self._states is None:
             self._states = self._build_states()
+        # values are logged with sync_dist=False because Metric.compute() already synced them;
+        # Lightning's generic "use sync_dist=True" hint does not apply to these keys
+        hint = r"It is recommended to use `self\.log\('" + re.escape(self.prefix) + "/"
+        warnings.filterwarnings("ignore", message=hint, category=PossibleUserWarning)
 
     def _skip(self, metric: str, reason: str) -> None:
         if metric not in self.skipped:
@@ -329,7 +337,8 @@ class ValidationAudioCallback(pl.Callback):
         wanted = [k for m in self.metrics for k in METRIC_KEYS[m]]
         self.results = {k: float(computed[k]) for k in wanted if k in computed and computed[k].ndim == 0}
         for key, value in self.results.items():
-            pl_module.log(f"{self.prefix}/{key}", value, on_step=False, on_epoch=True, sync_dist=True,
+            # already the mean over all ranks' lines (compute() synced the sum/count states)
+            pl_module.log(f"{self.prefix}/{key}", value, on_step=False, on_epoch=True, sync_dist=False,
                           add_dataloader_idx=False)
         if self.results:
             rank_zero_info(f"{self.prefix} (epoch {trainer.current_epoch}, {self.num_lines} lines): " +
@@ -410,20 +419,18 @@ class ValidationAudioCallback(pl.Callback):
 
     def _media_dir(self, trainer: pl.Trainer, lg: Any) -> Path:
         root = getattr(lg, "log_dir", None) or getattr(lg, "save_dir", None) or trainer.default_root_dir
-        return Path(root) / self.prefix / f"epoch_{trainer.current_epoch:04d}"
+        return Path(root) / self.prefix / f"epoch_{trainer.current_epoch:03d}"
 
     def _to_files(self, folder: Path, media: Sequence[dict], specs: list, band_fig: Any) -> None:
-        import soundfile as sf
-
-        from isdrama.utils.io import atomic_path, atomic_write_json
+        from isdrama.data.audio import write_audio
+        from isdrama.utils.io import atomic_write_json
 
         folder.mkdir(parents=True, exist_ok=True)
         for k, m in enumerate(media):
             stem = f"{k:02d}_{_safe_name(m['name'])}"
             for tag in ("gen", "gt"):
-                if m[tag] is not None:
-                    with atomic_path(folder / f"{stem}_{tag}.wav", suffix=".wav") as tmp:
-                        sf.write(tmp, m[tag].T.numpy(), m["sample_rate"], subtype="FLOAT", format="WAV")
+                if m[tag] is not None:  # (2, N) float, atomically; NaN/inf audio is refused
+                    write_audio(folder / f"{stem}_{tag}.wav", m[tag].numpy(), m["sample_rate"], subtype="FLOAT")
             if k < len(specs):
                 save_figure(specs[k], folder / f"{stem}_spectrogram.png")
         if band_fig is not None:

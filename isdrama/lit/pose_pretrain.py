@@ -30,10 +30,11 @@ from omegaconf import DictConfig, OmegaConf
 
 from isdrama.data.dataset import DramaBatch
 from isdrama.data.sampler import pad_stack
+from isdrama.lit.feature_norm import FeatureStandardizer
 from isdrama.lit.optim import configure_adam
 from isdrama.lit.probes import LabelConfig, ProbeConfig, TASKS, grouped_retrieval, pose_labels, summarize_probes
 from isdrama.models.content import ContentEncoder, ContentEncoderConfig
-from isdrama.models.contrastive import MultimodalContrastiveLoss
+from isdrama.models.contrastive import DEFAULT_PAIRS, MultimodalContrastiveLoss
 from isdrama.models.layers import masked_mean
 from isdrama.models.pose_encoder import MultimodalPoseEncoder, PoseEncoderConfig
 
@@ -62,22 +63,28 @@ class PosePretrainModule(pl.LightningModule):
         false_negative_radius_m: two lines whose trajectories start and end within this many
             metres of each other are not used as each other's negatives (None: all are).
         feature_cache: cache the features of frozen video / text backbones.
+        video_feature_norm: standardise the frozen video backbone's features per channel with
+            training-split statistics (:mod:`isdrama.lit.feature_norm`), fitted at the start of
+            fit (or from the first batch seen when used without a trainer); saved as buffers.
         probes: ``enabled``, ``every_n_val`` (probe every n-th validation), ``max_train_lines``
             (None = all), ``embedding`` (``pooled``: the contrastive space; ``z_p``: the
             time-mean of z_p), ``labels`` (:class:`LabelConfig`), ``fit`` (:class:`ProbeConfig`).
-        retrieval: ``group_size`` (candidates per query), ``ks``, ``seed`` (grouping order).
+        retrieval: ``group_size`` (candidates per query), ``ks``, ``seed`` (grouping order),
+            ``pairs`` (scored pairs, default all three, whatever the loss uses).
         log_images: send a retrieval matrix / embedding scatter to image-capable loggers.
     """
 
     def __init__(self, content: Mapping, pose_encoder: Mapping, contrastive: Mapping, optimizer: Mapping,
                  duration_weight: float = 1.0, false_negative_radius_m: Optional[float] = 0.25,
-                 feature_cache: bool = True, probes: Optional[Mapping] = None,
-                 retrieval: Optional[Mapping] = None, log_images: bool = True):
+                 feature_cache: bool = True, video_feature_norm: bool = True,
+                 probes: Optional[Mapping] = None, retrieval: Optional[Mapping] = None,
+                 log_images: bool = True):
         super().__init__()
         hp = {"content": _plain(content), "pose_encoder": _plain(pose_encoder),
               "contrastive": _plain(contrastive), "optimizer": _plain(optimizer),
               "duration_weight": float(duration_weight), "false_negative_radius_m": false_negative_radius_m,
-              "feature_cache": bool(feature_cache), "probes": _plain(probes or {}),
+              "feature_cache": bool(feature_cache), "video_feature_norm": bool(video_feature_norm),
+              "probes": _plain(probes or {}),
               "retrieval": _plain(retrieval or {}), "log_images": bool(log_images)}
         self.save_hyperparameters(hp)
         self.content = ContentEncoder(ContentEncoderConfig(**hp["content"]))
@@ -89,6 +96,12 @@ class PosePretrainModule(pl.LightningModule):
             raise ValueError("model.content.frame_rate and model.pose_encoder.frame_rate differ: "
                              f"{self.content.config.frame_rate} vs {self.pose_encoder.config.frame_rate}")
         self.contrastive = MultimodalContrastiveLoss(**hp["contrastive"])
+        self.video_norm: Optional[FeatureStandardizer] = None
+        if video_feature_norm and "video" in self.pose_encoder.branches:
+            if not self.pose_encoder.config.video_freeze:
+                raise ValueError("model.video_feature_norm needs a frozen video backbone "
+                                 "(model.pose_encoder.video_freeze=true); set it false otherwise")
+            self.video_norm = FeatureStandardizer(self.pose_encoder.video_encoder.dim)
         probe_cfg = dict(hp["probes"])
         self.labels_cfg = LabelConfig(**probe_cfg.pop("labels", {}))
         self.probe_fit_cfg = ProbeConfig(**probe_cfg.pop("fit", {}))
@@ -104,10 +117,11 @@ class PosePretrainModule(pl.LightningModule):
         self.retrieval_group = int(ret.pop("group_size", 32))
         self.retrieval_ks = tuple(int(k) for k in ret.pop("ks", (1, 5)))
         self.retrieval_seed = int(ret.pop("seed", 0))
+        self.retrieval_pairs = tuple((str(a), str(b)) for a, b in ret.pop("pairs", DEFAULT_PAIRS))
         if ret:
             raise ValueError(f"model.retrieval: unknown key(s) {sorted(ret)}")
         self._video_cache: dict[str, torch.Tensor] = {}
-        self._text_cache: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._text_cache: dict[str, torch.Tensor] = {}
         self._val_rows: list[dict[str, Any]] = []
         self._val_count = 0
 
@@ -133,6 +147,28 @@ class PosePretrainModule(pl.LightningModule):
 
     def on_fit_start(self) -> None:
         self.clear_feature_cache()
+        if self.video_norm is not None and not self.video_norm.is_fitted:
+            dm = getattr(self.trainer, "datamodule", None)
+            if dm is not None and hasattr(dm, "train_dataloader"):
+                self.fit_video_norm(dm.train_dataloader())
+
+    @torch.no_grad()
+    def fit_video_norm(self, batches: Iterable[DramaBatch]) -> None:
+        """Fit the video-feature standardiser on the backbone features of ``batches`` (all ranks'
+        statistics under torch.distributed); fills the feature cache on the way."""
+        parts = []
+        for batch in batches:
+            if batch.video is None:
+                continue
+            batch = batch.to(self.device)
+            feats = self._raw_video_features(batch)
+            parts.append(FeatureStandardizer.moments(feats[batch.video_mask]).cpu())
+        parts = _gather(parts)
+        if not parts:
+            raise ValueError("model.video_feature_norm: the training split has no video frames")
+        self.video_norm.fit_moments(parts)
+        log.info("video features standardised: mean |offset| %.3g, mean std %.3g",
+                 float(self.video_norm.mean.abs().mean()), float(self.video_norm.std.mean()))
 
     def _cache_video(self) -> bool:
         return self.hparams.feature_cache and self.pose_encoder.config.video_freeze
@@ -142,6 +178,17 @@ class PosePretrainModule(pl.LightningModule):
 
     # ---------------------------------------------------------------------------- features
     def _video_features(self, batch: DramaBatch) -> torch.Tensor:
+        """(B, F, C) video features for the pose encoder: backbone features, standardised when
+        ``video_feature_norm`` (fitted from this batch if nothing fitted it before)."""
+        feats = self._raw_video_features(batch)
+        if self.video_norm is None:
+            return feats
+        if not self.video_norm.is_fitted:
+            log.warning("video feature statistics fitted from a single batch (no fit on the training split)")
+            self.video_norm.fit_moments([FeatureStandardizer.moments(feats[batch.video_mask])])
+        return self.video_norm(feats, batch.video_mask)
+
+    def _raw_video_features(self, batch: DramaBatch) -> torch.Tensor:
         """(B, F, C) backbone features of the batch's frames (cached per line when frozen)."""
         if not self._cache_video():
             return self.pose_encoder.encode_video_frames(batch.video, batch.video_mask)
@@ -309,7 +356,7 @@ class PosePretrainModule(pl.LightningModule):
     def retrieval_metrics(self, ret: Mapping[str, tuple[torch.Tensor, torch.Tensor]]) -> dict[str, float]:
         """R@k of every pair present, both directions and their mean, among ``group_size`` candidates."""
         metrics: dict[str, float] = {}
-        for a, b in self.contrastive.pairs:
+        for a, b in self.retrieval_pairs:
             if a not in ret or b not in ret:
                 continue
             rows = ret[a][1] & ret[b][1]
@@ -358,7 +405,7 @@ class PosePretrainModule(pl.LightningModule):
         if not loggers or not self.trainer.is_global_zero:
             return
         try:
-            image = retrieval_figure(ret, labels, self.contrastive.pairs, self.retrieval_group)
+            image = retrieval_figure(ret, labels, self.retrieval_pairs, self.retrieval_group)
         except Exception as err:  # plotting must never stop training
             log.warning("retrieval image not logged: %s", err)
             return

@@ -7,7 +7,11 @@ to a binaural file before it scores it (../shared/reference/isdrama-facts.md sec
   channel 0 = left, 1 = right; a file that is not 2-channel, is empty or holds NaN/inf is refused
   with an error naming it;
 - resampling for IPD/ILD: torchaudio's windowed-sinc resampler at its defaults, batched over
-  zero-padded signals (exactly equal to resampling each signal alone, see `resample_batch`);
+  zero-padded signals (exactly equal to resampling each signal alone, see `resample_batch`), or
+  `SincResampler`: torchaudio's own kernel applied as a banded matrix product (same maths and
+  order of additions, about 2x faster on CPU);
+- fast reading for the file metrics: `read_binaural_frames` returns 16-bit PCM as int16 (the
+  float conversion int / 32768 is exact, identical to soundfile's float32 read);
 - resampling for SpatialAST: scipy.signal.resample_poly, one gain to a target dBFS RMS over both
   channels, pad/crop to a fixed length;
 - STFT: Hann, centred, reflect padding per signal (librosa / torchlibrosa convention), batched;
@@ -23,9 +27,11 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+import soundfile as sf
 import torch
 import torch.nn.functional as F
 import torchaudio.functional as AF
+from torchaudio.functional.functional import _get_sinc_resample_kernel
 
 from isdrama.data.audio import read_audio
 from isdrama.data.schema import DataError
@@ -33,6 +39,11 @@ from isdrama.data.schema import DataError
 __all__ = [
     "AudioInputError",
     "load_binaural",
+    "read_binaural_frames",
+    "frames_to_float",
+    "SincResampler",
+    "sinc_resampler",
+    "Workspace",
     "check_binaural_tensor",
     "pad_stack",
     "resample_batch",
@@ -63,6 +74,147 @@ def load_binaural(path: Path | str, min_samples: int = 1) -> tuple[np.ndarray, i
     if wav.shape[1] < min_samples:
         raise AudioInputError(path, f"audio has {wav.shape[1]} samples, need at least {min_samples}")
     return wav, sr
+
+
+def read_binaural_frames(path: Path | str, workspace: "Workspace | None" = None, slot: str = "frames"
+                         ) -> tuple[np.ndarray, int]:
+    """Read a binaural file as its interleaved samples (N, 2) plus its sample rate, without copies.
+
+    With a `Workspace` the samples land in its reused buffer ``slot`` (no fresh allocation, no page
+    faults): the returned array is a view, valid until the slot is used again.
+
+    16-bit PCM comes back as int16 (use `frames_to_float`: int / 32768 in float is exact and
+    identical to soundfile's float32 read); every other format as float32 (soundfile's
+    conversion). Same checks and errors as `load_binaural`: missing, unreadable, empty, not
+    2-channel, NaN/inf (float formats only: PCM cannot hold them), each naming the file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise AudioInputError(path, "audio file not found")
+    try:
+        with sf.SoundFile(str(path)) as f:
+            sr, channels, subtype = int(f.samplerate), f.channels, f.subtype
+            if channels != 2:
+                raise AudioInputError(path, f"{channels} channel(s), expected 2 "
+                                            "(binaural: channel 0 = left, 1 = right)")
+            dtype = "int16" if subtype == "PCM_16" else "float32"
+            if workspace is None:
+                data = f.read(dtype=dtype, always_2d=True)
+            else:
+                tdtype = torch.int16 if dtype == "int16" else torch.float32
+                data = workspace.tensor(slot, (f.frames, channels), tdtype).numpy()
+                got = f.read(out=data)
+                data = data[: got.shape[0]]
+    except AudioInputError:
+        raise
+    except Exception as exc:  # soundfile raises its own LibsndfileError / RuntimeError
+        raise AudioInputError(path, f"cannot read audio: {exc}") from exc
+    if data.shape[0] == 0:
+        raise AudioInputError(path, "audio is empty (0 samples)")
+    if data.dtype != np.int16 and not np.isfinite(data).all():
+        raise AudioInputError(path, "audio contains NaN or inf samples")
+    return data, sr
+
+
+def frames_to_float(frames: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """Interleaved (N, C) samples from `read_binaural_frames` -> ``out`` (C, N), float32/64.
+
+    int16 is scaled by 1/32768 (exact in float, what soundfile's float read returns)."""
+    if frames.dtype == np.int16:
+        np.multiply(frames.T, out.dtype.type(1.0 / 32768.0), out=out, dtype=out.dtype)
+    else:
+        np.copyto(out, frames.T, casting="same_kind")
+    return out
+
+
+class Workspace:
+    """Reusable scratch buffers (one per thread): fresh multi-megabyte tensors cost page faults.
+
+    ``tensor(name, shape)`` returns a contiguous view of a cached buffer, grown when needed; its
+    previous contents are undefined. Not thread safe: give each thread its own.
+    """
+
+    def __init__(self) -> None:
+        self._bufs: dict[tuple[str, torch.dtype], torch.Tensor] = {}
+
+    def tensor(self, name: str, shape: Sequence[int], dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        n = math.prod(shape)
+        buf = self._bufs.get((name, dtype))
+        if buf is None or buf.numel() < n:
+            buf = self._bufs[(name, dtype)] = torch.empty(n, dtype=dtype)
+        return buf[:n].view(*shape)
+
+
+class SincResampler:
+    """torchaudio.functional.resample at its defaults (Hann-windowed sinc, lowpass_filter_width 6,
+    rolloff 0.99) on CPU, as one banded matrix product instead of a strided convolution.
+
+    Same kernel (torchaudio's own `_get_sinc_resample_kernel`, in the signal's dtype as torchaudio
+    builds it), same zero padding, same output length. R periods of the polyphase filter (o inputs
+    -> n outputs each) form one row: an overlapping (rows, o R + K - o) view of the padded signal
+    times the banded (o R + K - o, n R) matrix; 2-2.5x faster than torchaudio's conv1d.
+    When the reduced ratio is small (``banded``: R > 1, e.g. 48, 96, 24, 16, 8 kHz -> 32 kHz)
+    each output is the same sequence of multiply-adds as torchaudio's (the band's zeros add exact
+    zeros): bit-identical on the CPUs tested. For large ratios (44.1 kHz family, R = 1) the
+    matrix product blocks its long inner dimension and the sums differ by ~1 ulp; callers that
+    must reproduce torchaudio bit for bit use torchaudio there. (Splitting the product to avoid
+    the overlap copy would also reorder the additions: the published unwrapped IPD moves by
+    ~4e-6 relative per file under such 1-ulp changes.)
+    """
+
+    def __init__(self, orig_sr: int, new_sr: int, dtype: torch.dtype = torch.float32):
+        g = math.gcd(int(orig_sr), int(new_sr))
+        self.orig_sr, self.new_sr = int(orig_sr), int(new_sr)
+        o, n = self.orig_sr // g, self.new_sr // g
+        kernel, width = _get_sinc_resample_kernel(self.orig_sr, self.new_sr, g, device=torch.device("cpu"),
+                                                  dtype=dtype)  # (n, 1, K), K = 2 width + o
+        K = kernel.shape[-1]
+        R = max(1, -(-32 // n), -(-(K - o) // o))  # >= 32 outputs per row; overlap <= one row step
+        M = torch.zeros(o * R + K - o, n * R, dtype=dtype)
+        for r in range(R):
+            M[o * r : o * r + K, n * r : n * r + n] = kernel[:, 0].T
+        self.o, self.n, self.width, self.K, self.R = o, n, width, K, R
+        self.matrix = M  # (o R + K - o, n R)
+        self.banded = R > 1  #: same order of additions as torchaudio (see above)
+
+    def output_length(self, length: int) -> int:
+        """ceil(n * N / o), as torchaudio."""
+        return -(-self.n * int(length) // self.o)
+
+    def layout(self, length: int) -> tuple[int, int, int]:
+        """(output length, rows, padded input length) for a signal of ``length`` samples."""
+        nout = self.output_length(length)
+        rows = -(-nout // (self.n * self.R))
+        oR = self.o * self.R
+        total = oR * max(rows + 1, -(-(self.width + int(length)) // oR))
+        return nout, rows, total
+
+    def run(self, padded: torch.Tensor, rows: int, out: torch.Tensor) -> torch.Tensor:
+        """padded (C, total): zeros, the signal at [width, width + N), zeros (see `layout`);
+        out (C, >= rows * n R), each row contiguous -> out[:, :nout] holds the resampled signal
+        (later samples are scratch)."""
+        oR, nR = self.o * self.R, self.n * self.R
+        L = self.matrix.shape[0]
+        for c in range(padded.shape[0]):
+            x = padded[c].as_strided((rows, L), (oR, 1))
+            torch.mm(x, self.matrix, out=out[c, : rows * nR].view(rows, nR))
+        return out
+
+    def __call__(self, wav: torch.Tensor) -> torch.Tensor:
+        """(..., N) -> (..., N') on CPU: equal to torchaudio.functional.resample."""
+        shape, N = wav.shape[:-1], wav.shape[-1]
+        x = wav.reshape(-1, N)
+        nout, rows, total = self.layout(N)
+        padded = x.new_zeros(x.shape[0], total)
+        padded[:, self.width : self.width + N] = x
+        out = x.new_empty(x.shape[0], rows * self.n * self.R)
+        return self.run(padded, rows, out)[:, :nout].reshape(*shape, nout)
+
+
+@lru_cache(maxsize=16)
+def sinc_resampler(orig_sr: int, new_sr: int, dtype: torch.dtype = torch.float32) -> SincResampler:
+    """A cached `SincResampler` (its matrices are read-only: share it between threads)."""
+    return SincResampler(orig_sr, new_sr, dtype)
 
 
 def check_binaural_tensor(wav: torch.Tensor, what: str = "waveform") -> None:

@@ -26,11 +26,20 @@ score does not depend on clip length. Units: radians (IPD), dB (ILD).
 Both modes are batched (zero padding + length masks, exactly equal to per-file computation),
 vectorised in torch, on CPU or GPU, and also return per-band error vectors (128) for plots.
 
+Files on CPU (`spatial_mae_files`, device "cpu"): each pair is computed whole by one of
+``workers`` threads, single-threaded (torch intra-op threads are 1 while the call runs and restored
+afterwards): 16-bit PCM read as int16, torchaudio's resampling kernel applied as a banded matrix
+product (`SincResampler`), only the frames of the common crop, STFT in cache-sized blocks of
+``chunk_frames`` frames, phases and magnitudes by numpy's SIMD arctan2 / complex abs (as the
+published script's numpy path), scratch buffers reused. Same formulas and operation order as the
+batched path; per-file values agree with it to ~1e-7 relative.
+
 Shapes: B pairs, N samples, F = 513 bins, T frames, M = 128 mel bands.
 """
 from __future__ import annotations
 
 import math
+import threading
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -43,10 +52,15 @@ import torchaudio.functional as AF
 
 from isdrama.metrics.audio_prep import (
     AudioInputError,
+    Workspace,
+    _hann,
     check_binaural_tensor,
+    frames_to_float,
     load_binaural,
     pad_stack,
+    read_binaural_frames,
     resample_batch,
+    sinc_resampler,
     slaney_mel_matrix,
     stft_batch,
 )
@@ -89,12 +103,16 @@ class SpatialMAEConfig:
     #: corrected mode: drop bins whose ground-truth energy |L|^2 + |R|^2 is more than this many dB
     #: below the file's loudest bin; None keeps every bin
     energy_mask_db: Optional[float] = -60.0
-    #: pairs per batch (file API); on CPU small batches are fastest (cache- and allocator-friendly)
+    #: pairs per batch (file API on a GPU; on CPU each worker computes one pair at a time)
     batch_size: int = 2
     device: str = "cpu"  #: torch device of the computation
     dtype: str = "float32"  #: "float32" (as published) or "float64"
-    io_threads: int = 2  #: threads reading + resampling files while a batch is computed
-    prefetch_batches: int = 4  #: batches read ahead of the one being computed
+    io_threads: int = 2  #: GPU: threads reading + resampling files while a batch is computed
+    prefetch_batches: int = 4  #: GPU: batches read ahead of the one being computed
+    #: CPU file API: pairs computed concurrently, each on one thread (torch intra-op threads are set
+    #: to 1 during the call when > 1); None = torch.get_num_threads()
+    workers: Optional[int] = None
+    chunk_frames: int = 64  #: CPU file API: STFT frames per block (cache-sized)
 
     def __post_init__(self) -> None:
         if self.mode not in ("reference", "corrected"):
@@ -103,6 +121,10 @@ class SpatialMAEConfig:
             raise ValueError(f"SpatialMAEConfig.dtype: expected 'float32' or 'float64', got {self.dtype!r}")
         if self.batch_size < 1:
             raise ValueError(f"SpatialMAEConfig.batch_size: expected >= 1, got {self.batch_size}")
+        if self.workers is not None and self.workers < 1:
+            raise ValueError(f"SpatialMAEConfig.workers: expected >= 1 or None, got {self.workers}")
+        if self.chunk_frames < 1:
+            raise ValueError(f"SpatialMAEConfig.chunk_frames: expected >= 1, got {self.chunk_frames}")
 
 
 @dataclass
@@ -359,9 +381,10 @@ def spatial_mae_files(gt_paths: Sequence[Path | str], gen_paths: Sequence[Path |
                       progress: bool = False) -> SpatialMAEResult:
     """IPD/ILD MAE over paired binaural files (gt_paths[i] vs gen_paths[i]).
 
-    Files are read with soundfile and resampled on ``io_threads`` threads, ``prefetch_batches``
-    batches ahead of the computation,
-    resampled to 32 kHz, batched by ``cfg.batch_size``. Errors name the offending file.
+    CPU: ``cfg.workers`` threads each compute whole pairs (see the module notes). Other devices:
+    files are read with soundfile and resampled to 32 kHz on ``io_threads`` threads,
+    ``prefetch_batches`` batches ahead of the computation, batched by ``cfg.batch_size``.
+    Errors name the offending file.
     """
     cfg = cfg or SpatialMAEConfig()
     gt_paths = [Path(p) for p in gt_paths]
@@ -373,13 +396,32 @@ def spatial_mae_files(gt_paths: Sequence[Path | str], gen_paths: Sequence[Path |
     names = list(names) if names is not None else [p.stem for p in gt_paths]
     ext = SpatialCueExtractor(cfg.cues, cfg.device, _torch_dtype(cfg.dtype))
     pairs = list(zip(gt_paths, gen_paths))
-    chunks = [pairs[i : i + cfg.batch_size] for i in range(0, len(pairs), cfg.batch_size)]
-    results: list[PairErrors] = []
     bar = None
     if progress:
         from tqdm import tqdm
 
         bar = tqdm(total=len(pairs), desc=f"IPD/ILD ({cfg.mode})", unit="pair")
+    try:
+        if ext.device.type == "cpu":
+            results = _run_cpu(ext, pairs, cfg, bar)
+        else:
+            results = _run_batched(ext, pairs, cfg, bar)
+    finally:
+        if bar is not None:
+            bar.close()
+
+    def cat(attr: str) -> np.ndarray:
+        return torch.cat([getattr(r, attr) for r in results]).cpu().numpy()
+
+    return SpatialMAEResult(cfg.mode, names, cat("ipd"), cat("ild"), cat("ipd_bands"), cat("ild_bands"),
+                            cat("frames"))
+
+
+def _run_batched(ext: SpatialCueExtractor, pairs: list[tuple[Path, Path]], cfg: SpatialMAEConfig,
+                 bar) -> list[PairErrors]:
+    """Accelerator path: files read + resampled on threads, computed in batches of pairs."""
+    chunks = [pairs[i : i + cfg.batch_size] for i in range(0, len(pairs), cfg.batch_size)]
+    results: list[PairErrors] = []
     need = cfg.cues.n_fft // 2 + 1
 
     def submit(chunk):  # one future per file, in gt/gen interleaved order
@@ -395,14 +437,7 @@ def spatial_mae_files(gt_paths: Sequence[Path | str], gen_paths: Sequence[Path |
             results.append(_errors_of_chunk(ext, wavs, cfg))
             if bar is not None:
                 bar.update(len(chunk))
-    if bar is not None:
-        bar.close()
-
-    def cat(attr: str) -> np.ndarray:
-        return torch.cat([getattr(r, attr) for r in results]).cpu().numpy()
-
-    return SpatialMAEResult(cfg.mode, names, cat("ipd"), cat("ild"), cat("ipd_bands"), cat("ild_bands"),
-                            cat("frames"))
+    return results
 
 
 def _errors_of_chunk(ext: SpatialCueExtractor, wavs: list[np.ndarray], cfg: SpatialMAEConfig) -> PairErrors:
@@ -410,3 +445,147 @@ def _errors_of_chunk(ext: SpatialCueExtractor, wavs: list[np.ndarray], cfg: Spat
     both, lengths = pad_stack(wavs[0::2] + wavs[1::2], dtype=ext.dtype, device=ext.device)
     re, im, frames = ext.spectra(both, lengths)
     return ext.errors_from_spectra(re, im, frames, cfg.mode, cfg.energy_mask_db)
+
+
+# --------------------------------------------------------------------------------------------
+# CPU file path: one pair at a time per worker thread, cache-sized STFT blocks, reused buffers
+
+def _run_cpu(ext: SpatialCueExtractor, pairs: list[tuple[Path, Path]], cfg: SpatialMAEConfig,
+             bar) -> list[PairErrors]:
+    workers = min(len(pairs), cfg.workers or torch.get_num_threads())
+    local = threading.local()  # one Workspace per thread, freed with this call
+
+    def one(g: Path, h: Path) -> PairErrors:
+        ws = getattr(local, "ws", None)
+        if ws is None:
+            ws = local.ws = Workspace()
+        return _pair_errors_cpu(ext, g, h, cfg, ws)
+
+    if workers <= 1:  # this thread, torch's intra-op threads as they are
+        out = []
+        for g, h in pairs:
+            out.append(one(g, h))
+            if bar is not None:
+                bar.update(1)
+        return out
+    prev = torch.get_num_threads()
+    torch.set_num_threads(1)  # parallel over pairs, not inside ops: no oversubscription, no barriers
+    try:
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            futures = [pool.submit(one, g, h) for g, h in pairs]
+            out = []
+            for f in futures:
+                out.append(f.result())
+                if bar is not None:
+                    bar.update(1)
+            return out
+    finally:
+        torch.set_num_threads(prev)
+
+
+def _read_for_analysis(path: Path, cues: SpatialCueConfig, dtype: torch.dtype, ws: Workspace, slot: int):
+    """Read one file into the workspace -> (interleaved samples, sample rate, resampler or None,
+    length n at the analysis rate). Errors name the file."""
+    frames, sr = read_binaural_frames(path, ws, f"file{slot}")
+    rs = sinc_resampler(sr, cues.sample_rate, dtype) if sr != cues.sample_rate else None
+    n = rs.output_length(frames.shape[0]) if rs is not None else frames.shape[0]
+    half = cues.n_fft // 2
+    if n < half + 1:
+        raise AudioInputError(path, f"{n} samples at {cues.sample_rate} Hz: too short for a centred STFT, "
+                                    f"need at least {half + 1}")
+    return frames, sr, rs, n
+
+
+def _signal_span(rs, N: int, n: int, half: int) -> int:
+    """Row length that `_analysis_signal` needs: the padded signal and the resampler's scratch."""
+    if rs is not None and rs.banded:
+        _, rows, _ = rs.layout(N)
+        return max(half + rows * rs.n * rs.R, n + 2 * half)
+    return n + 2 * half
+
+
+def _analysis_signal(frames: np.ndarray, sr: int, rs, n: int, P: torch.Tensor, slot: int,
+                     cues: SpatialCueConfig, ws: Workspace) -> None:
+    """Write a file's reflect-padded 32 kHz signal into P (2, >= `_signal_span`) at
+    [n_fft // 2, n_fft // 2 + n). Resampling as torchaudio's (bit-identical where the banded
+    product is, torchaudio itself otherwise)."""
+    N = frames.shape[0]
+    half = cues.n_fft // 2
+    if rs is None:
+        frames_to_float(frames, P[:, half : half + n].numpy())
+    elif rs.banded:
+        _, rows, total = rs.layout(N)
+        padded = ws.tensor(f"input{slot}", (2, total), P.dtype)
+        w = rs.width
+        padded[:, :w] = 0
+        padded[:, w + N :] = 0
+        frames_to_float(frames, padded[:, w : w + N].numpy())
+        rs.run(padded, rows, P[:, half : half + rows * rs.n * rs.R])
+    else:
+        wav = frames_to_float(frames, ws.tensor(f"input{slot}", (2, N), P.dtype).numpy())
+        P[:, half : half + n] = AF.resample(torch.from_numpy(wav), sr, cues.sample_rate)
+    # centred STFT: reflect padding at the signal's own length (numpy/librosa "reflect")
+    P[:, :half] = P[:, half + 1 : 2 * half + 1].flip(-1)
+    P[:, half + n : n + 2 * half] = P[:, n - 1 : n - 1 + half].flip(-1)
+
+
+def _pair_errors_cpu(ext: SpatialCueExtractor, gt_path: Path, gen_path: Path, cfg: SpatialMAEConfig,
+                     ws: Workspace) -> PairErrors:
+    """Errors of one pair, computed on the calling thread (see the module notes)."""
+    cues, dtype = cfg.cues, ext.dtype
+    half = cues.n_fft // 2
+    files = [_read_for_analysis(p, cues, dtype, ws, i) for i, p in enumerate((gt_path, gen_path))]
+    width = max(_signal_span(rs, fr.shape[0], n, half) for fr, _, rs, n in files)
+    signal = ws.tensor("signal", (4, width), dtype)  # gt L, gt R, gen L, gen R
+    for i, (fr, sr, rs, n) in enumerate(files):
+        _analysis_signal(fr, sr, rs, n, signal[2 * i : 2 * i + 2], i, cues, ws)
+    T = min(1 + n // cues.hop_length for *_, n in files)  # the common (top-left) crop
+    views = signal.unfold(-1, cues.n_fft, cues.hop_length)  # (4, >= T, n_fft)
+    window = _hann(cues.win_length, cues.n_fft, dtype, "cpu")
+    lo, hi = ext.lo, ext.hi
+    F_ = hi - lo
+    d_ipd = ws.tensor("d_ipd", (1, T, F_), dtype)
+    d_ild = ws.tensor("d_ild", (1, T, F_), dtype)
+    energy = None
+    if cfg.mode == "corrected" and cfg.energy_mask_db is not None:
+        energy = ws.tensor("energy", (1, T, F_), dtype)
+    eps = cues.ild_eps
+    step = min(cfg.chunk_frames, T)
+    frames_buf = ws.tensor("frames", (4, step, cues.n_fft), dtype)
+    phase_buf = ws.tensor("phase", (4, step, F_), dtype).numpy()
+    mag_buf = ws.tensor("mag", (4, step, F_), dtype).numpy()
+    tmp_buf = ws.tensor("tmp", (2, step, F_), dtype).numpy()
+    for t0 in range(0, T, step):
+        nt = min(step, T - t0)
+        frames = frames_buf[:, :nt]
+        torch.mul(views[:, t0 : t0 + nt], window, out=frames)
+        spec = torch.fft.rfft(frames, dim=-1)[..., lo:hi].numpy()  # (4, nt, F') complex
+        phase, mag, tmp = phase_buf[:, :nt], mag_buf[:, :nt], tmp_buf[:, :nt]
+        np.arctan2(spec.imag, spec.real, out=phase)  # = np.angle, as the published numpy path
+        np.absolute(spec, out=mag)
+        if energy is not None:  # ground-truth power |L|^2 + |R|^2, before magnitudes change
+            e = energy[0, t0 : t0 + nt].numpy()
+            for c in range(2):
+                np.square(spec.real[c], out=tmp[0])
+                np.square(spec.imag[c], out=tmp[1])
+                if c == 0:
+                    np.add(tmp[0], tmp[1], out=e)
+                else:
+                    np.add(tmp[0], tmp[1], out=tmp[0])
+                    e += tmp[0]
+        ipd = d_ipd[0, t0 : t0 + nt].numpy()
+        np.subtract(phase[1], phase[0], out=ipd)  # (R - L) of gt minus (R - L) of gen
+        np.subtract(phase[3], phase[2], out=tmp[0])
+        ipd -= tmp[0]
+        mag += eps
+        ild = d_ild[0, t0 : t0 + nt].numpy()  # 20 log10((|R_g|+e)(|L_h|+e) / ((|L_g|+e)(|R_h|+e)))
+        np.multiply(mag[1], mag[2], out=ild)
+        np.multiply(mag[0], mag[3], out=tmp[0])
+        ild /= tmp[0]
+        np.log10(ild, out=ild)
+        ild *= 20.0
+    common = torch.tensor([T])
+    valid = torch.ones(1, T, 1, dtype=torch.bool)
+    if cfg.mode == "reference":
+        return ext._reference_errors(d_ipd, d_ild, valid, common)
+    return ext._corrected_errors(d_ipd, d_ild, energy, valid, common, cfg.energy_mask_db)
