@@ -236,3 +236,30 @@ def test_text_encoder_loads_from_a_local_folder(tmp_path):
     with pytest.raises(OSError, match="text_model"):
         tiny_encoder(branches=("text",), text_model=str(tmp_path / "missing"),
                      text_model_config=None, text_tokenizer="byt5")
+
+
+def test_video_grid_features_keep_the_screen_position():
+    from isdrama.models.pose_encoder import VideoFrameEncoder
+
+    torch.manual_seed(0)
+    grid = VideoFrameEncoder("test_resnet", pretrained=False, image_size=64, grid=2).eval()
+    pooled = VideoFrameEncoder("test_resnet", pretrained=False, image_size=64).eval()
+    pooled.model.load_state_dict(grid.model.state_dict())
+    assert grid.dim == 4 * pooled.dim
+    frames = torch.zeros(1, 2, 3, 64, 64, dtype=torch.uint8)
+    frames[0, 0, :, 20:44, 2:26] = 255   # a white square on the left ...
+    frames[0, 1, :, 20:44, 38:62] = 255  # ... and on the right
+    g, p = grid(frames), pooled(frames)
+    # the grid cells average back to the pooled embedding (the 2 x 2 map divides evenly)
+    torch.testing.assert_close(g.view(1, 2, -1, 2, 2).mean((-1, -2)), p)
+    # the left and right columns of the grid swap between the two frames
+    cells = g.view(2, -1, 2, 2)
+    left_col, right_col = cells[..., 0].abs().sum(), cells[..., 1].abs().sum()
+    assert left_col > 0 and right_col > 0
+    diff_grid = (cells[0] - cells[1]).norm() / cells.norm()
+    diff_pool = (p[0, 0] - p[0, 1]).norm() / p.norm()
+    assert diff_grid > 2 * diff_pool
+    vit = VideoFrameEncoder("test_vit", pretrained=False, grid=2)
+    assert vit(frames).shape == (1, 2, 4 * vit.model.num_features)
+    with pytest.raises(ValueError, match="video_grid"):
+        VideoFrameEncoder("test_resnet", pretrained=False, grid=0)

@@ -14,6 +14,7 @@ Masks are True for valid positions.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Optional, Sequence
 
@@ -55,6 +56,10 @@ class PoseEncoderConfig:
         video_freeze: backbone frozen (eval, no grad) [True]. video_fps: frame rate of the
             sampled frames [4.0]. video_time_offset: frame i sits at (i + offset) / fps seconds
             [0.5, frames centred in their slot]. video_batch: frames per backbone call [64].
+        video_grid: None = the backbone's pooled frame embedding (as the paper's CLIP frame
+            embeddings); g = its last feature map averaged on a g x g grid and flattened
+            (C g^2 features per frame), which keeps where things are on screen (a pooled vector
+            of a CNN hardly tells left from right) [None].
     Text:
         text_model: hub id or local folder of a T5-family model ["google/flan-t5-base"].
         text_model_config: T5Config keyword arguments; when set, a randomly initialised
@@ -87,6 +92,7 @@ class PoseEncoderConfig:
     video_fps: float = 4.0
     video_time_offset: float = 0.5
     video_batch: int = 64
+    video_grid: Optional[int] = None
     text_model: str = "google/flan-t5-base"
     text_model_config: Optional[dict[str, Any]] = None
     text_tokenizer: Optional[str] = None
@@ -124,11 +130,14 @@ class VideoFrameEncoder(_Frozen):
     """Per-frame features from a timm image backbone (the cacheable part of the video branch).
 
     frames (B, F, 3, H, W) uint8 [0, 255] or float [0, 1], frame_mask (B, F) -> (B, F, C).
-    Only valid frames are run; padded frames give zeros.
+    Only valid frames are run; padded frames give zeros. ``grid`` None: C = the backbone's pooled
+    embedding; g: C = channels x g x g, the last feature map (NCHW of a CNN, or the patch tokens
+    of a ViT laid out on their square grid) averaged on a g x g grid, channel-major.
     """
 
     def __init__(self, backbone: str, pretrained: bool = True,
-                 image_size: Optional[int] = None, freeze: bool = True, batch: int = 64):
+                 image_size: Optional[int] = None, freeze: bool = True, batch: int = 64,
+                 grid: Optional[int] = None):
         super().__init__()
         import timm
 
@@ -144,9 +153,29 @@ class VideoFrameEncoder(_Frozen):
         self.register_buffer("std", torch.tensor(std).reshape(1, 3, 1, 1), persistent=False)
         default_size = cfg.get("input_size", (3, 224, 224))[-1]
         self.image_size = int(image_size or default_size)
-        self.dim = int(self.model.num_features)
+        if grid is not None and int(grid) < 1:
+            raise ValueError(f"video_grid: expected None or >= 1, got {grid}")
+        self.grid = None if grid is None else int(grid)
+        self.dim = int(self.model.num_features) * (self.grid ** 2 if self.grid else 1)
         self.batch = int(batch)
         self._setup_freeze(freeze)
+
+    def _embed(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, 3, S, S) prepared images -> (N, dim)."""
+        if self.grid is None:
+            return self.model(x)
+        fm = self.model.forward_features(x)
+        if fm.dim() == 3:  # (N, L, C) tokens: drop class/register tokens, lay patches on a square
+            tokens = fm[:, int(getattr(self.model, "num_prefix_tokens", 0)):]
+            side = int(round(math.sqrt(tokens.shape[1])))
+            if side * side != tokens.shape[1]:
+                raise ValueError(f"video_grid: backbone '{type(self.model).__name__}' gives "
+                                 f"{tokens.shape[1]} patch tokens, not a square grid")
+            fm = tokens.transpose(1, 2).reshape(tokens.shape[0], tokens.shape[2], side, side)
+        if fm.dim() != 4 or fm.shape[1] != self.model.num_features:
+            raise ValueError(f"video_grid: expected an NCHW feature map with {self.model.num_features} "
+                             f"channels from forward_features, got {tuple(fm.shape)}")
+        return F.adaptive_avg_pool2d(fm, self.grid).flatten(1)
 
     def _prepare(self, x: torch.Tensor) -> torch.Tensor:
         x = x.float() / 255.0 if not x.is_floating_point() else x.float()
@@ -167,7 +196,7 @@ class VideoFrameEncoder(_Frozen):
         feats = []
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.frozen):
             for start in range(0, flat.shape[0], self.batch):
-                feats.append(self.model(self._prepare(flat[start:start + self.batch])))
+                feats.append(self._embed(self._prepare(flat[start:start + self.batch])))
         out = frames.new_zeros(B, Fr, self.dim, dtype=torch.float32)
         if feats:
             out = out.masked_scatter(frame_mask[..., None], torch.cat(feats).float())
@@ -281,7 +310,7 @@ class MultimodalPoseEncoder(nn.Module):
         if "video" in cfg.branches:
             self.video_encoder = VideoFrameEncoder(cfg.video_backbone, cfg.video_pretrained,
                                                    cfg.video_image_size, cfg.video_freeze,
-                                                   cfg.video_batch)
+                                                   cfg.video_batch, cfg.video_grid)
             self.branch_modules["video"] = CrossModalBranch(self.video_encoder.dim, cfg)
         if "text" in cfg.branches:
             self.text_encoder = TextPromptEncoder(cfg.text_model, cfg.text_model_config,

@@ -5,7 +5,9 @@ z up, head at the origin) looking down over the listening area. Each speaker is 
 mouth position and height: a body from the floor to the shoulders, a head whose shape and colour
 identify the speaker (fixed per speaker id, so the same speaker looks the same in every drama), a
 nose stroke along the facing direction, and a white mouth whose size follows the speech envelope
-while the speaker talks. The listener is a grey head with a nose towards +y; the floor carries a
+while the speaker talks, with a white ring around the head whose width follows the same envelope
+(talking stays visible at the 64-pixel frames of the tiny models, as lip and gesture motion is in
+real video; ``talk_ring`` 0 draws none). The listener is a grey head with a nose towards +y; the floor carries a
 1 m grid for depth. Figures are painted far to near.
 """
 from __future__ import annotations
@@ -48,6 +50,7 @@ class VideoConfig:
     body_width: float = 0.45
     nose_length: float = 0.45
     mouth_radius: float = 0.12
+    talk_ring: float = 0.12           #: ring around a talking head, this wide when fully open
     shoulder_drop: float = 0.2        #: shoulders this far below the mouth
     head_above_mouth: float = 0.13    #: head centre this far above the mouth
     stroke: float = 0.04              #: width of the nose strokes
@@ -150,7 +153,11 @@ def _draw_figure(img: np.ndarray, camera: Camera, cfg: VideoConfig, identity: in
     shape = SHAPES[(identity // len(PALETTE) + identity) % len(SHAPES)]
     cv2.line(img, _pt(px[0]), _pt(px[1]), colour, camera.scale(cfg.body_width, depth[1]), cv2.LINE_AA)
     cv2.line(img, _pt(px[2]), _pt(px[3]), NOSE_COLOUR, camera.scale(cfg.stroke, depth[2]), cv2.LINE_AA)
-    _head(img, px[2], camera.scale(cfg.head_radius, depth[2]), colour, shape)
+    head_px = camera.scale(cfg.head_radius, depth[2])
+    if opening > 0 and cfg.talk_ring > 0:  # drawn first: the head covers its inner half
+        ring = max(1, camera.scale(cfg.talk_ring * opening, depth[2]))
+        cv2.circle(img, _pt(px[2]), head_px + ring // 2, MOUTH_COLOUR, ring, cv2.LINE_AA)
+    _head(img, px[2], head_px, colour, shape)
     if opening > 0:
         cv2.circle(img, _pt(px[4]), camera.scale(cfg.mouth_radius * opening, depth[4]),
                    MOUTH_COLOUR, -1, cv2.LINE_AA)
