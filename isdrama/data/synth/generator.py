@@ -208,10 +208,12 @@ def _write_video(path: Path, timelines: list[_Timeline], identities: list[int], 
         yaws = np.unwrap(np.asarray(tl.yaws))
         positions = np.stack([np.interp(t, times, pos[:, c]) for c in range(3)], axis=-1)
         mouth = np.zeros(n_frames)
+        talking = np.zeros(n_frames, dtype=bool)
         for start, speech in tl.mouth_segments:
             mouth = np.maximum(mouth, _mouth_opening(speech, t - start, vcfg.fps, level))
+            talking |= (t >= start) & (t <= start + len(speech.audio) / speech.sample_rate)
         tracks.append(FigureTrack(identity=ident, positions=positions,
-                                  yaws=np.interp(t, times, yaws), mouth=mouth))
+                                  yaws=np.interp(t, times, yaws), mouth=mouth, talking=talking))
     floor_z = -config.motion.listener_ear_height
     write_video(path, iter_frames(tracks, n_frames, floor_z, vcfg), vcfg)
 

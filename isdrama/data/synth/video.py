@@ -5,16 +5,17 @@ z up, head at the origin) looking down over the listening area. Each speaker is 
 mouth position and height: a body from the floor to the shoulders, a head whose shape and colour
 identify the speaker (fixed per speaker id, so the same speaker looks the same in every drama), a
 nose stroke along the facing direction, and a white mouth whose size follows the speech envelope
-while the speaker talks, with a white ring around the head whose width follows the same envelope
-(talking stays visible at the 64-pixel frames of the tiny models, as lip and gesture motion is in
-real video; ``talk_ring`` 0 draws none). The listener is a grey head with a nose towards +y; the floor carries a
+while the speaker talks, and a white ring of constant width around the head for the whole span of
+each of the speaker's lines (who is talking stays visible at the 64-pixel frames of the tiny
+models, as lip and gesture motion is in real video; constant, so a static talker does not look
+like a moving one; ``talk_ring`` 0 draws none). The listener is a grey head with a nose towards +y; the floor carries a
 1 m grid for depth. Figures are painted far to near.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterable, Iterator, Optional
 
 import numpy as np
 
@@ -50,7 +51,7 @@ class VideoConfig:
     body_width: float = 0.45
     nose_length: float = 0.45
     mouth_radius: float = 0.12
-    talk_ring: float = 0.12           #: ring around a talking head, this wide when fully open
+    talk_ring: float = 0.15           #: width of the ring around the head during a line
     shoulder_drop: float = 0.2        #: shoulders this far below the mouth
     head_above_mouth: float = 0.13    #: head centre this far above the mouth
     stroke: float = 0.04              #: width of the nose strokes
@@ -65,13 +66,15 @@ class FigureTrack:
     """One speaker sampled at every video frame.
 
     positions: (F, 3) mouth positions (listener frame); yaws: (F,) radians; mouth: (F,) mouth
-    opening 0..1 (0 = silent); identity: speaker number (picks colour and head shape).
+    opening 0..1 (0 = silent); identity: speaker number (picks colour and head shape);
+    talking: (F,) bool, inside one of the speaker's lines (None: where the mouth is open).
     """
 
     identity: int
     positions: np.ndarray
     yaws: np.ndarray
     mouth: np.ndarray
+    talking: Optional[np.ndarray] = None
 
 
 class Camera:
@@ -144,7 +147,7 @@ def _figure_points(track: FigureTrack, cfg: VideoConfig, floor_z: float) -> np.n
 
 
 def _draw_figure(img: np.ndarray, camera: Camera, cfg: VideoConfig, identity: int,
-                 px: np.ndarray, depth: np.ndarray, opening: float) -> None:
+                 px: np.ndarray, depth: np.ndarray, opening: float, talking: bool) -> None:
     """Paint one figure from its projected key points px (5, 2) and depths (5,)."""
     import cv2
     if np.any(depth < MIN_DEPTH):
@@ -154,8 +157,8 @@ def _draw_figure(img: np.ndarray, camera: Camera, cfg: VideoConfig, identity: in
     cv2.line(img, _pt(px[0]), _pt(px[1]), colour, camera.scale(cfg.body_width, depth[1]), cv2.LINE_AA)
     cv2.line(img, _pt(px[2]), _pt(px[3]), NOSE_COLOUR, camera.scale(cfg.stroke, depth[2]), cv2.LINE_AA)
     head_px = camera.scale(cfg.head_radius, depth[2])
-    if opening > 0 and cfg.talk_ring > 0:  # drawn first: the head covers its inner half
-        ring = max(1, camera.scale(cfg.talk_ring * opening, depth[2]))
+    if talking and cfg.talk_ring > 0:  # drawn first: the head covers its inner edge
+        ring = camera.scale(cfg.talk_ring, depth[2])
         cv2.circle(img, _pt(px[2]), head_px + ring // 2, MOUTH_COLOUR, ring, cv2.LINE_AA)
     _head(img, px[2], head_px, colour, shape)
     if opening > 0:
@@ -178,7 +181,9 @@ def iter_frames(tracks: list[FigureTrack], n_frames: int, floor_z: float,
         order = np.argsort([-depth[f, 0] for _, depth in projected], kind="stable")   # far first
         for i in order:
             px, depth = projected[i]
-            _draw_figure(img, camera, cfg, tracks[i].identity, px[f], depth[f], float(tracks[i].mouth[f]))
+            track = tracks[i]
+            talking = bool(track.talking[f]) if track.talking is not None else track.mouth[f] > 0
+            _draw_figure(img, camera, cfg, track.identity, px[f], depth[f], float(track.mouth[f]), talking)
         yield img
 
 
