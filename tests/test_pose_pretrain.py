@@ -322,7 +322,7 @@ def test_ddp_on_cpu_with_two_processes(synth_root, tmp_path):
 
     repo = Path(__file__).resolve().parents[1]
     cmd = [sys.executable, str(repo / "train.py"), "experiment=demo", f"data.root={synth_root}", "data.synth=null",
-           "data.val_fraction=0.2", "data.test_fraction=0.2", "logger=csv", "trainer=ddp_cpu", "trainer.max_epochs=1",
+           "data.val_fraction=0.2", "data.test_fraction=0.2", "logger=csv", "trainer=ddp_cpu", "trainer.max_epochs=1", "trainer.check_val_every_n_epoch=1",
            "trainer.enable_progress_bar=false", f"hydra.run.dir={tmp_path}"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=repo)
     assert proc.returncode == 0, proc.stderr[-3000:]
