@@ -5,7 +5,7 @@ torchaudio.load/save need torchcodec, which is not available everywhere; soundfi
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import numpy as np
 import soundfile as sf
@@ -14,31 +14,48 @@ from isdrama.data.schema import DataError
 from isdrama.utils.io import atomic_path
 
 
-def read_audio(path: Path | str, expect_sr: Optional[int] = None, expect_channels: Optional[int] = None,
-               ) -> tuple[np.ndarray, int]:
-    """Read an audio file as float32 (channels, samples).
+def read_frames(path: Path | str, expect_sr: Optional[int] = None, expect_channels: Optional[int] = None,
+                pcm16_as_int: bool = False,
+                alloc: Optional[Callable[[tuple[int, int], str], np.ndarray]] = None,
+                ) -> tuple[np.ndarray, int]:
+    """Read an audio file as its interleaved samples (frames, channels) plus its sample rate.
 
-    Raises DataError naming the file when it is missing, unreadable, empty, not finite, or of an
-    unexpected sample rate / channel count.
+    float32, or int16 for 16-bit PCM when ``pcm16_as_int`` (int / 32768 in float is exact: what
+    the float read returns). ``alloc(shape, dtype)`` gives the array to read into (a reused
+    buffer; the result is a view of it); None allocates. Raises DataError naming the file when
+    it is missing, unreadable, empty, not finite, or of an unexpected sample rate / channel count.
     """
     path = Path(path)
     if not path.is_file():
         raise DataError(path, "audio file not found")
     try:
-        data, sr = sf.read(str(path), dtype="float32", always_2d=True)
+        with sf.SoundFile(str(path)) as f:
+            dtype = "int16" if pcm16_as_int and f.subtype == "PCM_16" else "float32"
+            if alloc is None:
+                data = f.read(dtype=dtype, always_2d=True)
+            else:
+                buf = alloc((f.frames, f.channels), dtype)
+                data = buf[: f.read(out=buf).shape[0]]
+            sr = int(f.samplerate)
     except Exception as exc:  # soundfile raises its own LibsndfileError / RuntimeError
         raise DataError(path, f"cannot read audio: {exc}") from exc
-    wav = np.ascontiguousarray(data.T)
-    if wav.shape[1] == 0:
+    if data.shape[0] == 0:
         raise DataError(path, "audio is empty (0 samples)")
     if expect_sr is not None and sr != expect_sr:
         raise DataError(path, f"sample rate {sr} Hz, expected {expect_sr} Hz")
-    if expect_channels is not None and wav.shape[0] != expect_channels:
-        raise DataError(path, f"{wav.shape[0]} channel(s), expected {expect_channels} "
+    if expect_channels is not None and data.shape[1] != expect_channels:
+        raise DataError(path, f"{data.shape[1]} channel(s), expected {expect_channels} "
                               "(binaural: channel 0 = left, 1 = right)")
-    if not np.isfinite(wav).all():
+    if data.dtype != np.int16 and not np.isfinite(data).all():  # PCM cannot hold NaN/inf
         raise DataError(path, "audio contains NaN or inf samples")
-    return wav, int(sr)
+    return data, sr
+
+
+def read_audio(path: Path | str, expect_sr: Optional[int] = None, expect_channels: Optional[int] = None,
+               ) -> tuple[np.ndarray, int]:
+    """Read an audio file as float32 (channels, samples); checks and errors of `read_frames`."""
+    data, sr = read_frames(path, expect_sr, expect_channels)
+    return np.ascontiguousarray(data.T), sr
 
 
 def audio_info(path: Path | str) -> sf._SoundFileInfo:

@@ -27,13 +27,12 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-import soundfile as sf
 import torch
 import torch.nn.functional as F
 import torchaudio.functional as AF
 from torchaudio.functional.functional import _get_sinc_resample_kernel
 
-from isdrama.data.audio import read_audio
+from isdrama.data.audio import read_audio, read_frames
 from isdrama.data.schema import DataError
 
 __all__ = [
@@ -85,35 +84,16 @@ def read_binaural_frames(path: Path | str, workspace: "Workspace | None" = None,
 
     16-bit PCM comes back as int16 (use `frames_to_float`: int / 32768 in float is exact and
     identical to soundfile's float32 read); every other format as float32 (soundfile's
-    conversion). Same checks and errors as `load_binaural`: missing, unreadable, empty, not
-    2-channel, NaN/inf (float formats only: PCM cannot hold them), each naming the file.
+    conversion). Same checks and errors as `load_binaural` (isdrama.data.audio.read_frames).
     """
-    path = Path(path)
-    if not path.is_file():
-        raise AudioInputError(path, "audio file not found")
+    alloc = None
+    if workspace is not None:
+        def alloc(shape, dtype):
+            return workspace.tensor(slot, shape, torch.int16 if dtype == "int16" else torch.float32).numpy()
     try:
-        with sf.SoundFile(str(path)) as f:
-            sr, channels, subtype = int(f.samplerate), f.channels, f.subtype
-            if channels != 2:
-                raise AudioInputError(path, f"{channels} channel(s), expected 2 "
-                                            "(binaural: channel 0 = left, 1 = right)")
-            dtype = "int16" if subtype == "PCM_16" else "float32"
-            if workspace is None:
-                data = f.read(dtype=dtype, always_2d=True)
-            else:
-                tdtype = torch.int16 if dtype == "int16" else torch.float32
-                data = workspace.tensor(slot, (f.frames, channels), tdtype).numpy()
-                got = f.read(out=data)
-                data = data[: got.shape[0]]
-    except AudioInputError:
-        raise
-    except Exception as exc:  # soundfile raises its own LibsndfileError / RuntimeError
-        raise AudioInputError(path, f"cannot read audio: {exc}") from exc
-    if data.shape[0] == 0:
-        raise AudioInputError(path, "audio is empty (0 samples)")
-    if data.dtype != np.int16 and not np.isfinite(data).all():
-        raise AudioInputError(path, "audio contains NaN or inf samples")
-    return data, sr
+        return read_frames(path, expect_channels=2, pcm16_as_int=True, alloc=alloc)
+    except DataError as exc:
+        raise AudioInputError(path, str(exc).split(": ", 1)[-1]) from exc
 
 
 def frames_to_float(frames: np.ndarray, out: np.ndarray) -> np.ndarray:
