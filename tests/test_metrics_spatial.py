@@ -16,7 +16,13 @@ import soundfile as sf
 import torch
 import torchaudio.functional as AF
 
-from isdrama.metrics.audio_prep import AudioInputError, resample_batch, slaney_mel_matrix, stft_batch
+from isdrama.metrics.audio_prep import (
+    AudioInputError,
+    SincResampler,
+    resample_batch,
+    slaney_mel_matrix,
+    stft_batch,
+)
 from isdrama.metrics.spatial import (
     SpatialMAEConfig,
     ipd_ild_features,
@@ -89,6 +95,24 @@ def test_batched_resample_and_stft_equal_per_signal():
         assert int(frames[i]) == lib.shape[1]
         ours = spec[i, : frames[i]].numpy().T
         np.testing.assert_allclose(ours, lib, rtol=0, atol=2e-4 * np.abs(lib).max())
+
+
+@pytest.mark.parametrize("orig_sr", [48000, 16000])
+def test_sinc_resampler_is_torchaudio_bit_for_bit(orig_sr):
+    """The banded product equals torchaudio's resampler exactly, from float (C, N) input and
+    from interleaved int16 PCM (the file path: 1/32768 folded into the matrix)."""
+    rng = np.random.default_rng(0)
+    pcm = (rng.standard_normal((orig_sr // 3 + 17, 2)) * 4000).astype(np.int16)  # (N, 2) as read
+    wav = torch.from_numpy(pcm.T.astype(np.float32) / 32768)  # (2, N), soundfile's float read
+    theirs = AF.resample(wav, orig_sr, 32000)
+    rs = SincResampler(orig_sr, 32000)
+    assert rs.banded
+    assert torch.equal(rs(wav), theirs)
+    nout, rows, total = rs.layout(pcm.shape[0])
+    padded = torch.zeros(total, 2, dtype=torch.int16)
+    padded[rs.width : rs.width + pcm.shape[0]] = torch.from_numpy(pcm)
+    out = torch.empty(2, rows * rs.n * rs.R)
+    assert torch.equal(rs.run(padded, rows, out)[:, :nout], theirs)
 
 
 # --------------------------------------------------------------------------------------------
@@ -260,6 +284,29 @@ def test_tensor_api_batched_with_lengths_equals_one_by_one():
             torch.testing.assert_close(batched.ipd[i], single.ipd[0], rtol=1e-5, atol=1e-9)
             torch.testing.assert_close(batched.ild[i], single.ild[0], rtol=1e-5, atol=1e-9)
             assert int(batched.frames[i]) == int(single.frames[0])
+
+
+@pytest.mark.parametrize("mode", ["reference", "corrected"])
+def test_cpu_file_path_equals_tensor_path(tmp_path, mode):
+    """The CPU file path (per-pair threads, int16 / float reads, blockwise STFT) gives the values of
+    the batched tensor path on the same audio: PCM-16 and float files, 48 and 32 kHz, unequal
+    lengths."""
+    specs = [(48000, "PCM_16", 2.0, 2.3), (48000, "FLOAT", 1.7, 1.2), (32000, "PCM_16", 1.1, 1.1)]
+    gts, gens, expect = [], [], []
+    cfg = SpatialMAEConfig(mode=mode, workers=2, chunk_frames=16)
+    for i, (sr, subtype, a, b) in enumerate(specs):
+        g = write(tmp_path / "gt" / f"p{i}.wav", noise_pair(3 * i, a, sr), sr, subtype)
+        h = write(tmp_path / "infer" / f"p{i}.wav", noise_pair(3 * i + 1, b, sr), sr, subtype)
+        gts.append(g)
+        gens.append(h)
+        x, y = (torch.from_numpy(sf.read(p, dtype="float32", always_2d=True)[0].T.copy())[None] for p in (g, h))
+        expect.append(spatial_errors(x, y, sr, cfg=cfg))
+    ours = spatial_mae_files(gts, gens, cfg)
+    np.testing.assert_allclose(ours.ipd, [float(e.ipd[0]) for e in expect], rtol=2e-5)
+    np.testing.assert_allclose(ours.ild, [float(e.ild[0]) for e in expect], rtol=2e-5)
+    np.testing.assert_allclose(ours.ipd_bands, torch.cat([e.ipd_bands for e in expect]).numpy(),
+                               rtol=1e-4, atol=1e-9)
+    assert list(ours.frames) == [int(e.frames[0]) for e in expect]
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

@@ -515,12 +515,14 @@ def _analysis_signal(frames: np.ndarray, sr: int, rs, n: int, P: torch.Tensor, s
         frames_to_float(frames, P[:, half : half + n].numpy())
     elif rs.banded:
         _, rows, total = rs.layout(N)
-        padded = ws.tensor(f"input{slot}", (2, total), P.dtype)
+        int16 = frames.dtype == np.int16
+        padded = ws.tensor(f"input{slot}", (total, 2), torch.int16 if int16 else P.dtype)
         w = rs.width
-        padded[:, :w] = 0
-        padded[:, w + N :] = 0
-        frames_to_float(frames, padded[:, w : w + N].numpy())
-        rs.run(padded, rows, P[:, half : half + rows * rs.n * rs.R])
+        padded[:w] = 0
+        padded[w + N :] = 0
+        np.copyto(padded[w : w + N].numpy(), frames, casting="same_kind")
+        scratch = ws.tensor("resample_rows", (rows * rs.matrix.shape[0],), P.dtype)
+        rs.run(padded, rows, P[:, half : half + rows * rs.n * rs.R], scratch)
     else:
         wav = frames_to_float(frames, ws.tensor(f"input{slot}", (2, N), P.dtype).numpy())
         P[:, half : half + n] = AF.resample(torch.from_numpy(wav), sr, cues.sample_rate)
@@ -544,13 +546,17 @@ def _pair_errors_cpu(ext: SpatialCueExtractor, gt_path: Path, gen_path: Path, cf
     window = _hann(cues.win_length, cues.n_fft, dtype, "cpu")
     lo, hi = ext.lo, ext.hi
     F_ = hi - lo
-    d_ipd = ws.tensor("d_ipd", (1, T, F_), dtype)
-    d_ild = ws.tensor("d_ild", (1, T, F_), dtype)
+    step = min(cfg.chunk_frames, T)
+    reference = cfg.mode == "reference"
+    if reference:  # per block: project, |.|, sum over frames: no (T, F') buffers
+        cue_buf = ws.tensor("cue", (2, step, F_), dtype)
+        band_sums = torch.zeros(2, ext.mel.shape[1], dtype=torch.float64)  # (IPD, ILD / 20) x M
+    else:
+        cue_buf = ws.tensor("cue", (2, T, F_), dtype)
     energy = None
-    if cfg.mode == "corrected" and cfg.energy_mask_db is not None:
+    if not reference and cfg.energy_mask_db is not None:
         energy = ws.tensor("energy", (1, T, F_), dtype)
     eps = cues.ild_eps
-    step = min(cfg.chunk_frames, T)
     frames_buf = ws.tensor("frames", (4, step, cues.n_fft), dtype)
     phase_buf = ws.tensor("phase", (4, step, F_), dtype).numpy()
     mag_buf = ws.tensor("mag", (4, step, F_), dtype).numpy()
@@ -573,19 +579,24 @@ def _pair_errors_cpu(ext: SpatialCueExtractor, gt_path: Path, gen_path: Path, cf
                 else:
                     np.add(tmp[0], tmp[1], out=tmp[0])
                     e += tmp[0]
-        ipd = d_ipd[0, t0 : t0 + nt].numpy()
+        cue = cue_buf[:, :nt] if reference else cue_buf[:, t0 : t0 + nt]  # (2, nt, F')
+        ipd = cue[0].numpy()
         np.subtract(phase[1], phase[0], out=ipd)  # (R - L) of gt minus (R - L) of gen
         np.subtract(phase[3], phase[2], out=tmp[0])
         ipd -= tmp[0]
         mag += eps
-        ild = d_ild[0, t0 : t0 + nt].numpy()  # 20 log10((|R_g|+e)(|L_h|+e) / ((|L_g|+e)(|R_h|+e)))
+        ild = cue[1].numpy()  # log10((|R_g|+e)(|L_h|+e) / ((|L_g|+e)(|R_h|+e))); x 20 later
         np.multiply(mag[1], mag[2], out=ild)
         np.multiply(mag[0], mag[3], out=tmp[0])
         ild /= tmp[0]
         np.log10(ild, out=ild)
-        ild *= 20.0
+        if reference:
+            band_sums += ext.project(cue).abs_().sum(1)  # sum over frames of |(P_gt - P_gen)|
     common = torch.tensor([T])
+    if reference:  # mean over frames, divided AGAIN by T (published); ILD x 20 (|20 x| = 20 |x|)
+        bands = (band_sums * torch.tensor([[1.0], [20.0]], dtype=torch.float64) / (T * T)).to(dtype)
+        ipd_b, ild_b = bands[:1], bands[1:]
+        return PairErrors(ipd_b.mean(-1), ild_b.mean(-1), ipd_b, ild_b, common)
+    d_ipd, d_ild = cue_buf[:1], cue_buf[1:].mul_(20.0)
     valid = torch.ones(1, T, 1, dtype=torch.bool)
-    if cfg.mode == "reference":
-        return ext._reference_errors(d_ipd, d_ild, valid, common)
     return ext._corrected_errors(d_ipd, d_ild, energy, valid, common, cfg.energy_mask_db)
