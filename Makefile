@@ -16,5 +16,9 @@ test: setup
 test-slow: setup
 	$(PY) -m pytest -q -m slow
 
+# the standalone benchmarks of docs/benchmarks.md (~2.5 min on 2 cores); the data loader and the
+# pose acceptance run need generated data, see there
 bench: setup
-	$(PY) bench/run_all.py
+	$(PY) bench/bench_synth.py --dramas 4
+	$(PY) bench/bench_tokenize.py --batch-size 1
+	$(PY) bench/bench_eval_spatial.py --pairs 100 --seconds 10 --repeats 3

@@ -29,10 +29,12 @@ vectorised in torch, on CPU or GPU, and also return per-band error vectors (128)
 Files on CPU (`spatial_mae_files`, device "cpu"): each pair is computed whole by one of
 ``workers`` threads, single-threaded (torch intra-op threads are 1 while the call runs and restored
 afterwards): 16-bit PCM read as int16, torchaudio's resampling kernel applied as a banded matrix
-product (`SincResampler`), only the frames of the common crop, STFT in cache-sized blocks of
+product (`SincResampler`, rows gathered straight from the interleaved samples, 1/32768 folded into
+the matrix: bit-identical), only the frames of the common crop, STFT in cache-sized blocks of
 ``chunk_frames`` frames, phases and magnitudes by numpy's SIMD arctan2 / complex abs (as the
-published script's numpy path), scratch buffers reused. Same formulas and operation order as the
-batched path; per-file values agree with it to ~1e-7 relative.
+published script's numpy path), scratch buffers reused; reference mode projects each block on the
+mel matrix and sums |.| over its frames (no (T, F) buffers). Same formulas and operation order as
+the batched path; per-file values agree with it to ~1e-7 relative.
 
 Shapes: B pairs, N samples, F = 513 bins, T frames, M = 128 mel bands.
 """
