@@ -99,3 +99,15 @@ def test_unknown_metric_and_bad_texts(tmp_path, capsys):
     (tmp_path / "texts.json").write_text("{not json")
     assert _run(tmp_path, "--metrics", "cer", "--texts", str(tmp_path / "texts.json"))[0] == 2
     assert "texts.json: malformed JSON" in capsys.readouterr().err
+
+
+def test_cli_options_reach_the_metric_configs():
+    from isdrama.metrics.cli import build_parser, config_from_args
+
+    args = build_parser().parse_args(["gt", "infer", "--mode", "reference", "--workers", "3", "--batch-size", "4",
+                                      "--metrics", "ipd,ild"])
+    cfg = config_from_args(args)
+    assert (cfg.mode, cfg.metrics) == ("reference", ("ipd", "ild"))
+    assert (cfg.spatial.workers, cfg.spatial.batch_size, cfg.spatial_ast.batch_size) == (3, 4, 4)
+    with pytest.raises(ValueError, match="workers"):
+        config_from_args(build_parser().parse_args(["gt", "infer", "--workers", "0"]))

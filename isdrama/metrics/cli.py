@@ -47,6 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pitch-tracker", default="praat", choices=["praat", "crepe"], help="FFE pitch tracker")
     p.add_argument("--device", default="cpu", help="torch device for the models (cpu, cuda)")
     p.add_argument("--batch-size", type=int, default=8, help="files per batch (SpatialAST, IPD/ILD)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="CPU: IPD/ILD pairs computed at once, one thread each (default: torch's threads)")
     p.add_argument("--no-plots", action="store_true")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     return p
@@ -69,7 +71,7 @@ def config_from_args(args: argparse.Namespace):
     return EvalConfig(
         metrics=metrics, mode=args.mode,
         spatial_ast_checkpoint=str(args.spatial_ast_checkpoint) if args.spatial_ast_checkpoint else None,
-        spatial=SpatialMAEConfig(device=args.device, batch_size=args.batch_size),
+        spatial=SpatialMAEConfig(device=args.device, batch_size=args.batch_size, workers=args.workers),
         spatial_ast=SpatialASTMetricConfig(phase_wrap_quirk=quirk, segment_seconds=args.segment_seconds,
                                            batch_size=args.batch_size, device=args.device),
         speech=SpeechMetricsConfig(lang=args.lang, asr=asr, speaker=speaker,
