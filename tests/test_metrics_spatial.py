@@ -264,6 +264,38 @@ def test_energy_mask_ignores_silent_bins():
     assert float(masked.ipd) < 0.05 < 0.5 < float(unmasked.ipd)
 
 
+@pytest.mark.parametrize("mask_db", [-30.0, None])
+def test_corrected_bands_equal_a_direct_numpy_computation(mask_db):
+    """Corrected mode per band = sum over (t, f) of w[f, m] * kept * error / sum of w[f, m] * kept,
+    w the Slaney triangles normalised per band, error the wrapped IPD difference (rad) / the
+    absolute ILD difference (dB), kept = gt energy within mask_db of its peak; float64 librosa."""
+    rng = np.random.default_rng(5)
+    gt = spatialise(rng.standard_normal(24000) * 0.1, 5, 3.0)
+    gt[12000:] *= 0.01  # a quiet second half: -40 dB, dropped by the -30 dB mask
+    gen = spatialise(rng.standard_normal(24000) * 0.1, -4, -2.0)
+    cues = []
+    for x in (gt, gen):
+        spec = librosa.stft(x.T, n_fft=1024, hop_length=320, window="hann", center=True, pad_mode="reflect")
+        left, right = spec[0].T, spec[1].T  # (T, 513)
+        cues.append((np.angle(right) - np.angle(left),
+                     20 * np.log10((np.abs(right) + 1e-10) / (np.abs(left) + 1e-10)),
+                     np.abs(left) ** 2 + np.abs(right) ** 2))
+    (ipd_g, ild_g, energy), (ipd_h, ild_h, _) = cues
+    kept = np.ones_like(energy) if mask_db is None else (energy >= energy.max() * 10 ** (mask_db / 10))
+    w = librosa.filters.mel(sr=32000, n_fft=1024, n_mels=128, fmin=50, fmax=14000).T  # (513, 128)
+    w = w / w.sum(0, keepdims=True)
+    e_ipd = np.abs(np.angle(np.exp(1j * (ipd_g - ipd_h))))
+    e_ild = np.abs(ild_g - ild_h)
+    den = (kept.sum(0) @ w)
+    expect_ipd = ((e_ipd * kept).sum(0) @ w) / den
+    expect_ild = ((e_ild * kept).sum(0) @ w) / den
+    ours = spatial_errors(*(torch.from_numpy(x.T.copy()).float()[None] for x in (gt, gen)), 32000,
+                          cfg=SpatialMAEConfig(mode="corrected", energy_mask_db=mask_db))
+    np.testing.assert_allclose(ours.ipd_bands[0].numpy(), expect_ipd, rtol=2e-4, atol=1e-5)
+    np.testing.assert_allclose(ours.ild_bands[0].numpy(), expect_ild, rtol=2e-4, atol=1e-4)
+    assert float(ours.ipd) == pytest.approx(float(np.mean(expect_ipd)), rel=1e-4)
+
+
 def test_tensor_api_batched_with_lengths_equals_one_by_one():
     gts, gens, lg, lh = [], [], [], []
     for i, (a, b) in enumerate([(1.0, 1.2), (2.0, 2.0), (0.7, 0.5)]):

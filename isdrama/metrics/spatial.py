@@ -306,17 +306,24 @@ class SpatialCueExtractor:
         return PairErrors(ipd_b.mean(-1), ild_b.mean(-1), ipd_b, ild_b, common)
 
     def _corrected_errors(self, d_ipd, d_ild, energy, valid, common, energy_mask_db) -> PairErrors:
-        B = valid.shape[0]
-        mask = valid.to(self.dtype).expand(B, -1, d_ipd.shape[-1])  # (B, T, F')
+        """Band means of the wrapped IPD / absolute ILD errors over the kept bins (consumes d_ipd,
+        d_ild in place). The frame sums come before the mel weights (both linear): one
+        (B, F') x (F', M) product per cue instead of a (B, T, F') one."""
+        B, T, F_ = d_ipd.shape
+        in_crop = valid.to(self.dtype)  # (B, T, 1)
         if energy is not None:
-            peak = (energy * valid).flatten(1).amax(1).view(B, 1, 1)
-            mask = mask * (energy >= peak * 10.0 ** (energy_mask_db / 10.0)).to(self.dtype)
-        e_ipd = torch.remainder(d_ipd + math.pi, 2 * math.pi).sub_(math.pi).abs_()  # wrapped, rad
-        e_ild = d_ild.abs_()
-        den = self.project(mask.contiguous(), normalised=True).sum(1)  # (B, M)
+            peak = (energy if bool(valid.all()) else energy * in_crop).flatten(1).amax(1).view(B, 1, 1)
+            # 0/1 in the float dtype straight from the comparison (a bool mask costs several passes)
+            mask = torch.ge(energy, peak * 10.0 ** (energy_mask_db / 10.0), out=torch.empty_like(energy))
+            mask.mul_(in_crop)  # (B, T, F')
+        else:
+            mask = in_crop.expand(B, T, F_)
+        e_ipd = d_ipd.add_(math.pi).remainder_(2 * math.pi).sub_(math.pi).abs_()  # wrapped, rad
+        e_ild = d_ild.abs_()  # dB
+        den = self.project(mask.sum(1), normalised=True)  # (B, M) weight of the kept bins per band
         bands = []
         for e in (e_ipd, e_ild):
-            num = self.project(e * mask, normalised=True).sum(1)
+            num = self.project(e.mul_(mask).sum(1), normalised=True)
             bands.append(torch.where(den > 0, num / den.clamp_min(torch.finfo(self.dtype).tiny),
                                      torch.full_like(num, float("nan"))))
         ipd_b, ild_b = bands
