@@ -297,12 +297,16 @@ class SpatialCueExtractor:
         return self._corrected_errors(d_ipd, d_ild, energy, valid, common, energy_mask_db)
 
     def _reference_errors(self, d_ipd, d_ild, valid, common) -> PairErrors:
-        t = common.to(self.dtype).unsqueeze(1)  # (B, 1)
-        out = []
-        for d in (d_ipd, d_ild):
-            bands = self.project(d).abs_().mul_(valid).sum(1)  # (B, M) over the crop's frames
-            out.append(bands / t / t)  # mean over frames, then divided AGAIN by T (published)
-        ipd_b, ild_b = out
+        sums = [self.project(d).abs_().mul_(valid).sum(1) for d in (d_ipd, d_ild)]  # (B, M) over the crop
+        return self.reference_from_sums(*sums, common)
+
+    def reference_from_sums(self, ipd_sums: torch.Tensor, ild_sums: torch.Tensor, common: torch.Tensor
+                            ) -> PairErrors:
+        """Published per-pair figures from sum over the crop's frames of |P_gt - P_gen| per band,
+        (B, M) each (any float dtype), and the crop's frame counts (B,): mean over frames, then
+        divided AGAIN by T (published)."""
+        t = common.to(ipd_sums.dtype).unsqueeze(1)  # (B, 1)
+        ipd_b, ild_b = ((x / t / t).to(self.dtype) for x in (ipd_sums, ild_sums))
         return PairErrors(ipd_b.mean(-1), ild_b.mean(-1), ipd_b, ild_b, common)
 
     def _corrected_errors(self, d_ipd, d_ild, energy, valid, common, energy_mask_db) -> PairErrors:
@@ -602,10 +606,8 @@ def _pair_errors_cpu(ext: SpatialCueExtractor, gt_path: Path, gen_path: Path, cf
         if reference:
             band_sums += ext.project(cue).abs_().sum(1)  # sum over frames of |(P_gt - P_gen)|
     common = torch.tensor([T])
-    if reference:  # mean over frames, divided AGAIN by T (published); ILD x 20 (|20 x| = 20 |x|)
-        bands = (band_sums * torch.tensor([[1.0], [20.0]], dtype=torch.float64) / (T * T)).to(dtype)
-        ipd_b, ild_b = bands[:1], bands[1:]
-        return PairErrors(ipd_b.mean(-1), ild_b.mean(-1), ipd_b, ild_b, common)
+    if reference:  # ILD x 20 after the sums: |20 x| = 20 |x|
+        return ext.reference_from_sums(band_sums[:1], band_sums[1:] * 20.0, common)
     d_ipd, d_ild = cue_buf[:1], cue_buf[1:].mul_(20.0)
     valid = torch.ones(1, T, 1, dtype=torch.bool)
     return ext._corrected_errors(d_ipd, d_ild, energy, valid, common, cfg.energy_mask_db)
