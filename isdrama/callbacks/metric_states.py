@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torchmetrics import Metric
 
-from isdrama.metrics.spatial import SpatialCueExtractor, SpatialMAEConfig, spatial_errors
+from isdrama.metrics.spatial import SpatialMAEConfig, spatial_errors, spatial_extractor
 
 __all__ = ["MeanOfItems", "SpatialMAEState", "SpatialASTState", "SpeechState", "SPEECH_KEYS"]
 
@@ -86,13 +86,13 @@ class SpatialMAEState(MeanOfItems):
         for k in ("ipd", "ild"):
             self.add_state(f"{k}_band_sum", torch.zeros(m, dtype=torch.float64), dist_reduce_fx="sum")
             self.add_state(f"{k}_band_count", torch.zeros(m, dtype=torch.float64), dist_reduce_fx="sum")
-        self._extractor: Optional[SpatialCueExtractor] = None
+        self._extractor = None
 
-    def extractor(self) -> SpatialCueExtractor:
-        """The cue extractor (mel constants) on this metric's device, built once per device."""
+    def extractor(self):
+        """The mode's computation (`spatial_extractor`: mel constants, reference-mode STFT) on this
+        metric's device, built once per device."""
         if self._extractor is None or self._extractor.device != self.device:
-            dtype = torch.float64 if self.cfg.dtype == "float64" else torch.float32
-            self._extractor = SpatialCueExtractor(self.cfg.cues, self.device, dtype)
+            self._extractor = spatial_extractor(self.cfg, self.device)
         return self._extractor
 
     def band_centres_hz(self) -> np.ndarray:

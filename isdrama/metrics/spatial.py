@@ -2,39 +2,31 @@
 
 Two modes (SpatialMAEConfig.mode):
 
-``reference``: the published ISDrama evaluation, to the last detail
-(../shared/reference/isdrama-facts.md section 3). Per file: resample to 32 kHz with torchaudio's
-windowed sinc (its defaults), centred Hann STFT (n_fft 1024, hop 320, reflect padding),
-IPD = angle(R) - angle(L) NOT wrapped, ILD = 20 log10((|R| + 1e-10) / (|L| + 1e-10)), each (T, 513)
-times the Slaney mel matrix (128 bands, 50-14000 Hz) -> (T, 128). Per pair: crop both to the
-common top-left, mean |a - b|, divided AGAIN by the cropped frame count T. Reported figure:
-mean over files x 100 (``SpatialMAEResult.ipd_mae``). It scales as 1 / clip length.
-Numerical note (true of the published script too): with centred reflect padding, frame 0 is an
-even-symmetric frame whose exact spectrum is real, so its unwrapped phases are 0 or +-pi decided
-by floating-point rounding; two FFT implementations can disagree there by 2 pi per bin. Every
-other frame agrees to float precision; frame 0's share of the score is ~1/T^2 (below 1e-6 in x100
-units for 10-s clips, ~2e-5 for 2-s clips), and it vanishes for files that start with digital
-silence. bench/bench_eval_spatial.py and the tests document and bound it.
+``reference``: the published ISDrama evaluation's numbers, computed by the published code path
+with its own library (:mod:`isdrama.metrics.spatial_reference`: torchlibrosa's conv1d STFT and
+melW, unwrapped IPD, 1e-10-guarded ILD, (T, 128) mel-weighted sums per file; per pair the common
+top-left crop, mean |a - b|, divided AGAIN by the cropped frame count T). Reported figure: mean
+over files x 100 (``SpatialMAEResult.ipd_mae``). It scales as 1 / clip length. Float32 only, as
+published: in near-silent bins that DFT's float32 rounding decides the value, so no faster
+arithmetic can give the same numbers; the speed comes from building the published objects once
+and computing pairs on worker threads.
 
 ``corrected`` (default): per STFT bin, the IPD error is the wrapped phase difference
 |angle(exp(i (ipd_gt - ipd_gen)))| in radians and the ILD error |ild_gt - ild_gen| in dB; bins
 whose ground-truth binaural energy is more than ``energy_mask_db`` below the file's loudest bin
 are left out (silent bins carry no spatial cue); errors are averaged within each mel band (the
 same triangles, normalised to weight 1) over time, then over bands. No extra division by T, so the
-score does not depend on clip length. Units: radians (IPD), dB (ILD).
-
-Both modes are batched (zero padding + length masks, exactly equal to per-file computation),
-vectorised in torch, on CPU or GPU, and also return per-band error vectors (128) for plots.
+score does not depend on clip length. Units: radians (IPD), dB (ILD). Computed with an FFT
+(`SpatialCueExtractor`), batched (zero padding + length masks, equal to per-file computation),
+in torch on CPU or GPU; its definition is ours, so its arithmetic is free.
 
 Files on CPU (`spatial_mae_files`, device "cpu"): each pair is computed whole by one of
 ``workers`` threads, single-threaded (torch intra-op threads are 1 while the call runs and restored
-afterwards): 16-bit PCM read as int16, torchaudio's resampling kernel applied as a banded matrix
-product (`SincResampler`, rows gathered straight from the interleaved samples, 1/32768 folded into
-the matrix: bit-identical), only the frames of the common crop, STFT in cache-sized blocks of
-``chunk_frames`` frames, phases and magnitudes by numpy's SIMD arctan2 / complex abs (as the
-published script's numpy path), scratch buffers reused; reference mode projects each block on the
-mel matrix and sums |.| over its frames (no (T, F) buffers). Same formulas and operation order as
-the batched path; per-file values agree with it to ~1e-7 relative.
+afterwards, see `_single_threaded_ops`). Corrected mode: 16-bit PCM read as int16, torchaudio's
+resampling kernel applied as a banded matrix product (`SincResampler`, rows gathered straight from
+the interleaved samples, 1/32768 folded into the matrix: bit-identical), STFT in cache-sized blocks
+of ``chunk_frames`` frames, phases and magnitudes by numpy's SIMD arctan2 / complex abs, scratch
+buffers reused; per-file values agree with the batched path to ~1e-7 relative.
 
 Shapes: B pairs, N samples, F = 513 bins, T frames, M = 128 mel bands.
 """
@@ -44,9 +36,10 @@ import math
 import threading
 import warnings
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Optional, Sequence
+from typing import Callable, Iterator, Literal, Optional, Sequence, TypeVar
 
 import numpy as np
 import torch
@@ -66,6 +59,7 @@ from isdrama.metrics.audio_prep import (
     slaney_mel_matrix,
     stft_batch,
 )
+from isdrama.metrics.spatial_reference import PublishedPairError, PublishedSpatialCues, published_pair_error
 
 __all__ = [
     "SpatialCueConfig",
@@ -74,6 +68,7 @@ __all__ = [
     "PairErrors",
     "SpatialMAEResult",
     "SpatialCueExtractor",
+    "spatial_extractor",
     "ipd_ild_features",
     "spatial_errors",
     "spatial_mae_files",
@@ -108,7 +103,7 @@ class SpatialMAEConfig:
     #: pairs per batch (file API on a GPU; on CPU each worker computes one pair at a time)
     batch_size: int = 2
     device: str = "cpu"  #: torch device of the computation
-    dtype: str = "float32"  #: "float32" (as published) or "float64"
+    dtype: str = "float32"  #: corrected mode: "float32" or "float64" (reference mode is float32, as published)
     io_threads: int = 2  #: GPU: threads reading + resampling files while a batch is computed
     prefetch_batches: int = 4  #: GPU: batches read ahead of the one being computed
     #: CPU file API: pairs computed concurrently, each on one thread (torch intra-op threads are set
@@ -121,6 +116,9 @@ class SpatialMAEConfig:
             raise ValueError(f"SpatialMAEConfig.mode: expected 'reference' or 'corrected', got {self.mode!r}")
         if self.dtype not in ("float32", "float64"):
             raise ValueError(f"SpatialMAEConfig.dtype: expected 'float32' or 'float64', got {self.dtype!r}")
+        if self.mode == "reference" and self.dtype != "float32":
+            raise ValueError("SpatialMAEConfig.dtype: reference mode computes in float32 as the published "
+                             f"script does (its numbers depend on it), got {self.dtype!r}")
         if self.batch_size < 1:
             raise ValueError(f"SpatialMAEConfig.batch_size: expected >= 1, got {self.batch_size}")
         if self.workers is not None and self.workers < 1:
@@ -197,12 +195,9 @@ class SpatialMAEResult:
 
 
 class SpatialCueExtractor:
-    """Batched IPD/ILD computation on one device; holds the constants (mel matrices).
+    """Batched corrected-mode IPD/ILD errors on one device (FFT); holds the mel constants.
 
-    Reference-mode pair errors use linearity: |P_gt - P_gen| with P = cue @ mel equals
-    |(cue_gt - cue_gen) @ mel| on the common frames, so each pair needs two projections, and the
-    ILD difference is one log: 20 log10((|R_g|+e)(|L_h|+e) / ((|L_g|+e)(|R_h|+e))). Equal to the
-    published per-file computation to float rounding.
+    The ILD difference of a pair is one log: 20 log10((|R_g|+e)(|L_h|+e) / ((|L_g|+e)(|R_h|+e))).
     """
 
     def __init__(self, cfg: SpatialCueConfig, device: torch.device | str = "cpu",
@@ -245,25 +240,10 @@ class SpatialCueExtractor:
         mag = torch.hypot(re, im)
         return phase, mag
 
-    def bin_cues(self, re: torch.Tensor, im: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(B, 2, T, F') -> unwrapped IPD (rad) and ILD (dB), each (B, T, F'), as published."""
-        phase, mag = self._phase_mag(re, im)
-        ipd = phase[:, 1] - phase[:, 0]
-        eps = self.cfg.ild_eps
-        ild = torch.log10((mag[:, 1] + eps).div_(mag[:, 0] + eps)).mul_(20.0)
-        return ipd, ild
-
-    def features(self, wav: torch.Tensor, lengths: torch.Tensor, sample_rate: int) -> SpatialFeatures:
-        """The published features: (B, 2, N) -> ipd, ild (B, T, M) and frames (B,)."""
-        wav, lengths = self.to_analysis_rate(wav, lengths, sample_rate)
-        re, im, frames = self.spectra(wav, lengths)
-        ipd, ild = self.bin_cues(re, im)
-        return SpatialFeatures(self.project(ipd), self.project(ild), frames)
-
     def pair_errors(self, gt: torch.Tensor, gt_len: torch.Tensor, gt_sr: int,
                     gen: torch.Tensor, gen_len: torch.Tensor, gen_sr: int,
-                    mode: Mode, energy_mask_db: Optional[float]) -> PairErrors:
-        """Errors of B pairs: gt, gen (B, 2, N*) with lengths (B,) at their sample rates."""
+                    energy_mask_db: Optional[float]) -> PairErrors:
+        """Corrected errors of B pairs: gt, gen (B, 2, N*) with lengths (B,) at their sample rates."""
         gt, gt_len = self.to_analysis_rate(gt, gt_len, gt_sr)
         gen, gen_len = self.to_analysis_rate(gen, gen_len, gen_sr)
         B = gt.shape[0]
@@ -272,17 +252,17 @@ class SpatialCueExtractor:
         both[:B, :, : gt.shape[-1]] = gt
         both[B:, :, : gen.shape[-1]] = gen
         re, im, frames = self.spectra(both, torch.cat([gt_len, gen_len]))
-        return self.errors_from_spectra(re, im, frames, mode, energy_mask_db)
+        return self.errors_from_spectra(re, im, frames, energy_mask_db)
 
     def errors_from_spectra(self, re: torch.Tensor, im: torch.Tensor, frames: torch.Tensor,
-                            mode: Mode, energy_mask_db: Optional[float]) -> PairErrors:
+                            energy_mask_db: Optional[float]) -> PairErrors:
         """re, im (2B, 2, T, F'): rows [:B] ground truth, [B:] generated; frames (2B,)."""
         B = re.shape[0] // 2
         T = re.shape[2]
         common = torch.minimum(frames[:B], frames[B:])  # (B,) the top-left crop
         valid = (torch.arange(T, device=re.device) < common.unsqueeze(1)).unsqueeze(-1)  # (B, T, 1)
         energy = None
-        if mode == "corrected" and energy_mask_db is not None:
+        if energy_mask_db is not None:
             energy = (re[:B].square() + im[:B].square()).sum(1)  # (B, T, F') ground-truth power
         phase, mag = self._phase_mag(re, im)
         del re, im
@@ -292,22 +272,7 @@ class SpatialCueExtractor:
         mag.add_(eps)
         d_ild = torch.log10((mag[:B, 1] * mag[B:, 0]).div_(mag[:B, 0] * mag[B:, 1])).mul_(20.0)
         del mag
-        if mode == "reference":
-            return self._reference_errors(d_ipd, d_ild, valid, common)
         return self._corrected_errors(d_ipd, d_ild, energy, valid, common, energy_mask_db)
-
-    def _reference_errors(self, d_ipd, d_ild, valid, common) -> PairErrors:
-        sums = [self.project(d).abs_().mul_(valid).sum(1) for d in (d_ipd, d_ild)]  # (B, M) over the crop
-        return self.reference_from_sums(*sums, common)
-
-    def reference_from_sums(self, ipd_sums: torch.Tensor, ild_sums: torch.Tensor, common: torch.Tensor
-                            ) -> PairErrors:
-        """Published per-pair figures from sum over the crop's frames of |P_gt - P_gen| per band,
-        (B, M) each (any float dtype), and the crop's frame counts (B,): mean over frames, then
-        divided AGAIN by T (published)."""
-        t = common.to(ipd_sums.dtype).unsqueeze(1)  # (B, 1)
-        ipd_b, ild_b = ((x / t / t).to(self.dtype) for x in (ipd_sums, ild_sums))
-        return PairErrors(ipd_b.mean(-1), ild_b.mean(-1), ipd_b, ild_b, common)
 
     def _corrected_errors(self, d_ipd, d_ild, energy, valid, common, energy_mask_db) -> PairErrors:
         """Band means of the wrapped IPD / absolute ILD errors over the kept bins (consumes d_ipd,
@@ -344,37 +309,75 @@ def _lengths(wav: torch.Tensor, lengths: Optional[torch.Tensor]) -> torch.Tensor
     return torch.as_tensor(lengths, dtype=torch.long).cpu()
 
 
+def spatial_extractor(cfg: SpatialMAEConfig, device: Optional[torch.device | str] = None):
+    """The computation of ``cfg.mode`` on ``device`` (default cfg.device), to reuse across calls:
+    `PublishedSpatialCues` (reference) or `SpatialCueExtractor` (corrected). Both expose
+    ``mel`` (F, M) and ``device``."""
+    device = cfg.device if device is None else device
+    if cfg.mode == "reference":
+        return PublishedSpatialCues.from_config(cfg.cues, device)
+    return SpatialCueExtractor(cfg.cues, device, _torch_dtype(cfg.dtype))
+
+
 def ipd_ild_features(wav: torch.Tensor, sample_rate: int, lengths: Optional[torch.Tensor] = None,
-                     cfg: Optional[SpatialCueConfig] = None, device: str = "cpu",
-                     dtype: str = "float32") -> SpatialFeatures:
-    """Published IPD/ILD mel features of a batch.
+                     cfg: Optional[SpatialCueConfig] = None, device: str = "cpu") -> SpatialFeatures:
+    """Published IPD/ILD mel features of a batch (computed per item, as published).
 
     wav (B, 2, N) binaural (0 = left) at ``sample_rate``; lengths (B,) true lengths (default N)
-    -> SpatialFeatures(ipd (B, T, 128), ild (B, T, 128), frames (B,)); rows >= frames[b] are padding.
+    -> SpatialFeatures(ipd (B, T, 128), ild (B, T, 128), frames (B,)); rows >= frames[b] are zeros.
     """
     check_binaural_tensor(wav)
-    ext = SpatialCueExtractor(cfg or SpatialCueConfig(), device, _torch_dtype(dtype))
-    return ext.features(wav, _lengths(wav, lengths), sample_rate)
+    pub = PublishedSpatialCues.from_config(cfg or SpatialCueConfig(), device)
+    lengths = _lengths(wav, lengths)
+    feats = [pub.signal_features(wav[b, :, : int(lengths[b])].float().cpu().contiguous(), sample_rate,
+                                 f"batch item {b}") for b in range(wav.shape[0])]
+    frames = torch.tensor([f[0].shape[0] for f in feats], dtype=torch.long)
+    T, M = int(frames.max()), feats[0][0].shape[1]
+    ipd, ild = torch.zeros(len(feats), T, M), torch.zeros(len(feats), T, M)
+    for b, (fi, fl) in enumerate(feats):
+        ipd[b, : fi.shape[0]] = torch.from_numpy(fi)
+        ild[b, : fl.shape[0]] = torch.from_numpy(fl)
+    return SpatialFeatures(ipd, ild, frames)
+
+
+def _stack_published(errors: Sequence[PublishedPairError], device: torch.device | str = "cpu") -> PairErrors:
+    """Per-pair published figures -> PairErrors (float32, as published)."""
+    def t(values):
+        return torch.as_tensor(np.asarray(values, dtype=np.float32), device=device)
+
+    return PairErrors(t([e.ipd for e in errors]), t([e.ild for e in errors]),
+                      t(np.stack([e.ipd_bands for e in errors])), t(np.stack([e.ild_bands for e in errors])),
+                      torch.tensor([e.frames for e in errors], dtype=torch.long, device=device))
 
 
 def spatial_errors(gt: torch.Tensor, gen: torch.Tensor, sample_rate: int,
                    gt_lengths: Optional[torch.Tensor] = None, gen_lengths: Optional[torch.Tensor] = None,
                    cfg: Optional[SpatialMAEConfig] = None, gen_sample_rate: Optional[int] = None,
-                   extractor: Optional[SpatialCueExtractor] = None) -> PairErrors:
+                   extractor=None) -> PairErrors:
     """IPD/ILD errors of B pairs of waveforms (for validation callbacks).
 
     gt, gen (B, 2, N) binaural (0 = left), zero-padded, with optional true lengths (B,), at
     ``sample_rate`` (``gen_sample_rate`` if different) -> PairErrors on cfg.device. Pass an
-    ``extractor`` to reuse its constants across calls.
+    ``extractor`` (`spatial_extractor`) to reuse its constants across calls. Reference mode
+    computes each item alone at its true length, as the published script computes each file.
     """
     cfg = cfg or SpatialMAEConfig()
     check_binaural_tensor(gt, "gt")
     check_binaural_tensor(gen, "gen")
     if gt.shape[0] != gen.shape[0]:
         raise ValueError(f"spatial_errors: {gt.shape[0]} ground-truth vs {gen.shape[0]} generated items")
-    ext = extractor or SpatialCueExtractor(cfg.cues, cfg.device, _torch_dtype(cfg.dtype))
-    return ext.pair_errors(gt, _lengths(gt, gt_lengths), sample_rate, gen, _lengths(gen, gen_lengths),
-                           gen_sample_rate or sample_rate, cfg.mode, cfg.energy_mask_db)
+    ext = extractor or spatial_extractor(cfg)
+    gt_len, gen_len = _lengths(gt, gt_lengths), _lengths(gen, gen_lengths)
+    gen_sr = gen_sample_rate or sample_rate
+    if cfg.mode == "reference":
+        def item(x: torch.Tensor, n: torch.Tensor, sr: int, what: str):
+            return ext.signal_features(x[:, : int(n)].float().contiguous(), sr, what)
+
+        errors = [published_pair_error(item(gt[b], gt_len[b], sample_rate, f"gt item {b}"),
+                                       item(gen[b], gen_len[b], gen_sr, f"gen item {b}"))
+                  for b in range(gt.shape[0])]
+        return _stack_published(errors, cfg.device)
+    return ext.pair_errors(gt, gt_len, sample_rate, gen, gen_len, gen_sr, cfg.energy_mask_db)
 
 
 def _load_at_rate(path: Path, sample_rate: int, min_samples: int, dtype: str) -> np.ndarray:
@@ -394,10 +397,11 @@ def spatial_mae_files(gt_paths: Sequence[Path | str], gen_paths: Sequence[Path |
                       progress: bool = False) -> SpatialMAEResult:
     """IPD/ILD MAE over paired binaural files (gt_paths[i] vs gen_paths[i]).
 
-    CPU: ``cfg.workers`` threads each compute whole pairs (see the module notes). Other devices:
-    files are read with soundfile and resampled to 32 kHz on ``io_threads`` threads,
-    ``prefetch_batches`` batches ahead of the computation, batched by ``cfg.batch_size``.
-    Errors name the offending file.
+    Reference mode: the published computation per file (:mod:`isdrama.metrics.spatial_reference`),
+    pairs on ``cfg.workers`` threads. Corrected mode on CPU: ``cfg.workers`` threads each compute
+    whole pairs (see the module notes); on other devices files are read with soundfile and
+    resampled to 32 kHz on ``io_threads`` threads, ``prefetch_batches`` batches ahead of the
+    computation, batched by ``cfg.batch_size``. Errors name the offending file.
     """
     cfg = cfg or SpatialMAEConfig()
     gt_paths = [Path(p) for p in gt_paths]
@@ -407,7 +411,7 @@ def spatial_mae_files(gt_paths: Sequence[Path | str], gen_paths: Sequence[Path |
     if not gt_paths:
         raise ValueError("spatial_mae_files: no files to compare")
     names = list(names) if names is not None else [p.stem for p in gt_paths]
-    ext = SpatialCueExtractor(cfg.cues, cfg.device, _torch_dtype(cfg.dtype))
+    ext = spatial_extractor(cfg)
     pairs = list(zip(gt_paths, gen_paths))
     bar = None
     if progress:
@@ -415,7 +419,10 @@ def spatial_mae_files(gt_paths: Sequence[Path | str], gen_paths: Sequence[Path |
 
         bar = tqdm(total=len(pairs), desc=f"IPD/ILD ({cfg.mode})", unit="pair")
     try:
-        if ext.device.type == "cpu":
+        if cfg.mode == "reference":
+            errors = _map_pairs(ext.file_pair_error, pairs, cfg.workers, bar)
+            results = [_stack_published(errors)]
+        elif ext.device.type == "cpu":
             results = _run_cpu(ext, pairs, cfg, bar)
         else:
             results = _run_batched(ext, pairs, cfg, bar)
@@ -432,7 +439,7 @@ def spatial_mae_files(gt_paths: Sequence[Path | str], gen_paths: Sequence[Path |
 
 def _run_batched(ext: SpatialCueExtractor, pairs: list[tuple[Path, Path]], cfg: SpatialMAEConfig,
                  bar) -> list[PairErrors]:
-    """Accelerator path: files read + resampled on threads, computed in batches of pairs."""
+    """Accelerator path (corrected mode): files read + resampled on threads, computed in batches."""
     chunks = [pairs[i : i + cfg.batch_size] for i in range(0, len(pairs), cfg.batch_size)]
     results: list[PairErrors] = []
     need = cfg.cues.n_fft // 2 + 1
@@ -457,15 +464,55 @@ def _errors_of_chunk(ext: SpatialCueExtractor, wavs: list[np.ndarray], cfg: Spat
     """Errors of one chunk of pairs already at the analysis rate (gt/gen interleaved)."""
     both, lengths = pad_stack(wavs[0::2] + wavs[1::2], dtype=ext.dtype, device=ext.device)
     re, im, frames = ext.spectra(both, lengths)
-    return ext.errors_from_spectra(re, im, frames, cfg.mode, cfg.energy_mask_db)
+    return ext.errors_from_spectra(re, im, frames, cfg.energy_mask_db)
 
 
 # --------------------------------------------------------------------------------------------
-# CPU file path: one pair at a time per worker thread, cache-sized STFT blocks, reused buffers
+# CPU file paths: one pair at a time per worker thread
+
+R = TypeVar("R")
+
+
+@contextmanager
+def _single_threaded_ops(active: bool) -> Iterator[None]:
+    """While the block runs, torch ops use one intra-op thread (when ``active``); restored after.
+
+    torch's intra-op thread count is process-wide: only the file API, which owns the process's
+    CPU for the length of the call, changes it; the tensor API (`spatial_errors`, used during
+    training) never does."""
+    if not active:
+        yield
+        return
+    prev = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(prev)
+
+
+def _map_pairs(fn: Callable[[Path, Path], R], pairs: list[tuple[Path, Path]], workers: Optional[int],
+               bar) -> list[R]:
+    """fn over the pairs, in order: on this thread with torch's threads as they are when one worker
+    is asked for, else on ``workers`` threads (default torch.get_num_threads()) computing whole
+    pairs, each single-threaded (parallel over pairs, not inside ops: no oversubscription)."""
+    workers = min(len(pairs), workers or torch.get_num_threads())
+    out: list[R] = []
+    with _single_threaded_ops(workers > 1), ThreadPoolExecutor(max_workers=workers) as pool:
+        if workers > 1:
+            results = (f.result() for f in [pool.submit(fn, g, h) for g, h in pairs])
+        else:
+            results = (fn(g, h) for g, h in pairs)
+        for r in results:
+            out.append(r)
+            if bar is not None:
+                bar.update(1)
+    return out
+
 
 def _run_cpu(ext: SpatialCueExtractor, pairs: list[tuple[Path, Path]], cfg: SpatialMAEConfig,
              bar) -> list[PairErrors]:
-    workers = min(len(pairs), cfg.workers or torch.get_num_threads())
+    """Corrected mode on CPU: one Workspace of scratch buffers per worker thread."""
     local = threading.local()  # one Workspace per thread, freed with this call
 
     def one(g: Path, h: Path) -> PairErrors:
@@ -474,26 +521,7 @@ def _run_cpu(ext: SpatialCueExtractor, pairs: list[tuple[Path, Path]], cfg: Spat
             ws = local.ws = Workspace()
         return _pair_errors_cpu(ext, g, h, cfg, ws)
 
-    if workers <= 1:  # this thread, torch's intra-op threads as they are
-        out = []
-        for g, h in pairs:
-            out.append(one(g, h))
-            if bar is not None:
-                bar.update(1)
-        return out
-    prev = torch.get_num_threads()
-    torch.set_num_threads(1)  # parallel over pairs, not inside ops: no oversubscription, no barriers
-    try:
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            futures = [pool.submit(one, g, h) for g, h in pairs]
-            out = []
-            for f in futures:
-                out.append(f.result())
-                if bar is not None:
-                    bar.update(1)
-            return out
-    finally:
-        torch.set_num_threads(prev)
+    return _map_pairs(one, pairs, cfg.workers, bar)
 
 
 def _read_for_analysis(path: Path, cues: SpatialCueConfig, dtype: torch.dtype, ws: Workspace, slot: int):
@@ -546,7 +574,7 @@ def _analysis_signal(frames: np.ndarray, sr: int, rs, n: int, P: torch.Tensor, s
 
 def _pair_errors_cpu(ext: SpatialCueExtractor, gt_path: Path, gen_path: Path, cfg: SpatialMAEConfig,
                      ws: Workspace) -> PairErrors:
-    """Errors of one pair, computed on the calling thread (see the module notes)."""
+    """Corrected errors of one pair, computed on the calling thread (see the module notes)."""
     cues, dtype = cfg.cues, ext.dtype
     half = cues.n_fft // 2
     files = [_read_for_analysis(p, cues, dtype, ws, i) for i, p in enumerate((gt_path, gen_path))]
@@ -560,14 +588,9 @@ def _pair_errors_cpu(ext: SpatialCueExtractor, gt_path: Path, gen_path: Path, cf
     lo, hi = ext.lo, ext.hi
     F_ = hi - lo
     step = min(cfg.chunk_frames, T)
-    reference = cfg.mode == "reference"
-    if reference:  # per block: project, |.|, sum over frames: no (T, F') buffers
-        cue_buf = ws.tensor("cue", (2, step, F_), dtype)
-        band_sums = torch.zeros(2, ext.mel.shape[1], dtype=torch.float64)  # (IPD, ILD / 20) x M
-    else:
-        cue_buf = ws.tensor("cue", (2, T, F_), dtype)
+    cue_buf = ws.tensor("cue", (2, T, F_), dtype)
     energy = None
-    if not reference and cfg.energy_mask_db is not None:
+    if cfg.energy_mask_db is not None:
         energy = ws.tensor("energy", (1, T, F_), dtype)
     eps = cues.ild_eps
     frames_buf = ws.tensor("frames", (4, step, cues.n_fft), dtype)
@@ -592,7 +615,7 @@ def _pair_errors_cpu(ext: SpatialCueExtractor, gt_path: Path, gen_path: Path, cf
                 else:
                     np.add(tmp[0], tmp[1], out=tmp[0])
                     e += tmp[0]
-        cue = cue_buf[:, :nt] if reference else cue_buf[:, t0 : t0 + nt]  # (2, nt, F')
+        cue = cue_buf[:, t0 : t0 + nt]  # (2, nt, F')
         ipd = cue[0].numpy()
         np.subtract(phase[1], phase[0], out=ipd)  # (R - L) of gt minus (R - L) of gen
         np.subtract(phase[3], phase[2], out=tmp[0])
@@ -603,11 +626,7 @@ def _pair_errors_cpu(ext: SpatialCueExtractor, gt_path: Path, gen_path: Path, cf
         np.multiply(mag[0], mag[3], out=tmp[0])
         ild /= tmp[0]
         np.log10(ild, out=ild)
-        if reference:
-            band_sums += ext.project(cue).abs_().sum(1)  # sum over frames of |(P_gt - P_gen)|
     common = torch.tensor([T])
-    if reference:  # ILD x 20 after the sums: |20 x| = 20 |x|
-        return ext.reference_from_sums(band_sums[:1], band_sums[1:] * 20.0, common)
     d_ipd, d_ild = cue_buf[:1], cue_buf[1:].mul_(20.0)
     valid = torch.ones(1, T, 1, dtype=torch.bool)
     return ext._corrected_errors(d_ipd, d_ild, energy, valid, common, cfg.energy_mask_db)

@@ -55,7 +55,6 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from einops import rearrange
-from timm.models.vision_transformer import Block
 
 from isdrama.metrics.audio_prep import (
     load_binaural,
@@ -213,6 +212,8 @@ class SpatialAST(nn.Module):
         cfg = cfg or SpatialASTConfig()
         self.cfg = cfg
         d = cfg.embed_dim
+        from timm.models import vision_transformer as vit  # timm, torchvision: only when a model is built
+
         norm = partial(nn.LayerNorm, eps=cfg.norm_eps)
         self.spectrogram_extractor = _ConvSTFT(cfg.n_fft, cfg.hop_length)
         self.logmel_extractor = _LogMel(cfg)
@@ -224,7 +225,7 @@ class SpatialAST(nn.Module):
         self.pos_embed = nn.Parameter(sincos_pos_embed_2d(d, (h, w))[None], requires_grad=False)
         self.cls_tokens = nn.Parameter(torch.randn(1, cfg.num_tokens, d) * 0.02)
         self.blocks = nn.ModuleList([
-            Block(d, cfg.num_heads, cfg.mlp_ratio, qkv_bias=True, norm_layer=norm)
+            vit.Block(d, cfg.num_heads, cfg.mlp_ratio, qkv_bias=True, norm_layer=norm)
             for _ in range(cfg.depth)])
         self.dis_norm = norm(d)
         self.doa_norm = norm(d)
