@@ -1,36 +1,34 @@
-"""Benchmark: batched IPD/ILD MAE (isdrama.metrics.spatial, reference mode) vs the per-file script.
+"""Benchmark: `isdrama-eval --metrics ipd,ild --mode reference` vs the published two-stage path.
 
-Command (from the repository root; ~1-2 min on 2 CPU cores):
+Command (from the repository root; ~15 min on 2 CPU cores with the defaults):
 
-    .venv/bin/python bench/bench_eval_spatial.py --pairs 100 --seconds 10 --repeats 3
+    .venv/bin/python bench/bench_eval_spatial.py --pairs 100 --seconds 10 --repeats 3 \
+        [--published-repo PATH/TO/ISDrama]
 
-It writes N pairs of binaural 48 kHz PCM-16 wav files (broadband noise + a harmonic source, each
-through its own interaural delay and gain, 30 ms of leading silence), runs
-bench/reference_eval_script.py (numpy/librosa, one file at a time, .npy round trip as published)
-and our batched pipeline on the same folders, asserts that every per-file value agrees to 1e-5
-(relative) and the reported x100 figures to 1e-5 (absolute), and prints the time ratio (best of
-``--repeats`` runs each, alternating the two pipelines so that both see the same load, file
-reading included). Goal: >= 10x faster on CPU.
+It writes N pairs of binaural 48 kHz wav files that look like generated speech (noise bursts with
+exact digital silence between them, ~40 % of the samples; half of them band-limited to 4-8 kHz and
+stored as float, so their upper bins hold nothing but rounding; each ear through its own delay
+and gain), then times whole processes, alternating A B A B so both see the same machine:
 
-Threads: ``--threads N`` (default: torch's default, the machine's cores) sets torch's intra-op
-threads; our file API then computes N pairs concurrently, one thread each
-(SpatialMAEConfig.workers). The reference is timed twice, with torch at N threads (its
-torchaudio Resample uses them; numpy/librosa are single-threaded) and at 1 thread, and the
-speed-up is taken against its faster configuration (on a 2-core machine 1 thread was faster:
-the idle OpenMP threads compete with numpy). The machine is shared: the script reports the
-1-minute load average and the CPU time other processes used during the timed runs.
+- A, what users run: `isdrama-eval GT INFER --metrics ipd,ild --mode reference --out DIR`
+  (imports, reading, the published computation, the JSON/CSV/Markdown/PNG report);
+- B, the published code path: bench/reference_eval_script.py, i.e. the published
+  gen_ipd_ild.py once per folder (torchlibrosa STFT and mel objects built for every file, one
+  file at a time, a .npy per file) then evaluate.py, three processes as eval.sh runs them; with
+  ``--published-repo`` the checkout's own gen_ipd_ild.extract_feature and evaluate.py run.
 
-Why the leading silence: with centred reflect padding, frame 0 of every file is an even-symmetric
-frame whose spectrum is real in exact arithmetic, so its published *unwrapped* phases are 0 or
-+-pi decided by floating-point rounding; any two FFT implementations (and the published script on
-two machines) disagree there. Digital silence at the start makes that frame exactly zero for both.
-See docs in isdrama/metrics/spatial.py; the effect on the reported figure is < 1e-5 either way.
+Before timing it checks that the numbers are identical: every per-file value of A's
+results.json against B's .npy features scored by calculate_mae_time (1e-6 relative), and the
+printed x100 figures. It prints the wall time of every run, the medians, the ratio B/A of each
+A B pair and its median, and the machine's load average. Goal: >= 10x.
 """
 from __future__ import annotations
 
 import argparse
-import importlib.util
+import json
 import os
+import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -38,185 +36,124 @@ from pathlib import Path
 
 import numpy as np
 import soundfile as sf
-import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from isdrama.metrics.spatial import SpatialMAEConfig, spatial_mae_files  # noqa: E402
+SR = 48000
 
 
-def _load_reference():
-    spec = importlib.util.spec_from_file_location("reference_eval_script", ROOT / "bench" / "reference_eval_script.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+def _bursts(rng: np.random.Generator, n: int) -> np.ndarray:
+    """(n,) noise bursts of 0.1-0.3 s separated by 0.05-0.25 s of exact zeros."""
+    x = np.zeros(n)
+    t = 0
+    while t < n:
+        on, off = int(rng.uniform(0.1, 0.3) * SR), int(rng.uniform(0.05, 0.25) * SR)
+        x[t : t + on] = rng.standard_normal(min(on, n - t)) * 0.1
+        t += on + off
+    return x
 
 
-def _spatialise(src: np.ndarray, delay: int, gain_db: float) -> np.ndarray:
-    """Mono (N,) -> (N, 2): right ear delayed by ``delay`` samples (negative: left) and scaled."""
-    n = len(src)
-    pad = np.pad(src, (abs(delay), abs(delay)))
-    left = pad[abs(delay) + min(delay, 0) : abs(delay) + min(delay, 0) + n]
-    right = pad[abs(delay) - max(delay, 0) : abs(delay) - max(delay, 0) + n] * 10 ** (gain_db / 20)
-    return np.stack([left, right], axis=1)
+def _lowpass(x: np.ndarray, cutoff_hz: float) -> np.ndarray:
+    spec = np.fft.rfft(x)
+    spec[np.fft.rfftfreq(len(x), 1 / SR) > cutoff_hz] = 0
+    return np.fft.irfft(spec, len(x)) * (x != 0)
 
 
-def synth_binaural(rng: np.random.Generator, seconds: float, sr: int = 48000, lead_silence: float = 0.03
-                   ) -> np.ndarray:
-    """(N, 2) binaural test signal: broadband noise and a harmonic tone from two directions."""
-    n = int(round(seconds * sr))
-    t = np.arange(n) / sr
-    noise = rng.standard_normal(n) * 0.05
-    f0 = rng.uniform(100, 250)
-    tone = sum(np.sin(2 * np.pi * k * f0 * t + rng.uniform(0, 2 * np.pi)) / k for k in range(1, 12)) * 0.05
-    x = _spatialise(noise, int(rng.integers(-30, 31)), rng.uniform(-6, 6))
-    x += _spatialise(tone, int(rng.integers(-30, 31)), rng.uniform(-6, 6))
-    x[: int(lead_silence * sr)] = 0.0
-    return np.clip(x, -1, 1)
+def _binaural(src: np.ndarray, delay: int, gain_db: float) -> np.ndarray:
+    right = np.zeros_like(src)
+    right[delay:] = src[: len(src) - delay] * 10 ** (gain_db / 20)
+    return np.clip(np.stack([src, right], axis=1), -1, 1 - 2**-15)
 
 
-def write_pairs(folder: Path, pairs: int, seconds: float, seed: int = 0, sr: int = 48000) -> tuple[Path, Path]:
+def write_pairs(root: Path, pairs: int, seconds: float, seed: int = 0) -> None:
     rng = np.random.default_rng(seed)
-    gt_dir, inf_dir = folder / "gt", folder / "infer"
-    gt_dir.mkdir(parents=True, exist_ok=True)
-    inf_dir.mkdir(parents=True, exist_ok=True)
+    n = int(seconds * SR)
     for i in range(pairs):
-        sf.write(gt_dir / f"pair{i:04d}.wav", synth_binaural(rng, seconds, sr), sr, subtype="PCM_16")
-        sf.write(inf_dir / f"pair{i:04d}.wav", synth_binaural(rng, seconds, sr), sr, subtype="PCM_16")
-    return gt_dir, inf_dir
+        band_limited = i % 2 == 1
+        cutoff = rng.uniform(4000, 8000)
+        for folder in ("gt", "infer"):
+            src = _bursts(rng, n)
+            if band_limited:
+                src = _lowpass(src, cutoff)
+            x = _binaural(src, int(rng.integers(0, 25)), rng.uniform(-8, 8))
+            (root / folder).mkdir(parents=True, exist_ok=True)
+            sf.write(root / folder / f"p{i:03d}.wav", x, SR, subtype="FLOAT" if band_limited else "PCM_16")
 
 
-def run_ours(gt_dir: Path, inf_dir: Path, batch_size: int, device: str, workers: int | None = None):
-    gts = sorted(gt_dir.glob("*.wav"))
-    gens = [inf_dir / p.name for p in gts]
-    cfg = SpatialMAEConfig(mode="reference", batch_size=batch_size, device=device, workers=workers)
-    return spatial_mae_files(gts, gens, cfg)
+def ours_cmd(root: Path, out: Path) -> list[str]:
+    exe = Path(sys.executable).with_name("isdrama-eval")
+    return [str(exe), str(root / "gt"), str(root / "infer"), "--metrics", "ipd,ild", "--mode", "reference",
+            "--out", str(out), "--quiet"]
 
 
-def _busy_jiffies() -> tuple[int, int]:
-    """(busy, total) CPU jiffies of the whole machine from /proc/stat (0, 0 where unavailable)."""
-    try:
-        with open("/proc/stat") as f:
-            v = [int(x) for x in f.readline().split()[1:]]
-    except OSError:
-        return 0, 0
-    idle = v[3] + (v[4] if len(v) > 4 else 0)
-    return sum(v) - idle, sum(v)
+def published_cmd(root: Path, work: Path, repo: str | None) -> list[str]:
+    cmd = [sys.executable, str(ROOT / "bench" / "reference_eval_script.py"), str(root / "gt"), str(root / "infer"),
+           "--work", str(work)]
+    return cmd + (["--published-repo", repo] if repo else [])
 
 
-class LoadMeter:
-    """Machine load while timing: 1-min load average (sampled) and CPU seconds used by OTHER
-    processes (whole-machine busy time from /proc/stat minus this process's CPU time)."""
-
-    def __init__(self) -> None:
-        self.samples: list[float] = []
-        self.other_cpu_s = 0.0
-        self.wall_s = 0.0
-
-    def __enter__(self):
-        self.samples.append(os.getloadavg()[0])
-        self._j0, self._t0, self._p0 = _busy_jiffies(), time.perf_counter(), os.times()
-        return self
-
-    def __exit__(self, *exc):
-        j1, t1, p1 = _busy_jiffies(), time.perf_counter(), os.times()
-        self.samples.append(os.getloadavg()[0])
-        hz = os.sysconf("SC_CLK_TCK")
-        busy = (j1[0] - self._j0[0]) / hz
-        ours = (p1.user - self._p0.user) + (p1.system - self._p0.system)
-        self.other_cpu_s += max(0.0, busy - ours)
-        self.wall_s += t1 - self._t0
-        return False
+def timed(cmd: list[str]) -> tuple[float, str]:
+    t0 = time.perf_counter()
+    res = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    wall = time.perf_counter() - t0
+    if res.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed ({res.returncode}):\n{res.stderr[-3000:]}")
+    return wall, res.stdout
 
 
-def best_times(fns, repeats: int, meter: "LoadMeter | None" = None):
-    """Run the functions in turn ``repeats`` times (interleaved, fair under varying load): best times."""
-    best = [float("inf")] * len(fns)
-    outs = [None] * len(fns)
-    for _ in range(repeats):
-        for i, fn in enumerate(fns):
-            if meter is not None:
-                meter.samples.append(os.getloadavg()[0])
-            t0 = time.perf_counter()
-            outs[i] = fn()
-            best[i] = min(best[i], time.perf_counter() - t0)
-    return best, outs
+def check_identical(root: Path, out: Path, work: Path, printed: str) -> str:
+    """A's per-file values vs B's .npy features through calculate_mae_time; B's printed figures."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    import reference_eval_script as ref
+
+    theirs = ref.evaluate_features(str(work / "outputs/gt/npy"), str(work / "outputs/infer/npy"))
+    per_file = json.loads((out / "results.json").read_text())["per_file"]
+    worst = 0.0
+    for name, ipd, ild in zip(theirs["names"], theirs["ipd"], theirs["ild"]):
+        mine = per_file[name]
+        for key, value in (("ipd_mae", ipd), ("ild_mae", ild)):
+            rel = abs(mine[key] / 100 - value) / max(abs(value), 1e-30)
+            worst = max(worst, rel)
+    if worst > 1e-6:
+        raise SystemExit(f"numbers differ: largest per-file relative difference {worst:.2e}")
+    lines = [ln for ln in printed.splitlines() if "mae(x100)" in ln]
+    return (f"identical numbers: {len(theirs['names'])} files, largest per-file relative difference "
+            f"{worst:.1e}; published printed {'; '.join(lines)}; ours IPD x100 "
+            f"{theirs['ipd_mae_x100']:.6g} (published, unrounded) vs "
+            f"{np.mean([per_file[n]['ipd_mae'] for n in theirs['names']]):.6g}")
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description="IPD/ILD MAE: batched vs per-file reference")
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--pairs", type=int, default=100)
     ap.add_argument("--seconds", type=float, default=10.0)
-    ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--batch-size", type=int, default=SpatialMAEConfig.batch_size)
-    ap.add_argument("--device", default="cpu")
-    ap.add_argument("--threads", type=int, default=None,
-                    help="torch intra-op threads (default: torch's default); the reference is also timed at 1")
-    ap.add_argument("--workers", type=int, default=None,
-                    help="our CPU file API: pairs computed concurrently (default: the torch threads)")
-    ap.add_argument("--data", type=Path, default=None, help="keep the generated files here (default: temp)")
+    ap.add_argument("--repeats", type=int, default=3, help="A B pairs of timed runs")
+    ap.add_argument("--published-repo", default=None, help="a checkout of AaronZ345/ISDrama (its own code as B)")
+    ap.add_argument("--data", default=None, help="reuse / keep the generated pairs in this folder")
     args = ap.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    ref = _load_reference()
     with tempfile.TemporaryDirectory() as tmp:
-        data = args.data or Path(tmp) / "data"
-        if not (data / "gt").is_dir():
-            write_pairs(data, args.pairs, args.seconds)
-        gt_dir, inf_dir = data / "gt", data / "infer"
-        work = Path(tmp) / "npy"
-        # warm-up of both on one pair (lazy imports, numba/librosa caches, thread pools)
-        warm = Path(tmp) / "warm"
-        for d in ("gt", "infer"):
-            (warm / d).mkdir(parents=True)
-            first = sorted((data / d).glob("*.wav"))[0]
-            (warm / d / first.name).symlink_to(first.resolve())
-        ref.evaluate_dirs(str(warm / "gt"), str(warm / "infer"), str(Path(tmp) / "warm_npy"))
-        run_ours(warm / "gt", warm / "infer", args.batch_size, args.device, args.workers)
-        threads = torch.get_num_threads()
-
-        def reference(n_threads: int):
-            def run():
-                torch.set_num_threads(n_threads)
-                try:
-                    return ref.evaluate_dirs(str(gt_dir), str(inf_dir), str(work))
-                finally:
-                    torch.set_num_threads(threads)
-            return run
-
-        meter = LoadMeter()
-        with meter:
-            (t_ref_n, t_ref_1, t_our), (r, _, o) = best_times(
-                [reference(threads), reference(1),
-                 lambda: run_ours(gt_dir, inf_dir, args.batch_size, args.device, args.workers)],
-                args.repeats, meter)
-    t_ref = min(t_ref_n, t_ref_1)
-    assert list(r["names"]) == list(o.names), "pairing differs"
-    rel_ipd = float(np.max(np.abs(o.ipd / r["ipd"] - 1)))
-    rel_ild = float(np.max(np.abs(o.ild / r["ild"] - 1)))
-    d_ipd = abs(o.ipd_mae - r["ipd_mae_x100"])
-    d_ild = abs(o.ild_mae - r["ild_mae_x100"])
-    n = len(o.names)
-    workers = args.workers or torch.get_num_threads()
-    print(f"pairs: {n} x {args.seconds:g} s binaural 48 kHz; torch threads {threads}; "
-          f"our workers {workers}; device {args.device}")
-    print(f"IPD MAE x100: ours {o.ipd_mae:.8f}  reference {r['ipd_mae_x100']:.8f}  |diff| {d_ipd:.2e}  "
-          f"max per-file rel diff {rel_ipd:.2e}")
-    print(f"ILD MAE x100: ours {o.ild_mae:.8f}  reference {r['ild_mae_x100']:.8f}  |diff| {d_ild:.2e}  "
-          f"max per-file rel diff {rel_ild:.2e}")
-    ld = meter.samples
-    print(f"load average (1 min) during the runs: min {min(ld):.2f} mean {sum(ld) / len(ld):.2f} "
-          f"max {max(ld):.2f} on {os.cpu_count()} CPUs; other processes used "
-          f"{meter.other_cpu_s / max(meter.wall_s, 1e-9):.2f} CPUs on average")
-    print(f"time: reference {t_ref_n / n * 1e3:.1f} ms/pair with {threads} torch thread(s), "
-          f"{t_ref_1 / n * 1e3:.1f} ms/pair with 1; ours {t_our / n * 1e3:.1f} ms/pair "
-          f"(best of {args.repeats} each)")
-    print(f"speed-up against the reference's faster configuration: {t_ref / t_our:.1f}x")
-    ok = rel_ipd <= 1e-5 and rel_ild <= 1e-5 and d_ipd <= 1e-5 and d_ild <= 1e-5
-    print("numbers identical to 1e-5:", "yes" if ok else "NO")
-    return 0 if ok else 1
+        root = Path(args.data) if args.data else Path(tmp) / "pairs"
+        if not (root / "infer").is_dir() or len(list((root / "infer").glob("*.wav"))) != args.pairs:
+            write_pairs(root, args.pairs, args.seconds)
+        out, work = Path(tmp) / "ours", Path(tmp) / "published"
+        a_cmd, b_cmd = ours_cmd(root, out), published_cmd(root, work, args.published_repo)
+        print("A:", " ".join(a_cmd))
+        print("B:", " ".join(b_cmd))
+        _, printed = timed(b_cmd)  # also the warm-up of both (file cache, numba cache)
+        timed(a_cmd)
+        print(check_identical(root, out, work, printed))
+        a_times, b_times = [], []
+        for k in range(args.repeats):
+            a, _ = timed(a_cmd)
+            b, _ = timed(b_cmd)
+            a_times.append(a)
+            b_times.append(b)
+            print(f"run {k + 1}: isdrama-eval {a:.2f} s, published {b:.2f} s, ratio {b / a:.2f}x, "
+                  f"load {os.getloadavg()[0]:.1f}", flush=True)
+        ratios = [b / a for a, b in zip(a_times, b_times)]
+        print(f"{args.pairs} pairs x {args.seconds:g} s: isdrama-eval median {statistics.median(a_times):.2f} s, "
+              f"published median {statistics.median(b_times):.2f} s, speed-up median "
+              f"{statistics.median(ratios):.2f}x (min {min(ratios):.2f}, max {max(ratios):.2f})")
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    main()

@@ -160,3 +160,26 @@ def test_an_fft_stft_does_not_give_the_published_numbers(silence_pairs, publishe
     assert gts[0].stem == "band_limited"
     moved = pub.file_pair_error(gts[0], gens[0]).ipd
     assert abs(moved - published["ipd"][i]) > 1e-4 * published["ipd"][i]
+
+
+def test_thread_setting_is_scoped_to_the_file_api(silence_pairs, monkeypatch, tmp_path):
+    """The file API computes pairs on single-threaded workers and restores torch's thread count,
+    also when a file is bad; the tensor API (validation during training) never changes it."""
+    _, gts, gens = silence_pairs
+    before = torch.get_num_threads()
+    seen = []
+    real_set = torch.set_num_threads
+    monkeypatch.setattr(torch, "set_num_threads", lambda n: (seen.append(n), real_set(n)))
+    x = torch.from_numpy(sf.read(gts[1], dtype="float32", always_2d=True)[0].T.copy())[None]
+    for mode in ("reference", "corrected"):
+        spatial_errors(x, x, SR, cfg=SpatialMAEConfig(mode=mode))
+    assert seen == []
+    bad = tmp_path / "mono.wav"
+    sf.write(bad, np.zeros(SR), SR)
+    for mode in ("reference", "corrected"):
+        spatial_mae_files(gts[:2], gens[:2], SpatialMAEConfig(mode=mode, workers=2))
+        assert torch.get_num_threads() == before
+        with pytest.raises(Exception, match="mono.wav"):
+            spatial_mae_files(gts[:2], [gens[0], bad], SpatialMAEConfig(mode=mode, workers=2))
+        assert torch.get_num_threads() == before
+    assert seen == [1, before] * 4

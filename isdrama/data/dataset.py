@@ -223,11 +223,14 @@ class DramaBatch:
         return len(self.keys)
 
     def to(self, device: torch.device | str) -> "DramaBatch":
-        """Move every tensor field to ``device`` (lists of tensors too)."""
+        """Move every tensor field, and every tensor inside a list field (``word_frames``), to
+        ``device``, in place; returns self."""
         for f in fields(self):
             value = getattr(self, f.name)
             if isinstance(value, torch.Tensor):
                 setattr(self, f.name, value.to(device))
+            elif isinstance(value, list) and any(isinstance(v, torch.Tensor) for v in value):
+                setattr(self, f.name, [v.to(device) if isinstance(v, torch.Tensor) else v for v in value])
         return self
 
 
