@@ -1,7 +1,7 @@
 """Shared audio preprocessing for the spatial metrics (IPD/ILD MAE and SpatialAST).
 
 Everything here is a faithful, vectorised version of what the published ISDrama evaluation does
-to a binaural file before it scores it (../shared/reference/isdrama-facts.md sections 3-4):
+to a binaural file before it scores it (the published gen_ipd_ild.py and SpatialAST preprocessing):
 
 - reading: soundfile (torchaudio.load needs torchcodec, which is not available everywhere),
   channel 0 = left, 1 = right; a file that is not 2-channel, is empty or holds NaN/inf is refused

@@ -3,7 +3,8 @@
 A re-implementation that loads the released ``finetuned.pth`` unchanged: a dict whose 'model' key
 holds a state_dict with the parameter names and shapes of the public Spatial-AST code
 (github zszheng147/Spatial-AST, ``spatial_ast.py``: ``vit_base_patch16`` on their
-``vision_transformer.VisionTransformer``). Facts: ../shared/reference/isdrama-facts.md section 4.
+``vision_transformer.VisionTransformer``); BAT reports mAP 0.497, distance accuracy 67.6 % and
+18.0 degrees mean DOA error for that checkpoint.
 
 Model (B files, 2 ears, N = 320000 samples at 32 kHz, D = 768):
 
