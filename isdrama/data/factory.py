@@ -84,13 +84,14 @@ def build_datamodule(root: str, items: Mapping[str, Any], train: Mapping[str, An
                      sets: Optional[list[str]] = None, cache_dir: Optional[str] = None,
                      synth: Optional[Mapping[str, Any]] = None, tokenize_on_prepare: bool = True,
                      content_tokenizer: Optional[Mapping[str, Any]] = None,
-                     codec: Optional[Mapping[str, Any]] = None) -> DramaDataModule:
+                     codec: Optional[Mapping[str, Any]] = None,
+                     splits_file: Optional[str] = None) -> DramaDataModule:
     """DramaDataModule from plain config values (see configs/data/synth_demo.yaml)."""
     items_opts = ItemOptions(**{k: (tuple(v) if k == "video_size" else v) for k, v in _plain(items).items()})
     config = DataConfig(root=str(root), val_fraction=val_fraction, test_fraction=test_fraction, seed=seed,
                         sets=None if sets is None else list(sets), items=items_opts,
                         train=LoaderConfig(**_plain(train)), val=LoaderConfig(**_plain(val)),
-                        cache_dir=cache_dir)
+                        cache_dir=cache_dir, splits_file=None if splits_file is None else str(splits_file))
     root_path = Path(root)
     synth_opts = _plain(synth)
     codec_opts = _plain(codec)
