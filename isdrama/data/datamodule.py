@@ -20,7 +20,8 @@ from isdrama.data.dataset import ContentTokenizer, DramaCollator, DramaLineDatas
 from isdrama.data.mrsdrama import load_dataset
 from isdrama.data.sampler import FrameBudgetBatchSampler
 from isdrama.data.schema import DatasetIndex, DramaLine
-from isdrama.data.splits import SPLITS, Splits, ensure_splits
+from isdrama.data.splits import (DEFAULT_SEED, DEFAULT_TEST_FRACTION, DEFAULT_VAL_FRACTION, SPLITS, Splits,
+                                 ensure_splits)
 from isdrama.data.video_frames import VideoFrameCache
 
 log = logging.getLogger(__name__)
@@ -58,9 +59,9 @@ class DataConfig:
     """
 
     root: str = "data/synth_demo"
-    val_fraction: float = 0.1
-    test_fraction: float = 0.1
-    seed: int = 0
+    val_fraction: float = DEFAULT_VAL_FRACTION
+    test_fraction: float = DEFAULT_TEST_FRACTION
+    seed: int = DEFAULT_SEED
     sets: Optional[list[str]] = None
     items: ItemOptions = field(default_factory=ItemOptions)
     train: LoaderConfig = field(default_factory=LoaderConfig)

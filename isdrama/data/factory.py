@@ -14,6 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from isdrama.data.datamodule import DataConfig, DramaDataModule, LoaderConfig
 from isdrama.data.dataset import ItemOptions
+from isdrama.data.splits import DEFAULT_SEED, DEFAULT_TEST_FRACTION, DEFAULT_VAL_FRACTION
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +81,8 @@ class DatasetPreparer:
 
 
 def build_datamodule(root: str, items: Mapping[str, Any], train: Mapping[str, Any], val: Mapping[str, Any],
-                     val_fraction: float = 0.1, test_fraction: float = 0.1, seed: int = 0,
+                     val_fraction: float = DEFAULT_VAL_FRACTION, test_fraction: float = DEFAULT_TEST_FRACTION,
+                     seed: int = DEFAULT_SEED,
                      sets: Optional[list[str]] = None, cache_dir: Optional[str] = None,
                      synth: Optional[Mapping[str, Any]] = None, tokenize_on_prepare: bool = True,
                      content_tokenizer: Optional[Mapping[str, Any]] = None,
