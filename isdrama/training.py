@@ -71,8 +71,27 @@ def run_training(cfg: DictConfig) -> dict[str, float]:
                 best = ckpt_cb.best_model_path
             trainer.test(model, datamodule=datamodule, ckpt_path=best)
     finally:
+        if trainer.is_global_zero:
+            _save_splits(datamodule, cfg)
         _finish_wandb(loggers)
     return {k: float(v) for k, v in trainer.callback_metrics.items()}
+
+
+def _save_splits(datamodule: Any, cfg: DictConfig) -> None:
+    """Copy the drama split the run used into its output folder (``OUTPUT_DIR/splits.json``), so the
+    run records its split even if the dataset is re-split later."""
+    from pathlib import Path
+
+    from isdrama.data.splits import SPLITS_FILE, write_splits
+
+    splits = getattr(datamodule, "splits", None)
+    out = OmegaConf.select(cfg, "paths.output_dir")
+    if splits is None or not out:
+        return
+    try:
+        write_splits(Path(out) / SPLITS_FILE, splits)
+    except ValueError as exc:  # never hide the run's own outcome behind this copy
+        log.warning("could not copy the split into the run folder: %s", exc)
 
 
 def _finish_wandb(loggers: list) -> None:

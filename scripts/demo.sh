@@ -2,6 +2,8 @@
 # The main job, end to end on CPU (called by `make demo` after scripts/setup.sh):
 # synthetic MRSDrama -> check -> EnCodec tokens -> pose-encoder training -> codec resynthesis -> evaluation.
 # Every step is resumable: a rerun reuses the dataset, the token cache and the k-means codec.
+# The drama split is $DATA/splits.json (written by synth); training, resynth and eval all read it,
+# so no fractions are passed here.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export HF_HUB_OFFLINE="${HF_HUB_OFFLINE:-1}" WANDB_MODE="${WANDB_MODE:-offline}"
@@ -21,7 +23,7 @@ $BIN/python train.py experiment=demo data.root="$DATA" hydra.run.dir="$OUT/train
 echo "== 5/5 codec resynthesis of the test split + evaluation"
 $BIN/isdrama-data resynth "$DATA" "$OUT/resynth" --split test --limit 12 --quiet
 $BIN/isdrama-eval "$OUT/resynth/gt" "$OUT/resynth/infer" --prompt-dir "$OUT/resynth/prompt" \
-  --texts "$OUT/resynth/texts.json" --out "$OUT/eval"
+  --texts "$OUT/resynth/texts.json" --splits "$DATA" --split test --out "$OUT/eval"
 echo
 cat "$OUT/eval/report.md"
 echo "demo outputs: $OUT (training logs in $OUT/train, report in $OUT/eval)"

@@ -46,13 +46,14 @@ def test_split_by_drama_has_no_leakage(tmp_path):
     splits = split_scenes(scenes, 0.25, 0.25, seed=1)
     keys = {name: {s.key for s in part} for name, part in splits.items()}
     assert sum(map(len, keys.values())) == 8 and len(set.union(*keys.values())) == 8
-    assert len(keys["val"]) == 2 and len(keys["test"]) == 2
-    # stable: adding a drama does not move the others
-    write_tiny_dataset(tmp_path / "ds", n_dramas=9, lines_per_drama=2)
+    # hash thresholds (points 0.13 | 0.37 0.39 0.44 | 0.59 0.68 0.84 0.94), not counts
+    assert (len(keys["train"]), len(keys["val"]), len(keys["test"])) == (4, 3, 1)
+    # stable: adding dramas moves none of the others (more in tests/test_splits.py)
+    write_tiny_dataset(tmp_path / "ds", n_dramas=16, lines_per_drama=2)
     bigger = split_scenes(load_dataset(root).scenes, 0.25, 0.25, seed=1)
     moved = [k for name in ("train", "val", "test") for k in keys[name]
              if k not in {s.key for s in bigger[name]}]
-    assert len(moved) <= 1  # at most the boundary drama changes split (counts are recomputed)
+    assert moved == []
 
 
 def test_frame_budget_sampler_covers_all_within_budget():

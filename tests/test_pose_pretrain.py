@@ -73,6 +73,10 @@ def test_debug_fast_run_logs_retrieval_and_probes(synth_root, tmp_path):
             value = metrics[f"val/probe/{branch}/{task}"]
             assert math.isnan(value) or 0.0 <= value <= 1.0
     assert metrics["val/duration"] > 0
+    # the run records the drama split it used, equal to the dataset's split file
+    from isdrama.data.splits import load_splits
+
+    assert load_splits(tmp_path).assignment == load_splits(synth_root).assignment
 
 
 def test_wandb_offline_run_and_checkpoint_round_trip(synth_root, tmp_path, monkeypatch):

@@ -40,6 +40,13 @@ def test_run_writes_a_dataset_and_prints_a_summary(tmp_path: Path, capsys):
     printed = capsys.readouterr().out
     assert "1 dramas, 2 lines" in printed and str(out) in printed
     assert len(list(out.glob("*/*/*.json"))) == 1 and not list(out.glob("*/*/*.mp4"))
+    # the split every tool reads, with the default fractions
+    from isdrama.data.splits import DEFAULT_TEST_FRACTION, DEFAULT_VAL_FRACTION, dataset_drama_ids, load_splits
+
+    splits = load_splits(out)
+    assert sorted(splits.assignment) == dataset_drama_ids(out) and len(splits.assignment) == 1
+    assert (splits.val_fraction, splits.test_fraction) == (DEFAULT_VAL_FRACTION, DEFAULT_TEST_FRACTION)
+    assert "splits:" in printed and str(out / "splits.json") in printed
 
 
 def test_run_reports_a_missing_sofa_file(tmp_path: Path, capsys):

@@ -2,6 +2,7 @@
 
     isdrama-data synth OUT --dramas N --seed S     write a synthetic MRSDrama-layout dataset
     isdrama-data check ROOT                        summary + every problem; exit 1 on problems
+    isdrama-data split ROOT [--val V --test T]     write ROOT/splits.json, the drama split every tool reads
     isdrama-data tokenize ROOT                     cache EnCodec tokens for every line (resumable)
     isdrama-data resynth ROOT OUT [--split test]   codec round trip of a split, ready for isdrama-eval
 
@@ -20,6 +21,7 @@ from typing import Optional, Sequence
 SUBCOMMANDS = {
     "synth": ("isdrama.data.synth.cli", "generate a synthetic MRSDrama-layout dataset"),
     "check": ("isdrama.data.cli", "summarise a dataset root and list every problem"),
+    "split": ("isdrama.data.split_cli", "write ROOT/splits.json: the train/val/test drama split every tool reads"),
     "tokenize": ("isdrama.data.tokenize_cli", "encode every line to cached EnCodec tokens"),
     "resynth": ("isdrama.inference.resynth", "decode cached tokens of a split to wavs (gt/ + infer/ for evaluation)"),
 }

@@ -1,12 +1,14 @@
 """LightningDataModule over an MRSDrama-layout root (real or synthetic).
 
-Splits by drama, batches by a padded-frame budget (``FrameBudgetBatchSampler``), collates
+Splits by drama through the dataset's ``splits.json`` (created on first use, see
+:mod:`isdrama.data.splits`), batches by a padded-frame budget (``FrameBudgetBatchSampler``), collates
 tokens, content, pose at the codec frame rate, video frames, text prompts and speaker prompts
 into a ``DramaBatch``. Distributed training: the sampler splits batches across ranks itself, so
 the Trainer must run with ``use_distributed_sampler=False`` (the trainer configs set it).
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -18,8 +20,14 @@ from isdrama.data.dataset import ContentTokenizer, DramaCollator, DramaLineDatas
 from isdrama.data.mrsdrama import load_dataset
 from isdrama.data.sampler import FrameBudgetBatchSampler
 from isdrama.data.schema import DatasetIndex, DramaLine
-from isdrama.data.splits import SPLITS, split_scenes
+from isdrama.data.splits import (DEFAULT_SEED, DEFAULT_TEST_FRACTION, DEFAULT_VAL_FRACTION, SPLITS, Splits,
+                                 ensure_splits)
 from isdrama.data.video_frames import VideoFrameCache
+
+log = logging.getLogger(__name__)
+
+#: How a training run sets the split values (appended to split-file errors).
+CONFIG_HINT = "(training: data.val_fraction, data.test_fraction, data.seed; data.splits_file for another file)"
 
 
 @dataclass
@@ -39,8 +47,11 @@ class DataConfig:
 
     Args:
         root: dataset root (MRSDrama layout).
-        val_fraction / test_fraction: share of dramas per split (by a seeded hash of the drama).
+        val_fraction / test_fraction: share of dramas per split (a seeded hash threshold per drama,
+            see isdrama.data.splits); they must match the split file when it exists.
         seed: split and sampling seed.
+        splits_file: the split file (default ROOT/splits.json); written on first use, extended
+            with dramas added later, never silently re-split.
         sets: restrict to these set folders (None = all).
         items: what each item carries (see ItemOptions).
         train / val: batching per split (test uses ``val``).
@@ -48,14 +59,15 @@ class DataConfig:
     """
 
     root: str = "data/synth_demo"
-    val_fraction: float = 0.1
-    test_fraction: float = 0.1
-    seed: int = 0
+    val_fraction: float = DEFAULT_VAL_FRACTION
+    test_fraction: float = DEFAULT_TEST_FRACTION
+    seed: int = DEFAULT_SEED
     sets: Optional[list[str]] = None
     items: ItemOptions = field(default_factory=ItemOptions)
     train: LoaderConfig = field(default_factory=LoaderConfig)
     val: LoaderConfig = field(default_factory=LoaderConfig)
     cache_dir: Optional[str] = None
+    splits_file: Optional[str] = None
 
 
 class DramaDataModule(pl.LightningDataModule):
@@ -84,6 +96,7 @@ class DramaDataModule(pl.LightningDataModule):
         self.datasets: dict[str, DramaLineDataset] = {}
         self.speakers: list[str] = []
         self.scenes: list[str] = []
+        self.splits: Optional[Splits] = None
 
     @property
     def root(self) -> Path:
@@ -104,7 +117,13 @@ class DramaDataModule(pl.LightningDataModule):
         scenes = [s for s in self.index.scenes if cfg.sets is None or s.set_name in cfg.sets]
         if not scenes:
             raise ValueError(f"{self.root}: no dramas in sets {cfg.sets} (found sets {self.index.sets})")
-        splits = split_scenes(scenes, cfg.val_fraction, cfg.test_fraction, cfg.seed)
+        # the split covers every drama of the root (not only the chosen sets), so it is the same
+        # file whatever ``sets`` a run picks
+        self.splits = ensure_splits(self.root, [s.key for s in self.index.scenes], cfg.val_fraction,
+                                    cfg.test_fraction, cfg.seed, path=cfg.splits_file, hint=CONFIG_HINT)
+        splits = self.splits.partition(scenes)
+        log.info("splits: %s (digest %s): %s dramas", self.splits.path, self.splits.digest[:12],
+                 ", ".join(f"{k} {len(v)}" for k, v in splits.items()))
         all_lines = [line for s in scenes for line in s.lines]
         self.speakers = sorted({line.speaker for line in all_lines})
         self.scenes = sorted({line.scene_id for line in all_lines if line.scene_id is not None})
@@ -125,8 +144,10 @@ class DramaDataModule(pl.LightningDataModule):
             self.setup()
         dataset = self.datasets[split]
         if len(dataset) == 0:
-            raise ValueError(f"{self.root}: the {split} split is empty; adjust data.val_fraction / "
-                             "data.test_fraction or add dramas")
+            where = self.splits.path if self.splits is not None else self.root
+            raise ValueError(f"{self.root}: the {split} split is empty ({where}); add dramas, or re-split "
+                             "with other fractions (`isdrama-data split ROOT --val V --test T --force`, then "
+                             "set data.val_fraction / data.test_fraction to match)")
         sampler = FrameBudgetBatchSampler(dataset.approx_frames(), loader_cfg.max_frames,
                                           max_batch_size=loader_cfg.max_batch_size, shuffle=shuffle,
                                           seed=self.config.seed, bucket_size=loader_cfg.bucket_size,

@@ -14,6 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from isdrama.data.datamodule import DataConfig, DramaDataModule, LoaderConfig
 from isdrama.data.dataset import ItemOptions
+from isdrama.data.splits import DEFAULT_SEED, DEFAULT_TEST_FRACTION, DEFAULT_VAL_FRACTION
 
 log = logging.getLogger(__name__)
 
@@ -80,17 +81,19 @@ class DatasetPreparer:
 
 
 def build_datamodule(root: str, items: Mapping[str, Any], train: Mapping[str, Any], val: Mapping[str, Any],
-                     val_fraction: float = 0.1, test_fraction: float = 0.1, seed: int = 0,
+                     val_fraction: float = DEFAULT_VAL_FRACTION, test_fraction: float = DEFAULT_TEST_FRACTION,
+                     seed: int = DEFAULT_SEED,
                      sets: Optional[list[str]] = None, cache_dir: Optional[str] = None,
                      synth: Optional[Mapping[str, Any]] = None, tokenize_on_prepare: bool = True,
                      content_tokenizer: Optional[Mapping[str, Any]] = None,
-                     codec: Optional[Mapping[str, Any]] = None) -> DramaDataModule:
+                     codec: Optional[Mapping[str, Any]] = None,
+                     splits_file: Optional[str] = None) -> DramaDataModule:
     """DramaDataModule from plain config values (see configs/data/synth_demo.yaml)."""
     items_opts = ItemOptions(**{k: (tuple(v) if k == "video_size" else v) for k, v in _plain(items).items()})
     config = DataConfig(root=str(root), val_fraction=val_fraction, test_fraction=test_fraction, seed=seed,
                         sets=None if sets is None else list(sets), items=items_opts,
                         train=LoaderConfig(**_plain(train)), val=LoaderConfig(**_plain(val)),
-                        cache_dir=cache_dir)
+                        cache_dir=cache_dir, splits_file=None if splits_file is None else str(splits_file))
     root_path = Path(root)
     synth_opts = _plain(synth)
     codec_opts = _plain(codec)

@@ -8,6 +8,10 @@ evaluation-ready folder:
     OUT/infer/NAME.wav     decoded tokens, resampled to 48 kHz
     OUT/prompt/NAME.wav    another line of the same speaker (for SIM to the prompt)
     OUT/texts.json         NAME -> transcript (for CER)
+
+The split comes from the dataset's ``splits.json`` (the file training reads and writes), never
+from fractions of its own: ``--val-fraction`` / ``--test-fraction`` / ``--seed`` are only checked
+against the file, or used to create it when there is none.
 """
 from __future__ import annotations
 
@@ -25,23 +29,35 @@ def line_name(line: DramaLine) -> str:
     return line.key.replace("/", "__")
 
 
-def select_lines(root: Path, split: str, limit: Optional[int], val_fraction: float, test_fraction: float,
-                 seed: int) -> tuple[list[DramaLine], list[DramaLine]]:
-    """(chosen lines of ``split``, all lines) using the data module's drama split."""
+#: How this tool sets the split values (appended to split-file errors).
+CLI_HINT = "(resynth: --val-fraction, --test-fraction, --seed; --splits PATH for another file)"
+
+
+def select_lines(root: Path, split: str, limit: Optional[int], val_fraction: Optional[float] = None,
+                 test_fraction: Optional[float] = None, seed: Optional[int] = None,
+                 splits_file: Optional[Path] = None) -> tuple[list[DramaLine], list[DramaLine]]:
+    """(chosen lines of ``split``, all lines), the split read from the dataset's split file.
+
+    ``split="all"`` needs no split file. The fractions and seed, when given, must match the file
+    (or create it when there is none); see ``isdrama.data.splits.ensure_splits``.
+    """
     from isdrama.data.mrsdrama import load_dataset
-    from isdrama.data.splits import split_scenes
+    from isdrama.data.splits import ensure_splits
 
     index = load_dataset(root)
     if split == "all":
         chosen = index.lines
     else:
-        chosen = [ln for s in split_scenes(index.scenes, val_fraction, test_fraction, seed)[split] for ln in s.lines]
+        splits = ensure_splits(root, [s.key for s in index.scenes], val_fraction, test_fraction, seed,
+                               path=splits_file, hint=CLI_HINT)
+        chosen = [ln for s in splits.partition(index.scenes)[split] for ln in s.lines]
     return (chosen[:limit] if limit else chosen), index.lines
 
 
 def resynthesize(root: Path, out: Path, codec_config: dict, split: str = "test", limit: Optional[int] = None,
-                 val_fraction: float = 0.15, test_fraction: float = 0.1, seed: int = 0, device: str = "cpu",
-                 progress: bool = True) -> int:
+                 val_fraction: Optional[float] = None, test_fraction: Optional[float] = None,
+                 seed: Optional[int] = None, device: str = "cpu", progress: bool = True,
+                 splits_file: Optional[Path] = None) -> int:
     """Write gt/, infer/, prompt/ and texts.json for the chosen lines; returns how many lines."""
     import numpy as np
     import torch
@@ -52,7 +68,7 @@ def resynthesize(root: Path, out: Path, codec_config: dict, split: str = "test",
     from isdrama.utils.io import atomic_write_json, atomic_path
     from isdrama.data.audio import write_audio
 
-    lines, all_lines = select_lines(root, split, limit, val_fraction, test_fraction, seed)
+    lines, all_lines = select_lines(root, split, limit, val_fraction, test_fraction, seed, splits_file)
     if not lines:
         raise ValueError(f"{root}: no lines in split '{split}'")
     cache = open_token_cache(root, codec_config, device=device, lines=all_lines, progress=progress)
@@ -85,11 +101,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("root", type=Path, help="dataset root (MRSDrama layout)")
     parser.add_argument("out", type=Path, help="output folder (gt/, infer/, prompt/, texts.json)")
     parser.add_argument("--split", default="test", choices=["train", "val", "test", "all"],
-                        help="which drama split (as the data module splits it; default test)")
+                        help="which drama split of ROOT/splits.json (the one training uses; default test)")
     parser.add_argument("--limit", type=int, default=None, help="at most this many lines")
-    parser.add_argument("--val-fraction", type=float, default=0.15)
-    parser.add_argument("--test-fraction", type=float, default=0.1)
-    parser.add_argument("--seed", type=int, default=0, help="split seed (data.seed)")
+    parser.add_argument("--splits", type=Path, default=None, help="split file (default ROOT/splits.json)")
+    parser.add_argument("--val-fraction", type=float, default=None,
+                        help="only checked against the split file (or used to create a missing one)")
+    parser.add_argument("--test-fraction", type=float, default=None,
+                        help="only checked against the split file (or used to create a missing one)")
+    parser.add_argument("--seed", type=int, default=None, help="split seed, as --val-fraction")
     parser.add_argument("--bandwidth", type=float, default=6.0, help="codec kbps")
     parser.add_argument("--model", default="encodec_24khz")
     parser.add_argument("--pretrained", default="auto", choices=["auto", "true", "false"])
@@ -104,12 +123,14 @@ def run(args: argparse.Namespace) -> int:
     try:
         n = resynthesize(args.root, args.out, codec_config, split=args.split, limit=args.limit,
                          val_fraction=args.val_fraction, test_fraction=args.test_fraction, seed=args.seed,
-                         device=args.device, progress=not args.quiet)
+                         device=args.device, progress=not args.quiet, splits_file=args.splits)
     except (DataError, ValueError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    check = "" if args.split == "all" else f" --splits {args.splits or args.root} --split {args.split}"
     print(f"[resynth] {n} line(s) -> {args.out}/gt, {args.out}/infer (evaluate with: "
-          f"isdrama-eval {args.out}/gt {args.out}/infer --prompt-dir {args.out}/prompt --texts {args.out}/texts.json)")
+          f"isdrama-eval {args.out}/gt {args.out}/infer --prompt-dir {args.out}/prompt --texts {args.out}/texts.json"
+          f"{check})")
     return 0
 
 

@@ -3,6 +3,7 @@
     isdrama-eval gt/ infer/ --out report/                           # corrected mode (default)
     isdrama-eval gt/ infer/ --mode reference --spatial-ast-checkpoint finetuned.pth
     isdrama-eval gt/ infer/ --metrics ipd,ild --out report/         # spatial cues only
+    isdrama-eval gt/ infer/ --splits data/synth_demo                 # refuse lines outside the test split
 
 Files pair by name (gt/NAME.wav <-> infer/NAME.wav; names and counts must match). Writes
 results.json, per_file.csv, summary.csv, report.md and PNG plots to --out. Metrics whose model
@@ -49,6 +50,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=8, help="files per batch (SpatialAST, IPD/ILD)")
     p.add_argument("--workers", type=int, default=None,
                    help="CPU: IPD/ILD pairs computed at once, one thread each (default: torch's threads)")
+    p.add_argument("--splits", type=Path, default=None,
+                   help="dataset root or splits.json: every gt file must be a line of a drama in --split "
+                        "(names as isdrama-data resynth writes them: set__drama__line); the report records it")
+    p.add_argument("--split", default="test", choices=["train", "val", "test"],
+                   help="the split --splits checks the gt files against (default test)")
     p.add_argument("--no-plots", action="store_true")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     return p
@@ -79,6 +85,18 @@ def config_from_args(args: argparse.Namespace):
         progress=not args.quiet)
 
 
+def check_split(pairs, splits: Optional[Path], split: str) -> dict[str, str]:
+    """With a split file (or a dataset root holding one): raise unless every pair's name is a line of
+    a drama in ``split``; returns the report settings that record the check ({} without one)."""
+    if splits is None:
+        return {}
+    from isdrama.data.splits import load_splits
+
+    loaded = load_splits(splits)
+    loaded.check_names([p.name for p in pairs], split)
+    return {"splits": str(loaded.path), "split": split, "splits_digest": loaded.digest[:12]}
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     from isdrama.data.schema import DataError
@@ -90,7 +108,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         cfg = config_from_args(args)
         texts = load_texts(args.texts, args.gt_dir)
         pairs = pair_folders(args.gt_dir, args.infer_dir, prompt_dir=args.prompt_dir, texts=texts)
+        split_settings = check_split(pairs, args.splits, args.split)
         result = evaluate_pairs(pairs, cfg)
+        result.settings.update(split_settings)
     except (PairingError, DataError, ValueError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -1,4 +1,9 @@
-"""`isdrama-data synth OUT --dramas N --seed S ...`: write a synthetic MRSDrama-layout dataset."""
+"""`isdrama-data synth OUT --dramas N --seed S ...`: write a synthetic MRSDrama-layout dataset.
+
+At the end it writes (or extends) ``OUT/splits.json``, the drama split every tool reads, with the
+default fractions of ``isdrama.data.splits`` (those of configs/data/synth_demo.yaml); an existing
+file keeps its own fractions and only gains the new dramas.
+"""
 from __future__ import annotations
 
 import argparse
@@ -80,6 +85,7 @@ def config_from_args(args: argparse.Namespace):
 def run(args: argparse.Namespace) -> int:
     """Generate, then print a short summary. 0 on success, 2 on a bad input (message on stderr)."""
     from isdrama.data.schema import DataError
+    from isdrama.data.splits import SPLITS, update_splits
     from isdrama.data.synth.generator import SynthError, summarize, synthesize_dataset
     from isdrama.data.synth.tts import EspeakError
 
@@ -87,6 +93,7 @@ def run(args: argparse.Namespace) -> int:
         config = config_from_args(args)
         start = time.perf_counter()
         folders = synthesize_dataset(args.out, config, num_workers=args.workers, progress=not args.quiet)
+        splits = update_splits(args.out)
     except (ValueError, DataError, EspeakError, SynthError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -97,4 +104,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"  sets: {', '.join(s['sets']) or '-'}; speakers: {len(s['speakers'])}; "
           f"languages: {', '.join(s['languages']) or '-'}; reverb: {'on' if config.reverb else 'off'}; "
           f"video: {'on' if config.video else 'off'}")
+    counts = splits.counts()
+    print(f"  splits: {splits.path} ({', '.join(f'{k} {counts[k]}' for k in SPLITS)} dramas; "
+          f"val_fraction {splits.val_fraction}, test_fraction {splits.test_fraction}, seed {splits.seed})")
     return 0
