@@ -146,7 +146,7 @@ class PublishedSpatialCues:
     def signal_features(self, wav: torch.Tensor, sample_rate: int, what: str = "waveform"
                         ) -> tuple[np.ndarray, np.ndarray]:
         """(2, N) float32 at ``sample_rate`` -> published (ipd, ild) features as numpy (T, M)."""
-        wav = self.resample(wav, sample_rate)
+        wav = self.resample(wav.to(self.device, torch.float32), sample_rate)
         if wav.shape[-1] < self._min_samples:
             raise AudioInputError(what, f"{wav.shape[-1]} samples at {self.sample_rate} Hz: too short for a "
                                         f"centred STFT, need at least {self._min_samples}")
