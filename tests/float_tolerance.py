@@ -23,3 +23,20 @@ def sum_order_rtol(n_terms: int, eps: float = F32_EPS) -> float:
 def ulp(x: float, eps: float = F32_EPS) -> float:
     """Spacing of the floats next to |x| (eps times the power of 2 at or below |x|)."""
     return eps * 2.0 ** np.floor(np.log2(abs(x))) if x else 0.0
+
+
+#: Per bin, a wrapped IPD error (isdrama.metrics.spatial, corrected mode) combines four atan2
+#: phases (|phi| <= pi, each within 1 ulp on any code path: torch's vectorised atan2, its scalar
+#: tail, numpy's) with six roundings at |x| <= 4 pi: two computations differ by at most
+#: 4 x 2 ulp(pi) + 6 ulp(4 pi) = 32 ulp(pi) = 7.6e-6 rad, and so does any weighted mean of bins.
+#: Also the bound on the IPD error of two identical signals (rounding noise only).
+PHASE_ATOL = 32 * ulp(np.pi)
+
+
+def corrected_spatial_rtol(frames: int, bins: int = 446, bands: int = 128) -> tuple[float, float]:
+    """(per-pair, per-band) relative bounds between two float32 computations of corrected-mode
+    IPD/ILD errors (isdrama.metrics.spatial): a band's error is a ratio of two sums of
+    non-negative terms over ``frames`` x ``bins`` (446 STFT bins carry a mel weight), and the pair's
+    error averages ``bands`` bands: 2 (frames + bins) eps per band, + bands eps per pair."""
+    band = sum_order_rtol(2 * (frames + bins))
+    return band + sum_order_rtol(bands), band

@@ -24,9 +24,9 @@ from torch.utils.data import DataLoader, Dataset, TensorDataset
 from isdrama.callbacks import GeneratedAudio, ValidationAudioCallback
 from isdrama.callbacks.generation import take_lines
 from isdrama.callbacks.metric_states import MeanOfItems, SpatialASTState, SpatialMAEState
-from isdrama.metrics.spatial import SpatialCueExtractor, SpatialMAEConfig, spatial_errors
+from isdrama.metrics.spatial import SpatialMAEConfig, spatial_errors
 
-from float_tolerance import sum_order_rtol, ulp
+from float_tolerance import PHASE_ATOL, corrected_spatial_rtol
 
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
@@ -37,19 +37,12 @@ N_VAL = 6
 GAINS = [1.5 ** (i + 1) for i in range(N_VAL)]  # right-ear gain of generated line i
 
 # float32 rounding of spatial_errors on these lines, which the callback may score in other batches
-# (4 lines as 3 + 1, ...) than a direct call, so its sums run in other orders. Per item, a band's
-# error is a ratio of two sums of non-negative terms over T frames and F' STFT bins (the mel
-# product), and the MAE averages M bands: two orders differ by <= (2 (T + F') + M) eps relative.
+# (4 lines as 3 + 1, ...) than a direct call, so its sums run in other orders: bounds from
+# tests/float_tolerance.py for T = 26 frames (0.25 s), 446 bins, 128 bands
 _CUES = SpatialMAEConfig().cues
 T_FRAMES = 1 + (N * _CUES.sample_rate // SR) // _CUES.hop_length  # 26
-F_BINS = (lambda e: e.hi - e.lo)(SpatialCueExtractor(_CUES))  # 446 bins with a mel weight
-BAND_RTOL = sum_order_rtol(2 * (T_FRAMES + F_BINS))  # 1.1e-4
-MAE_RTOL = sum_order_rtol(2 * (T_FRAMES + F_BINS) + _CUES.n_mels)  # 1.3e-4
-# Per bin, the wrapped IPD error combines four atan2 phases (|phi| <= pi; torch's vectorised atan2
-# and its scalar tail, used for the last elements of each thread's chunk, differ by up to 2 ulp)
-# with six roundings at |x| <= 4 pi: two computations differ by <= 8 ulp(pi) + 6 ulp(4 pi) =
-# 32 ulp(pi) rad, and so does any weighted mean of bins. Also the bound on IPD rounding noise.
-IPD_ATOL = 32 * ulp(math.pi)  # 7.6e-6 rad
+MAE_RTOL, BAND_RTOL = corrected_spatial_rtol(T_FRAMES)  # 1.3e-4, 1.1e-4
+IPD_ATOL = PHASE_ATOL  # 7.6e-6 rad
 
 
 def line_audio(i: int) -> torch.Tensor:
