@@ -17,10 +17,13 @@ test-slow: setup
 	$(PY) -m pytest -q -m slow
 
 # the fast tests on other float kernels, as another CPU would run them: ATen's non-vectorised CPU
-# kernels and one thread (other rounding and summation orders than the vector kernels and thread
-# split picked here); a tolerance tighter than the arithmetic guarantees fails here
+# kernels, oneDNN's and MKL's SSE4 kernels, one thread (other rounding and summation orders than
+# the vector kernels and thread split picked here); a tolerance tighter than the arithmetic
+# guarantees fails here
+PORTABLE_ENV := ATEN_CPU_CAPABILITY=default ONEDNN_MAX_CPU_ISA=SSE41 MKL_ENABLE_INSTRUCTIONS=SSE4_2 \
+	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 test-portable: setup
-	ATEN_CPU_CAPABILITY=default OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(PY) -m pytest -q
+	$(PORTABLE_ENV) $(PY) -m pytest -q
 
 # the standalone benchmarks of docs/benchmarks.md (~2.5 min on 2 cores); the data loader and the
 # pose acceptance run need generated data, see there
