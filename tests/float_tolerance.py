@@ -31,6 +31,10 @@ def ulp(x: float, eps: float = F32_EPS) -> float:
 #: 4 x 2 ulp(pi) + 6 ulp(4 pi) = 32 ulp(pi) = 7.6e-6 rad, and so does any weighted mean of bins.
 #: Also the bound on the IPD error of two identical signals (rounding noise only).
 PHASE_ATOL = 32 * ulp(np.pi)
+#: Per bin, an ILD error of two identical signals is 20 log10 of (|R_g| |L_h|) / (|L_g| |R_h|) for
+#: equal exact magnitudes: four hypot results (within 1 ulp each on any path) and three roundings
+#: make the ratio 1 within 7 u (u = eps / 2), so |ILD| <= 20 / ln 10 x 7 u = 3.6e-6 dB.
+LEVEL_ATOL = 20 / np.log(10) * 7 * F32_EPS / 2
 
 
 def corrected_spatial_rtol(frames: int, bins: int = 446, bands: int = 128) -> tuple[float, float]:

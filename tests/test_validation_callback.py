@@ -26,7 +26,7 @@ from isdrama.callbacks.generation import take_lines
 from isdrama.callbacks.metric_states import MeanOfItems, SpatialASTState, SpatialMAEState
 from isdrama.metrics.spatial import SpatialMAEConfig, spatial_errors
 
-from float_tolerance import PHASE_ATOL, corrected_spatial_rtol
+from float_tolerance import LEVEL_ATOL, PHASE_ATOL, corrected_spatial_rtol
 
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
@@ -196,12 +196,12 @@ def test_identical_audio_gives_zero_and_runs_without_logger(tmp_path, one_torch_
     assert sum("ang skipped: no SpatialAST checkpoint" in m for m in skipped) == 1, skipped
     assert sum("cer skipped" in m and "no_such_model" in m for m in skipped) == 1, skipped
     assert [e for e, _ in module.generated] == [0, 1]  # scored after both epochs
-    # identical magnitudes give ILD 0 exactly (hypot, products and log10(1) are exact or
-    # correctly rounded wherever they run); phases are atan2, whose vectorised and scalar paths
-    # may differ by an ulp for the same input, so IPD is 0 up to that rounding
-    assert 0.0 <= cb.results["ipd_mae"] <= IPD_ATOL
-    assert cb.results["ild_mae"] == 0.0 and cb.results["ffe"] == 0.0
-    assert float(tr.callback_metrics["val_audio/ild_mae"]) == 0.0
+    # identical audio: 0 up to rounding (0 exactly where gt and gen bins meet the same kernels;
+    # torch's vectorised atan2 and its scalar tail differ by an ulp for the same input);
+    # FFE counts frames of identical pitch tracks: exactly 0
+    assert 0.0 <= cb.results["ipd_mae"] <= IPD_ATOL and 0.0 <= cb.results["ild_mae"] <= LEVEL_ATOL
+    assert cb.results["ffe"] == 0.0
+    assert 0.0 <= float(tr.callback_metrics["val_audio/ild_mae"]) <= LEVEL_ATOL
     assert "ang" in cb.skipped and "cer" in cb.skipped
     for key in ("ang_cos", "angle_error_deg", "cer", "wer"):
         assert key not in cb.results and f"val_audio/{key}" not in tr.callback_metrics
