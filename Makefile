@@ -3,7 +3,7 @@ PY := .venv/bin/python
 export HF_HUB_OFFLINE ?= 1
 export WANDB_MODE ?= offline
 
-.PHONY: setup demo test test-slow bench
+.PHONY: setup demo test test-slow test-portable bench
 setup:
 	@bash scripts/setup.sh
 
@@ -15,6 +15,15 @@ test: setup
 
 test-slow: setup
 	$(PY) -m pytest -q -m slow
+
+# the fast tests on other float kernels, as another CPU would run them: ATen's non-vectorised CPU
+# kernels, oneDNN's and MKL's SSE4 kernels, one thread (other rounding and summation orders than
+# the vector kernels and thread split picked here); a tolerance tighter than the arithmetic
+# guarantees fails here
+PORTABLE_ENV := ATEN_CPU_CAPABILITY=default ONEDNN_MAX_CPU_ISA=SSE41 MKL_ENABLE_INSTRUCTIONS=SSE4_2 \
+	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
+test-portable: setup
+	$(PORTABLE_ENV) $(PY) -m pytest -q
 
 # the standalone benchmarks of docs/benchmarks.md (~2.5 min on 2 cores); the data loader and the
 # pose acceptance run need generated data, see there

@@ -164,6 +164,29 @@ def test_kmeans_tokens_carry_information(kmeans_codec, raw_codec):
     assert centred_pearson(raw_codec.tokens_to_latent(raw_tokens), raw_latent) == 0.0
 
 
+def test_quantize_finds_the_nearest_codes_under_a_common_offset():
+    """Latents and codes sharing a large common part (as a random encoder gives): EnCodec's float32
+    |x|^2 - 2 x.c + |c|^2 cancels most digits there, so its choice follows the rounding. quantize
+    gives the exact nearest codes (float64 brute force), the same in a batch as alone, and a
+    change of the latent at float32 rounding level (another kernel, batch or CPU) moves no token."""
+    codec = BinauralCodec(CodecConfig(pretrained=False, bandwidth=1.5, seed=0))  # n_q = 2
+    g = torch.Generator().manual_seed(0)
+    offset = torch.randn(128, generator=g) * 10  # |offset|^2 ~ 1e4, spread^2 ~ 0.3
+    books = [offset + 0.05 * torch.randn(1024, 128, generator=g), 0.05 * torch.randn(1024, 128, generator=g)]
+    for layer, book in zip(codec.model.quantizer.vq.layers, books):
+        layer._codebook.embed.copy_(book)
+    latent = offset.repeat(2)[None, :, None] + 0.05 * torch.randn(3, 256, 40, generator=g)  # (B, 2D, T)
+    tokens = codec.quantize(latent)
+    residual = latent.view(3, 2, 128, 40).permute(0, 1, 3, 2).double()  # (B, ear, T, D)
+    for q, book in enumerate(books):
+        exact = torch.cdist(residual, book.double()[None, None]).argmin(-1)  # (B, ear, T)
+        assert torch.equal(tokens[:, :, q], exact), q
+        residual = residual - book.double()[exact]
+    assert all(torch.equal(codec.quantize(latent[i : i + 1])[0], tokens[i]) for i in range(3))
+    nudged = latent * (1 + 1e-7 * torch.randn(latent.shape, generator=g))
+    assert torch.equal(codec.quantize(nudged), tokens)
+
+
 def test_kmeans_sets_codebook_buffers(kmeans_codec):
     report = kmeans_codec.kmeans_report
     assert report.n_frames == 2 * 2 * 4 * 75            # 2 clips x 2 ears x 4 s x 75 frames/s
