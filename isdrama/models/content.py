@@ -15,8 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from isdrama.models.layers import (ConvStack, SinusoidalEncoding, Transformer, check_mask,
-                                   masked_fill_invalid)
+from isdrama.models.layers import (ConvStack, FreezableBackbone, SinusoidalEncoding, Transformer,
+                                   check_mask, masked_fill_invalid)
 from isdrama.models.text_tokenizer import PhoneTokenizer, TokenizedLine, Vocabulary
 
 
@@ -162,7 +162,7 @@ def length_regulate(x: torch.Tensor, durations: torch.Tensor,
 
 
 # ------------------------------------------------------------------------ semantic features
-class SemanticFeatures(nn.Module):
+class SemanticFeatures(FreezableBackbone):
     """Word features from a BERT-family model (transformers), gathered onto tokens.
 
     Args:
@@ -182,17 +182,8 @@ class SemanticFeatures(nn.Module):
             raise OSError(f"semantic_model '{name_or_path}': could not load a tokenizer and "
                           f"model (a hub id needs network or a filled cache; HF_HUB_OFFLINE is "
                           f"usually set): {err}") from err
-        self.freeze = freeze
-        if freeze:
-            self.model.requires_grad_(False)
-            self.model.eval()
+        self.set_frozen(freeze)
         self.dim = int(self.model.config.hidden_size)
-
-    def train(self, mode: bool = True) -> "SemanticFeatures":
-        super().train(mode)
-        if self.freeze:
-            self.model.eval()
-        return self
 
     def forward(self, words: Sequence[Sequence[str]], word_index: torch.Tensor,
                 token_mask: torch.Tensor) -> torch.Tensor:
@@ -202,7 +193,7 @@ class SemanticFeatures(nn.Module):
         device = word_index.device
         enc = self.tokenizer([list(w) for w in words], is_split_into_words=True,
                              padding=True, truncation=True, return_tensors="pt")
-        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze):
+        with self.grad_context():
             hidden = self.model(input_ids=enc["input_ids"].to(device),
                                 attention_mask=enc["attention_mask"].to(device)
                                 ).last_hidden_state  # (B, S, H)

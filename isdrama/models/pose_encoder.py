@@ -24,8 +24,8 @@ from einops import rearrange
 from torch import nn
 
 from isdrama.models.contrastive import chunk_pool
-from isdrama.models.layers import (ConvStack, SinusoidalEncoding, Transformer, check_mask,
-                                   masked_fill_invalid, masked_mean)
+from isdrama.models.layers import (ConvStack, FreezableBackbone, SinusoidalEncoding, Transformer,
+                                   check_mask, masked_fill_invalid, masked_mean)
 from isdrama.models.pose_features import GeometricFeatures
 
 BRANCHES = ("geo", "video", "text")
@@ -107,26 +107,7 @@ class PoseEncoderConfig:
                              f"{self.branches}")
 
 
-class _Frozen(nn.Module):
-    """Mixin behaviour: a wrapped model that stays in eval mode when frozen."""
-
-    frozen: bool
-    model: nn.Module
-
-    def _setup_freeze(self, frozen: bool) -> None:
-        self.frozen = frozen
-        if frozen:
-            self.model.requires_grad_(False)
-            self.model.eval()
-
-    def train(self, mode: bool = True):
-        super().train(mode)
-        if self.frozen:
-            self.model.eval()
-        return self
-
-
-class VideoFrameEncoder(_Frozen):
+class VideoFrameEncoder(FreezableBackbone):
     """Per-frame features from a timm image backbone (the cacheable part of the video branch).
 
     frames (B, F, 3, H, W) uint8 [0, 255] or float [0, 1], frame_mask (B, F) -> (B, F, C).
@@ -158,7 +139,7 @@ class VideoFrameEncoder(_Frozen):
         self.grid = None if grid is None else int(grid)
         self.dim = int(self.model.num_features) * (self.grid ** 2 if self.grid else 1)
         self.batch = int(batch)
-        self._setup_freeze(freeze)
+        self.set_frozen(freeze)
 
     def _embed(self, x: torch.Tensor) -> torch.Tensor:
         """(N, 3, S, S) prepared images -> (N, dim)."""
@@ -194,7 +175,7 @@ class VideoFrameEncoder(_Frozen):
         check_mask(frame_mask, (B, Fr), "video_mask")
         flat = frames[frame_mask]  # (N, 3, H, W) valid frames only
         feats = []
-        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.frozen):
+        with self.grad_context():
             for start in range(0, flat.shape[0], self.batch):
                 feats.append(self._embed(self._prepare(flat[start:start + self.batch])))
         out = frames.new_zeros(B, Fr, self.dim, dtype=torch.float32)
@@ -203,7 +184,7 @@ class VideoFrameEncoder(_Frozen):
         return out
 
 
-class TextPromptEncoder(_Frozen):
+class TextPromptEncoder(FreezableBackbone):
     """Pose prompts -> T5-family encoder states (the cacheable part of the text branch).
 
     ``forward(prompts)``: B strings (None = no prompt) -> (B, S, C) features, (B, S) mask.
@@ -235,7 +216,7 @@ class TextPromptEncoder(_Frozen):
                              f"model's vocab_size is {self.model.config.vocab_size}")
         self.dim = int(self.model.config.d_model)
         self.max_tokens = int(max_tokens)
-        self._setup_freeze(freeze)
+        self.set_frozen(freeze)
 
     def forward(self, prompts: Sequence[Optional[str]]) -> tuple[torch.Tensor, torch.Tensor]:
         device = next(self.model.parameters()).device
@@ -243,7 +224,7 @@ class TextPromptEncoder(_Frozen):
         enc = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_tokens,
                              return_tensors="pt")
         ids, att = enc["input_ids"].to(device), enc["attention_mask"].to(device)
-        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.frozen):
+        with self.grad_context():
             hidden = self.model(input_ids=ids, attention_mask=att).last_hidden_state
         has = torch.tensor([bool(p) for p in prompts], device=device)
         mask = att.bool() & has[:, None]
