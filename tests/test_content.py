@@ -5,11 +5,10 @@ import numpy as np
 import pytest
 import torch
 
+from isdrama.data.text_tokenizer import (SIL_TOKEN, PhoneTokenizer, Vocabulary, byte_token, collate_lines,
+                                         seconds_to_frames, split_word_frames, word_to_token_frames)
 from isdrama.models.content import (ContentEncoder, ContentEncoderConfig, duration_loss,
                                     durations_from_log, length_regulate)
-from isdrama.models.text_tokenizer import (SIL_TOKEN, PhoneTokenizer, Vocabulary, byte_token,
-                                           collate_lines, seconds_to_frames, split_word_frames,
-                                           word_to_token_frames)
 
 TINY = dict(d_model=32, n_layers=1, n_heads=2, ff_kernel=3, dp_channels=32, dropout=0.0,
             dp_dropout=0.0)

@@ -52,7 +52,7 @@ class DataConfig:
     test_fraction: float = 0.1
     seed: int = 0
     sets: Optional[list[str]] = None
-    items: ItemOptions = field(default_factory=ItemOptions)
+    items: ItemOptions = field(kw_only=True)
     train: LoaderConfig = field(default_factory=LoaderConfig)
     val: LoaderConfig = field(default_factory=LoaderConfig)
     cache_dir: Optional[str] = None

@@ -2,7 +2,7 @@
 
 ``ContentEncoder`` turns padded token ids (B, L) into frame-level content ``z_c`` (B, T, D) at
 the codec frame rate (a constructor argument, 75 frames/s by default). Training passes
-ground-truth token durations in frames (from :class:`~isdrama.models.text_tokenizer.PhoneTokenizer`
+ground-truth token durations in frames (from :class:`~isdrama.data.text_tokenizer.PhoneTokenizer`
 ``encode_words``); inference predicts them, optionally constrained to an exact total per line.
 The vocabulary travels inside the module's state dict (``get_extra_state``).
 """
@@ -17,7 +17,7 @@ from torch import nn
 
 from isdrama.models.layers import (ConvStack, FreezableBackbone, SinusoidalEncoding, Transformer,
                                    check_mask, masked_fill_invalid)
-from isdrama.models.text_tokenizer import PhoneTokenizer, TokenizedLine, Vocabulary
+from isdrama.data.text_tokenizer import PhoneTokenizer, TokenizedLine, Vocabulary
 
 
 @dataclass
