@@ -110,7 +110,7 @@ def test_wandb_offline_run_and_checkpoint_round_trip(synth_root, tmp_path, monke
     assert set(a["pooled"]) == set(b["pooled"]) == {"geo", "video", "text"}
     for branch in a["pooled"]:
         torch.testing.assert_close(a["pooled"][branch], b["pooled"][branch])
-    assert loaded.content.vocab == model.content.vocab
+    assert loaded.frontend.content.vocab == model.frontend.content.vocab
     other = instantiate(cfg.model, _recursive_=False).eval()  # fresh weights differ: the test can fail
     with torch.no_grad():
         assert not torch.allclose(other(batch)["pooled"]["geo"], a["pooled"]["geo"])
@@ -283,7 +283,7 @@ def test_module_retrieval_metrics_on_hand_made_embeddings(setup):
     metrics = model.retrieval_metrics(ret)
     assert not any("text" in k for k in metrics)
     keep = present.numpy()
-    groups = retrieval_groups(38, model.retrieval_group, model.retrieval_seed)
+    groups = retrieval_groups(38, model.retrieval.group_size, model.retrieval.seed)
     gv = _brute_recall(geo.numpy()[keep], video.numpy()[keep], groups, 1)
     vg = _brute_recall(video.numpy()[keep], geo.numpy()[keep], groups, 1)
     assert metrics["val/retrieval/geo->video/R@1"] == pytest.approx(gv)

@@ -1,7 +1,7 @@
 """Content path: phone tokens -> encoder -> duration predictor + length regulator -> z_c.
 
 ``ContentEncoder`` turns padded token ids (B, L) into frame-level content ``z_c`` (B, T, D) at
-the codec frame rate (a constructor argument, 75 frames/s by default). Training passes
+the codec frame rate (``config.frame_rate``). Training passes
 ground-truth token durations in frames (from :class:`~isdrama.data.text_tokenizer.PhoneTokenizer`
 ``encode_words``); inference predicts them, optionally constrained to an exact total per line.
 The vocabulary travels inside the module's state dict (``get_extra_state``).
@@ -22,44 +22,45 @@ from isdrama.data.text_tokenizer import PhoneTokenizer, TokenizedLine, Vocabular
 
 @dataclass
 class ContentEncoderConfig:
-    """Hyper-parameters of :class:`ContentEncoder` (defaults in brackets).
+    """Hyper-parameters of :class:`ContentEncoder`; the values live in configs/model/content/*.yaml
+    (no defaults here).
 
     Attributes:
-        d_model: token/frame width D [256].
-        n_layers: FastSpeech FFT blocks (self-attention + conv feed-forward) [4].
-        n_heads: attention heads [2].
-        ff_mult: feed-forward hidden = ff_mult * d_model [4.0].
-        ff_kernel: kernel of the conv feed-forward [9].
-        dropout: dropout in the encoder [0.1].
-        frame_rate: output frames per second (the codec frame rate) [75.0].
-        tokenizer_mode: ``auto`` | ``char`` | ``byte`` (see text_tokenizer) ["auto"].
-        dp_channels: duration-predictor width [256].
-        dp_layers: duration-predictor conv layers [2].
-        dp_kernel: duration-predictor kernel [3].
-        dp_dropout: duration-predictor dropout [0.5].
-        dp_detach: stop gradients from the duration loss into the encoder [False].
-        log_offset: the predictor regresses log(frames + log_offset) [1.0].
+        d_model: token/frame width D.
+        n_layers: FastSpeech FFT blocks (self-attention + conv feed-forward).
+        n_heads: attention heads.
+        ff_mult: feed-forward hidden = ff_mult * d_model.
+        ff_kernel: kernel of the conv feed-forward.
+        dropout: dropout in the encoder.
+        frame_rate: output frames per second (the codec's frame rate).
+        tokenizer_mode: ``auto`` | ``char`` | ``byte`` (see :mod:`isdrama.data.text_tokenizer`).
+        dp_channels: duration-predictor width.
+        dp_layers: duration-predictor conv layers.
+        dp_kernel: duration-predictor kernel.
+        dp_dropout: duration-predictor dropout.
+        dp_detach: stop gradients from the duration loss into the encoder.
+        log_offset: the predictor regresses log(frames + log_offset).
         semantic_model: hub id or local folder of a BERT-family model whose word features are
-            added to the token embeddings; None disables it [None].
-        semantic_freeze: keep the semantic model frozen (eval mode, no grad) [True].
+            added to the token embeddings; None disables it.
+        semantic_freeze: keep the semantic model frozen (eval mode, no grad).
     """
 
-    d_model: int = 256
-    n_layers: int = 4
-    n_heads: int = 2
-    ff_mult: float = 4.0
-    ff_kernel: int = 9
-    dropout: float = 0.1
-    frame_rate: float = 75.0
-    tokenizer_mode: str = "auto"
-    dp_channels: int = 256
-    dp_layers: int = 2
-    dp_kernel: int = 3
-    dp_dropout: float = 0.5
-    dp_detach: bool = False
-    log_offset: float = 1.0
-    semantic_model: Optional[str] = None
-    semantic_freeze: bool = True
+    d_model: int
+    n_layers: int
+    n_heads: int
+    ff_mult: float
+    ff_kernel: int
+    dropout: float
+    frame_rate: float
+    tokenizer_mode: str
+    dp_channels: int
+    dp_layers: int
+    dp_kernel: int
+    dp_dropout: float
+    dp_detach: bool
+    log_offset: float
+    semantic_model: Optional[str]
+    semantic_freeze: bool
 
 
 # ------------------------------------------------------------------------------ durations
@@ -69,8 +70,7 @@ class DurationPredictor(nn.Module):
     (B, L, D) tokens, mask (B, L) -> (B, L) log durations (0 at padding).
     """
 
-    def __init__(self, in_dim: int, channels: int = 256, n_layers: int = 2,
-                 kernel_size: int = 3, dropout: float = 0.5):
+    def __init__(self, in_dim: int, channels: int, n_layers: int, kernel_size: int, dropout: float):
         super().__init__()
         self.convs = ConvStack(in_dim, channels, n_blocks=max(n_layers - 1, 0),
                                kernel_size=kernel_size, dropout=dropout)
@@ -220,10 +220,9 @@ class ContentEncoder(nn.Module):
         vocab: token vocabulary (default :meth:`Vocabulary.default`); saved in the state dict.
     """
 
-    def __init__(self, config: Optional[ContentEncoderConfig] = None,
-                 vocab: Optional[Vocabulary] = None):
+    def __init__(self, config: ContentEncoderConfig, vocab: Optional[Vocabulary] = None):
         super().__init__()
-        self.config = cfg = config or ContentEncoderConfig()
+        self.config = cfg = config
         if cfg.frame_rate <= 0:
             raise ValueError(f"frame_rate must be > 0, got {cfg.frame_rate}")
         self.vocab = vocab if vocab is not None else Vocabulary.default()
