@@ -31,3 +31,10 @@ def model_config(group: str, **overrides: Any) -> dict[str, Any]:
         raise KeyError(f"model.{group} has no key(s) {unknown}")
     values.update(overrides)
     return values
+
+
+def pose_pretrain_kwargs() -> dict[str, Any]:
+    """The whole ``cfg.model`` of the tiny experiment as PosePretrainModule keyword arguments."""
+    values = copy.deepcopy(_model_group())
+    values.pop("_target_")
+    return values

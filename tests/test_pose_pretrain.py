@@ -15,10 +15,12 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.utils import instantiate
 from omegaconf import DictConfig, open_dict
 
+from isdrama.lit.conditioning import frontend_inputs
 from isdrama.lit.optim import AdamConfig, configure_adam, lr_factor
 from isdrama.lit.pose_pretrain import PosePretrainModule
 from isdrama.lit.probes import (LabelConfig, ProbeConfig, fit_logistic, grouped_retrieval, pose_labels,
                                 predict_logistic, probe_accuracy, retrieval_groups)
+from isdrama.models.conditioning import ConditioningFrontEnd
 from isdrama.models.contrastive import retrieval_recall
 from test_configs import compose_train
 
@@ -111,6 +113,11 @@ def test_wandb_offline_run_and_checkpoint_round_trip(synth_root, tmp_path, monke
     for branch in a["pooled"]:
         torch.testing.assert_close(a["pooled"][branch], b["pooled"][branch])
     assert loaded.frontend.content.vocab == model.frontend.content.vocab
+    frontend = ConditioningFrontEnd.from_pretrained(ckpt)  # what a later stage loads
+    with torch.no_grad():
+        c = frontend(**frontend_inputs(batch))
+    for branch in a["pooled"]:
+        torch.testing.assert_close(c["pooled"][branch], a["pooled"][branch])
     other = instantiate(cfg.model, _recursive_=False).eval()  # fresh weights differ: the test can fail
     with torch.no_grad():
         assert not torch.allclose(other(batch)["pooled"]["geo"], a["pooled"]["geo"])
