@@ -79,7 +79,7 @@ class KMeansConfig:
 
 @dataclass
 class CodecConfig:
-    """The binaural codec (ARCHITECTURE.md section 4).
+    """The binaural codec: EnCodec applied to binaural audio (configs/codec/*.yaml).
 
     model: ``encodec_24khz`` (default: the 24 kHz mono model applied to each ear, 75 frames/s) or
         ``encodec_48khz`` (the 48 kHz stereo model; 150 EnCodec frames/s packed in pairs to 75/s).
