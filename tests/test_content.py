@@ -5,19 +5,25 @@ import numpy as np
 import pytest
 import torch
 
+from isdrama.data.text_tokenizer import (SIL_TOKEN, PhoneTokenizer, Vocabulary, byte_token, collate_lines,
+                                         seconds_to_frames, split_word_frames, word_to_token_frames)
 from isdrama.models.content import (ContentEncoder, ContentEncoderConfig, duration_loss,
                                     durations_from_log, length_regulate)
-from isdrama.models.text_tokenizer import (SIL_TOKEN, PhoneTokenizer, Vocabulary, byte_token,
-                                           collate_lines, seconds_to_frames, split_word_frames,
-                                           word_to_token_frames)
 
+from model_configs import model_config
+
+#: explicit sizes on top of configs/model/content (tiny)
 TINY = dict(d_model=32, n_layers=1, n_heads=2, ff_kernel=3, dp_channels=32, dropout=0.0,
             dp_dropout=0.0)
 
 
+def tiny_config(**kw) -> ContentEncoderConfig:
+    return ContentEncoderConfig(**model_config("content", **{**TINY, **kw}))
+
+
 def tiny_encoder(seed: int = 0, **kw) -> ContentEncoder:
     torch.manual_seed(seed)
-    return ContentEncoder(ContentEncoderConfig(**{**TINY, **kw}))
+    return ContentEncoder(tiny_config(**kw))
 
 
 # ------------------------------------------------------------------------------ tokenizer
@@ -206,21 +212,21 @@ def test_duration_loss_is_masked_mse_and_falls_with_training():
 def test_state_dict_round_trip_carries_the_vocabulary():
     vocab = Vocabulary.default().extended(["<AP>", "<BR>"])
     torch.manual_seed(0)
-    enc = ContentEncoder(ContentEncoderConfig(**TINY), vocab=vocab).eval()
+    enc = ContentEncoder(tiny_config(), vocab=vocab).eval()
     b = _batch(enc)
     ref = enc(b["tokens"], b["token_mask"], total_frames=torch.tensor([40, 30]))
     state = enc.state_dict()
     restored_vocab = ContentEncoder.vocab_from_state_dict(state)
     assert restored_vocab == vocab
     torch.manual_seed(1)
-    new = ContentEncoder(ContentEncoderConfig(**TINY), vocab=restored_vocab).eval()
+    new = ContentEncoder(tiny_config(), vocab=restored_vocab).eval()
     new.load_state_dict(state)
     assert new.vocab == vocab
     out = new(b["tokens"], b["token_mask"], total_frames=torch.tensor([40, 30]))
     assert torch.equal(out["z_c"], ref["z_c"]) and torch.equal(out["durations"], ref["durations"])
     # a model built with another vocabulary size refuses the checkpoint
     with pytest.raises(ValueError, match="vocabulary"):
-        ContentEncoder(ContentEncoderConfig(**TINY)).load_state_dict(state)
+        ContentEncoder(tiny_config()).load_state_dict(state)
 
 
 def test_semantic_features_from_a_local_bert_folder(tmp_path):

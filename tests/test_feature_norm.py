@@ -1,10 +1,10 @@
-"""Per-channel standardisation of frozen backbone features (isdrama.lit.feature_norm)."""
+"""Per-channel standardisation of frozen backbone features (isdrama.models.feature_norm)."""
 from __future__ import annotations
 
 import pytest
 import torch
 
-from isdrama.lit.feature_norm import FeatureStandardizer
+from isdrama.models.feature_norm import FeatureStandardizer
 
 
 def test_moments_in_parts_equal_direct_statistics_and_masking():

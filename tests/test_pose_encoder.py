@@ -11,16 +11,18 @@ from isdrama.data.resample import resample_linear, resample_pose
 from isdrama.data.schema import POSE_FRAME_RATE
 from isdrama.models.pose_encoder import MultimodalPoseEncoder, PoseEncoderConfig
 from isdrama.models.pose_features import GeometricFeatures
+from model_configs import model_config
 
 T5_TINY = dict(vocab_size=384, d_model=16, d_kv=8, d_ff=32, num_layers=1, num_heads=2)
 
 
 def tiny_config(**kw) -> PoseEncoderConfig:
+    """configs/model/pose_encoder (tiny) with smaller explicit sizes, frozen backbones, pooled frames."""
     base = dict(d_model=32, content_dim=24, proj_dim=16, dropout=0.0, chunk_frames=10,
                 geo_blocks=1, xattn_layers=1, xattn_heads=2, xattn_ff_mult=2.0,
-                video_backbone="test_resnet", video_pretrained=False, video_image_size=32,
-                text_model="unused", text_model_config=T5_TINY, text_tokenizer="byt5")
-    return PoseEncoderConfig(**{**base, **kw})
+                video_backbone="test_resnet", video_pretrained=False, video_image_size=32, video_grid=None,
+                text_model="unused", text_model_config=T5_TINY, text_tokenizer="byt5", text_freeze=True)
+    return PoseEncoderConfig(**model_config("pose_encoder", **{**base, **kw}))
 
 
 def tiny_encoder(seed: int = 0, **kw) -> MultimodalPoseEncoder:
@@ -192,7 +194,7 @@ def test_subset_of_branches_and_clear_errors():
     with pytest.raises(ValueError, match="resample"):
         full(frame_mask=x["frame_mask"], pose=x["pose"][:, :-1])
     with pytest.raises(ValueError, match="branches"):
-        PoseEncoderConfig(branches=("geo", "audio"))
+        tiny_config(branches=("geo", "audio"))
     only_video = full(frame_mask=x["frame_mask"], z_c=x["z_c"], video=x["video"],
                       video_mask=x["video_mask"], with_chunks=False)
     assert set(only_video["z_p"]) == {"video"} and "chunks" not in only_video

@@ -15,10 +15,12 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.utils import instantiate
 from omegaconf import DictConfig, open_dict
 
+from isdrama.lit.conditioning import frontend_inputs
 from isdrama.lit.optim import AdamConfig, configure_adam, lr_factor
 from isdrama.lit.pose_pretrain import PosePretrainModule
 from isdrama.lit.probes import (LabelConfig, ProbeConfig, fit_logistic, grouped_retrieval, pose_labels,
                                 predict_logistic, probe_accuracy, retrieval_groups)
+from isdrama.models.conditioning import ConditioningFrontEnd
 from isdrama.models.contrastive import retrieval_recall
 from test_configs import compose_train
 
@@ -114,7 +116,12 @@ def test_wandb_offline_run_and_checkpoint_round_trip(synth_root, tmp_path, monke
     assert set(a["pooled"]) == set(b["pooled"]) == {"geo", "video", "text"}
     for branch in a["pooled"]:
         torch.testing.assert_close(a["pooled"][branch], b["pooled"][branch])
-    assert loaded.content.vocab == model.content.vocab
+    assert loaded.frontend.content.vocab == model.frontend.content.vocab
+    frontend = ConditioningFrontEnd.from_pretrained(ckpt)  # what a later stage loads
+    with torch.no_grad():
+        c = frontend(**frontend_inputs(batch))
+    for branch in a["pooled"]:
+        torch.testing.assert_close(c["pooled"][branch], a["pooled"][branch])
     other = instantiate(cfg.model, _recursive_=False).eval()  # fresh weights differ: the test can fail
     with torch.no_grad():
         assert not torch.allclose(other(batch)["pooled"]["geo"], a["pooled"]["geo"])
@@ -287,7 +294,7 @@ def test_module_retrieval_metrics_on_hand_made_embeddings(setup):
     metrics = model.retrieval_metrics(ret)
     assert not any("text" in k for k in metrics)
     keep = present.numpy()
-    groups = retrieval_groups(38, model.retrieval_group, model.retrieval_seed)
+    groups = retrieval_groups(38, model.retrieval.group_size, model.retrieval.seed)
     gv = _brute_recall(geo.numpy()[keep], video.numpy()[keep], groups, 1)
     vg = _brute_recall(video.numpy()[keep], geo.numpy()[keep], groups, 1)
     assert metrics["val/retrieval/geo->video/R@1"] == pytest.approx(gv)

@@ -32,7 +32,6 @@ from __future__ import annotations
 import math
 import re
 import warnings
-from dataclasses import fields, is_dataclass
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 
@@ -53,6 +52,7 @@ from isdrama.callbacks.plots import (
 )
 from isdrama.metrics.pipeline import ALL_METRICS
 from isdrama.metrics.spatial import SpatialMAEConfig
+from isdrama.utils.config import build_config, to_plain
 
 __all__ = ["ValidationAudioCallback", "METRIC_KEYS"]
 
@@ -64,35 +64,6 @@ METRIC_KEYS: dict[str, tuple[str, ...]] = {
 }
 #: metrics that compare with the ground-truth audio (``cer`` needs texts, ``sim`` a prompt or the gt)
 NEEDS_GT = ("ipd", "ild", "ang", "dis", "ffe")
-
-
-def _plain(value: Any) -> Any:
-    """OmegaConf containers (from Hydra) -> plain dict / list."""
-    try:
-        from omegaconf import DictConfig, ListConfig, OmegaConf
-    except ImportError:  # pragma: no cover - omegaconf comes with hydra
-        return value
-    if isinstance(value, (DictConfig, ListConfig)):
-        return OmegaConf.to_container(value, resolve=True)
-    return value
-
-
-def dataclass_from(cls: type, values: Optional[Mapping], where: str, **fixed: Any) -> Any:
-    """Build dataclass ``cls`` from a (nested) mapping; unknown keys raise ValueError naming ``where``."""
-    values = dict(_plain(values) or {})
-    default = cls()
-    known = {f.name for f in fields(cls)}
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise ValueError(f"{where}: unknown key(s) {unknown}; expected some of {sorted(known)}")
-    kwargs = {}
-    for name, value in values.items():
-        current = getattr(default, name)
-        if is_dataclass(current) and isinstance(value, Mapping):
-            value = dataclass_from(type(current), value, f"{where}.{name}")
-        kwargs[name] = value
-    kwargs.update(fixed)
-    return cls(**kwargs)
 
 
 def _safe_name(name: str) -> str:
@@ -137,7 +108,7 @@ class ValidationAudioCallback(pl.Callback):
             raise ValueError(f"{where}.num_lines: expected >= 1, got {num_lines}")
         if int(log_audio) < 0:
             raise ValueError(f"{where}.log_audio: expected >= 0, got {log_audio}")
-        metrics = tuple(_plain(metrics) or ())
+        metrics = tuple(to_plain(metrics) or ())
         unknown = sorted(set(metrics) - set(ALL_METRICS))
         if unknown or not metrics:
             raise ValueError(f"{where}.metrics: unknown or empty {unknown or list(metrics)}; "
@@ -154,16 +125,16 @@ class ValidationAudioCallback(pl.Callback):
         self.dataloader_idx = int(dataloader_idx)
         self.run_on_validate = bool(run_on_validate)
         self.spatial_ast_checkpoint = spatial_ast_checkpoint
-        self.spatial_cfg = dataclass_from(SpatialMAEConfig, spatial, f"{where}.spatial", mode=mode)
-        self.spectrogram_cfg = dataclass_from(SpectrogramConfig, spectrogram, f"{where}.spectrogram")
+        self.spatial_cfg = build_config(SpatialMAEConfig, spatial, f"{where}.spatial", mode=mode)
+        self.spectrogram_cfg = build_config(SpectrogramConfig, spectrogram, f"{where}.spectrogram")
         from isdrama.metrics.spatial_ast import SpatialASTMetricConfig
 
-        self.spatial_ast_cfg = dataclass_from(SpatialASTMetricConfig, spatial_ast, f"{where}.spatial_ast", mode=mode)
+        self.spatial_ast_cfg = build_config(SpatialASTMetricConfig, spatial_ast, f"{where}.spatial_ast", mode=mode)
         self.speech_cfg = None
         if any(m in self.metrics for m in ("cer", "sim", "ffe")) or speech:
             from isdrama.metrics.speech import SpeechMetricsConfig
 
-            self.speech_cfg = dataclass_from(SpeechMetricsConfig, speech, f"{where}.speech")
+            self.speech_cfg = build_config(SpeechMetricsConfig, speech, f"{where}.speech")
         # run state
         self._lines: list[tuple[Any, int]] = []  # (batch on CPU, lines used from it)
         self._collected = 0

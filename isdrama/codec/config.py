@@ -7,8 +7,10 @@ rate, hop, bandwidths, checkpoint names), not choices.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from typing import Any, Mapping, Optional, Union
+
+from isdrama.utils.config import build_config
 
 #: Accepted spellings of ``CodecConfig.pretrained``.
 _PRETRAINED_VALUES = {"auto": "auto", "true": "true", "yes": "true", "1": "true",
@@ -77,7 +79,7 @@ class KMeansConfig:
 
 @dataclass
 class CodecConfig:
-    """The binaural codec (ARCHITECTURE.md section 4).
+    """The binaural codec: EnCodec applied to binaural audio (configs/codec/*.yaml).
 
     model: ``encodec_24khz`` (default: the 24 kHz mono model applied to each ear, 75 frames/s) or
         ``encodec_48khz`` (the 48 kHz stereo model; 150 EnCodec frames/s packed in pairs to 75/s).
@@ -117,7 +119,7 @@ class CodecConfig:
         if self.checkpoint is not None:
             self.checkpoint = str(self.checkpoint)
         if isinstance(self.kmeans, Mapping):
-            self.kmeans = KMeansConfig(**dict(self.kmeans))
+            self.kmeans = build_config(KMeansConfig, self.kmeans, "codec.kmeans")
 
     @property
     def spec(self) -> EncodecSpec:
@@ -138,9 +140,5 @@ class CodecConfig:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "CodecConfig":
-        """Build from a plain mapping (e.g. ``OmegaConf.to_container(cfg.codec)``); unknown keys fail."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"codec config: unknown key(s) {unknown}; expected {sorted(known)}")
-        return cls(**dict(data))
+        """Build from a mapping or DictConfig (e.g. ``cfg.codec``); unknown keys fail."""
+        return build_config(cls, data, "codec")

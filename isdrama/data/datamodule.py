@@ -63,7 +63,7 @@ class DataConfig:
     test_fraction: float = DEFAULT_TEST_FRACTION
     seed: int = DEFAULT_SEED
     sets: Optional[list[str]] = None
-    items: ItemOptions = field(default_factory=ItemOptions)
+    items: ItemOptions = field(kw_only=True)
     train: LoaderConfig = field(default_factory=LoaderConfig)
     val: LoaderConfig = field(default_factory=LoaderConfig)
     cache_dir: Optional[str] = None

@@ -31,7 +31,7 @@ class ItemOptions:
     """What each item carries (all at ``frame_rate`` frames/s).
 
     Args:
-        frame_rate: model frames per second (the codec frame rate, 75 for 24 kHz EnCodec).
+        frame_rate: model frames per second (the codec's, ``data.items.frame_rate``; no default).
         load_tokens: read cached codec tokens (needs a token loader).
         load_pose: read and resample the geometric pose.
         load_video: sample video frames over the line's span.
@@ -40,13 +40,16 @@ class ItemOptions:
         prompt_max_frames: longest speaker prompt (frames); 0 disables prompts.
     """
 
-    frame_rate: float = 75.0
+    frame_rate: float
     load_tokens: bool = True
     load_pose: bool = True
     load_video: bool = False
     video_fps: float = 4.0
     video_size: tuple[int, int] = (64, 64)
     prompt_max_frames: int = 225
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "video_size", tuple(self.video_size))  # a YAML list -> (H, W)
 
 
 def words_to_frames(durations: Sequence[float], frame_rate: float, total_frames: int) -> np.ndarray:

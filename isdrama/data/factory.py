@@ -10,17 +10,13 @@ import logging
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
-from omegaconf import DictConfig, OmegaConf
-
 from isdrama.data.datamodule import DataConfig, DramaDataModule, LoaderConfig
 from isdrama.data.dataset import ItemOptions
 from isdrama.data.splits import DEFAULT_SEED, DEFAULT_TEST_FRACTION, DEFAULT_VAL_FRACTION
+from isdrama.data.text_tokenizer import PhoneTokenizer, Vocabulary
+from isdrama.utils.config import build_config, to_plain
 
 log = logging.getLogger(__name__)
-
-
-def _plain(value: Any) -> Any:
-    return OmegaConf.to_container(value, resolve=True) if isinstance(value, DictConfig) else value
 
 
 def has_dramas(root: Path) -> bool:
@@ -39,7 +35,7 @@ def synthesize_if_missing(root: Path, synth: Mapping[str, Any]) -> None:
     workers = int(options.pop("workers", 1))
     n = int(options.pop("dramas"))
     log.info("no dramas under %s: generating %d synthetic dramas", root, n)
-    synthesize_dataset(root, SynthConfig(n_dramas=n, **options), num_workers=workers)
+    synthesize_dataset(root, build_config(SynthConfig, options, "data.synth", n_dramas=n), num_workers=workers)
 
 
 def make_token_cache(root: Path, codec: Mapping[str, Any], device: str = "cpu"):
@@ -89,22 +85,21 @@ def build_datamodule(root: str, items: Mapping[str, Any], train: Mapping[str, An
                      codec: Optional[Mapping[str, Any]] = None,
                      splits_file: Optional[str] = None) -> DramaDataModule:
     """DramaDataModule from plain config values (see configs/data/synth_demo.yaml)."""
-    items_opts = ItemOptions(**{k: (tuple(v) if k == "video_size" else v) for k, v in _plain(items).items()})
+    items_opts = build_config(ItemOptions, items, "data.items")
     config = DataConfig(root=str(root), val_fraction=val_fraction, test_fraction=test_fraction, seed=seed,
                         sets=None if sets is None else list(sets), items=items_opts,
-                        train=LoaderConfig(**_plain(train)), val=LoaderConfig(**_plain(val)),
+                        train=build_config(LoaderConfig, train, "data.train"),
+                        val=build_config(LoaderConfig, val, "data.val"),
                         cache_dir=cache_dir, splits_file=None if splits_file is None else str(splits_file))
     root_path = Path(root)
-    synth_opts = _plain(synth)
-    codec_opts = _plain(codec)
+    synth_opts = to_plain(synth)
+    codec_opts = to_plain(codec)
     if items_opts.load_tokens and codec_opts is None:
         raise ValueError("data.items.load_tokens=true needs the codec config (pass codec=cfg.codec)")
 
     tokenizer = None
     if content_tokenizer:
-        from isdrama.models.text_tokenizer import PhoneTokenizer, Vocabulary
-
-        tokenizer = PhoneTokenizer(Vocabulary.default(), mode=_plain(content_tokenizer).get("mode", "auto"))
+        tokenizer = PhoneTokenizer(Vocabulary.default(), mode=to_plain(content_tokenizer).get("mode", "auto"))
 
     token_loader = TokenCacheOpener(root_path, codec_opts) if items_opts.load_tokens else None
     prepare = DatasetPreparer(root_path, synth_opts, items_opts.load_tokens and tokenize_on_prepare, codec_opts)

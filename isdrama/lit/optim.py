@@ -15,6 +15,8 @@ from typing import Any, Iterable, Optional, Sequence
 
 import torch
 
+from isdrama.utils.config import build_config
+
 DECAYS = ("none", "cosine")
 
 
@@ -67,7 +69,7 @@ def lr_factor(step: int, cfg: AdamConfig) -> float:
 
 def configure_adam(parameters: Iterable[torch.nn.Parameter], **config: Any) -> dict[str, Any]:
     """Adam(W) over the trainable ``parameters`` + the warm-up schedule, in Lightning's format."""
-    cfg = AdamConfig(**config)
+    cfg = build_config(AdamConfig, config, "model.optimizer")
     params = [p for p in parameters if p.requires_grad]
     if not params:
         raise ValueError("configure_adam: no trainable parameters")

@@ -1,57 +1,85 @@
-"""Pose pre-training (issue 4, sections 4-5): content path + Multimodal Pose Encoder, contrastive.
+"""Pose pre-training: the conditioning front end trained contrastively (losses, metrics, logging).
 
-Per batch (a :class:`~isdrama.data.dataset.DramaBatch`):
+Per batch (a :class:`~isdrama.data.dataset.DramaBatch`), the front end
+(:class:`~isdrama.models.conditioning.ConditioningFrontEnd`) gives:
 
 - content: phone tokens (B, L) with ground-truth frame durations -> z_c (B, T, D_c) and the
   log-duration MSE;
 - pose: every enabled branch whose input the batch carries (geometric pose (B, T, 9), video
   frames (B, F, 3, H, W), text prompts) -> pooled (B, P) and chunk (B, C, P) embeddings;
-- loss = symmetric InfoNCE over the branch pairs (in-batch negatives, lines of the same drama
-  up-weighted as hard negatives, near-identical trajectories never used as negatives)
-  + ``duration_weight`` * duration loss.
+
+and this module adds loss = symmetric InfoNCE over the branch pairs (in-batch negatives, lines of
+the same drama up-weighted as hard negatives, near-identical trajectories never used as
+negatives) + ``duration_weight`` * duration loss.
 
 Validation logs the loss, cross-modal retrieval R@k for every pair among a fixed number of
 candidates, and linear-probe accuracies (left/right, front/back, moving/static, distance) of
 every branch: probes are fitted on training-split embeddings and scored on the validation
 split (see :mod:`isdrama.lit.probes`). Everything goes through ``self.log`` (every Lightning
 logger, W&B included); a W&B / TensorBoard logger also gets a retrieval-matrix + embedding image.
-
-Frozen video/text backbones are deterministic, so their features are cached per line / prompt
-(``feature_cache``); the cache is dropped when weights are loaded.
 """
 from __future__ import annotations
 
 import logging
-from typing import Any, Iterable, Mapping, Optional
+from dataclasses import dataclass
+from typing import Any, Iterable, Mapping, Optional, Sequence
 
 import pytorch_lightning as pl
 import torch
-from omegaconf import DictConfig, OmegaConf
 
 from isdrama.data.dataset import DramaBatch
-from isdrama.data.sampler import pad_stack
-from isdrama.lit.feature_norm import FeatureStandardizer
+from isdrama.lit.conditioning import fit_video_norm, frontend_inputs
 from isdrama.lit.optim import configure_adam
 from isdrama.lit.probes import LabelConfig, ProbeConfig, TASKS, grouped_retrieval, pose_labels, summarize_probes
-from isdrama.models.content import ContentEncoder, ContentEncoderConfig
-from isdrama.models.contrastive import DEFAULT_PAIRS, MultimodalContrastiveLoss
+from isdrama.models.conditioning import FRONTEND_KEYS, ConditioningFrontEnd, FrontEndConfig, upgrade_state_dict
+from isdrama.models.contrastive import MultimodalContrastiveLoss
 from isdrama.models.layers import masked_mean
-from isdrama.models.pose_encoder import MultimodalPoseEncoder, PoseEncoderConfig
+from isdrama.utils.config import build_config, to_plain
+from isdrama.utils.distributed import gather_lists
 
 log = logging.getLogger(__name__)
 
 EMBEDDINGS = ("pooled", "z_p")
 
 
-def _plain(value: Any) -> Any:
-    """DictConfig -> plain containers (resolved), so hparams survive a checkpoint."""
-    if isinstance(value, DictConfig):
-        return OmegaConf.to_container(value, resolve=True)
-    return dict(value) if isinstance(value, Mapping) else value
+@dataclass
+class ProbeSettings:
+    """``model.probes``: linear probes at validation (configs/model/pose_pretrain.yaml).
+
+    enabled; every_n_val: probe every n-th validation; max_train_lines: training lines the
+    probes are fitted on (None = all); embedding: ``pooled`` (the contrastive space) or ``z_p``
+    (the time-mean of z_p); labels: :class:`LabelConfig`; fit: :class:`ProbeConfig`.
+    """
+
+    enabled: bool
+    every_n_val: int
+    max_train_lines: Optional[int]
+    embedding: str
+    labels: LabelConfig
+    fit: ProbeConfig
+
+    def __post_init__(self) -> None:
+        if self.embedding not in EMBEDDINGS:
+            raise ValueError(f"model.probes.embedding must be one of {EMBEDDINGS}, got {self.embedding!r}")
+
+
+@dataclass
+class RetrievalSettings:
+    """``model.retrieval``: group_size (candidates per query), ks, seed (grouping order), pairs
+    (the scored branch pairs, whatever the loss uses)."""
+
+    group_size: int
+    ks: Sequence[int]
+    seed: int
+    pairs: Sequence[Sequence[str]]
+
+    def __post_init__(self) -> None:
+        self.ks = tuple(int(k) for k in self.ks)
+        self.pairs = tuple((str(a), str(b)) for a, b in self.pairs)
 
 
 class PosePretrainModule(pl.LightningModule):
-    """Content encoder + Multimodal Pose Encoder trained contrastively.
+    """The conditioning front end trained contrastively.
 
     Args:
         content: ContentEncoderConfig fields (configs/model/content/*.yaml).
@@ -64,71 +92,37 @@ class PosePretrainModule(pl.LightningModule):
             metres of each other are not used as each other's negatives (None: all are).
         feature_cache: cache the features of frozen video / text backbones.
         video_feature_norm: standardise the frozen video backbone's features per channel with
-            training-split statistics (:mod:`isdrama.lit.feature_norm`), fitted at the start of
-            fit (or from the first batch seen when used without a trainer); saved as buffers.
-        probes: ``enabled``, ``every_n_val`` (probe every n-th validation), ``max_train_lines``
-            (None = all), ``embedding`` (``pooled``: the contrastive space; ``z_p``: the
-            time-mean of z_p), ``labels`` (:class:`LabelConfig`), ``fit`` (:class:`ProbeConfig`).
-        retrieval: ``group_size`` (candidates per query), ``ks``, ``seed`` (grouping order),
-            ``pairs`` (scored pairs, default all three, whatever the loss uses).
+            training-split statistics, fitted at the start of fit (or from the first batch seen
+            when used without a trainer); saved as buffers.
+        probes: :class:`ProbeSettings` fields.
+        retrieval: :class:`RetrievalSettings` fields.
         log_images: send a retrieval matrix / embedding scatter to image-capable loggers.
+
+    ``content``, ``pose_encoder``, ``feature_cache`` and ``video_feature_norm`` build the front
+    end (``self.frontend``); a later stage loads it with ``ConditioningFrontEnd.from_pretrained``.
     """
 
     def __init__(self, content: Mapping, pose_encoder: Mapping, contrastive: Mapping, optimizer: Mapping,
-                 duration_weight: float = 1.0, false_negative_radius_m: Optional[float] = 0.25,
-                 feature_cache: bool = True, video_feature_norm: bool = True,
-                 probes: Optional[Mapping] = None, retrieval: Optional[Mapping] = None,
-                 log_images: bool = True):
+                 duration_weight: float, false_negative_radius_m: Optional[float], feature_cache: bool,
+                 video_feature_norm: bool, probes: Mapping, retrieval: Mapping, log_images: bool):
         super().__init__()
-        hp = {"content": _plain(content), "pose_encoder": _plain(pose_encoder),
-              "contrastive": _plain(contrastive), "optimizer": _plain(optimizer),
+        hp = {"content": to_plain(content), "pose_encoder": to_plain(pose_encoder),
+              "contrastive": to_plain(contrastive), "optimizer": to_plain(optimizer),
               "duration_weight": float(duration_weight), "false_negative_radius_m": false_negative_radius_m,
               "feature_cache": bool(feature_cache), "video_feature_norm": bool(video_feature_norm),
-              "probes": _plain(probes or {}),
-              "retrieval": _plain(retrieval or {}), "log_images": bool(log_images)}
+              "probes": to_plain(probes), "retrieval": to_plain(retrieval), "log_images": bool(log_images)}
         self.save_hyperparameters(hp)
-        self.content = ContentEncoder(ContentEncoderConfig(**hp["content"]))
-        self.pose_encoder = MultimodalPoseEncoder(PoseEncoderConfig(**hp["pose_encoder"]))
-        if self.content.config.d_model != self.pose_encoder.config.content_dim:
-            raise ValueError(f"model.pose_encoder.content_dim ({self.pose_encoder.config.content_dim}) must "
-                             f"equal model.content.d_model ({self.content.config.d_model})")
-        if self.content.config.frame_rate != self.pose_encoder.config.frame_rate:
-            raise ValueError("model.content.frame_rate and model.pose_encoder.frame_rate differ: "
-                             f"{self.content.config.frame_rate} vs {self.pose_encoder.config.frame_rate}")
+        self.frontend = ConditioningFrontEnd(build_config(FrontEndConfig, {k: hp[k] for k in FRONTEND_KEYS}, "model"))
         self.contrastive = MultimodalContrastiveLoss(**hp["contrastive"])
-        self.video_norm: Optional[FeatureStandardizer] = None
-        if video_feature_norm and "video" in self.pose_encoder.branches:
-            if not self.pose_encoder.config.video_freeze:
-                raise ValueError("model.video_feature_norm needs a frozen video backbone "
-                                 "(model.pose_encoder.video_freeze=true); set it false otherwise")
-            self.video_norm = FeatureStandardizer(self.pose_encoder.video_encoder.dim)
-        probe_cfg = dict(hp["probes"])
-        self.labels_cfg = LabelConfig(**probe_cfg.pop("labels", {}))
-        self.probe_fit_cfg = ProbeConfig(**probe_cfg.pop("fit", {}))
-        self.probe_enabled = bool(probe_cfg.pop("enabled", True))
-        self.probe_every = int(probe_cfg.pop("every_n_val", 1))
-        self.probe_max_train = probe_cfg.pop("max_train_lines", None)
-        self.probe_embedding = str(probe_cfg.pop("embedding", "pooled"))
-        if probe_cfg:
-            raise ValueError(f"model.probes: unknown key(s) {sorted(probe_cfg)}")
-        if self.probe_embedding not in EMBEDDINGS:
-            raise ValueError(f"model.probes.embedding must be one of {EMBEDDINGS}, got {self.probe_embedding!r}")
-        ret = dict(hp["retrieval"])
-        self.retrieval_group = int(ret.pop("group_size", 32))
-        self.retrieval_ks = tuple(int(k) for k in ret.pop("ks", (1, 5)))
-        self.retrieval_seed = int(ret.pop("seed", 0))
-        self.retrieval_pairs = tuple((str(a), str(b)) for a, b in ret.pop("pairs", DEFAULT_PAIRS))
-        if ret:
-            raise ValueError(f"model.retrieval: unknown key(s) {sorted(ret)}")
-        self._video_cache: dict[str, torch.Tensor] = {}
-        self._text_cache: dict[str, torch.Tensor] = {}
+        self.probes = build_config(ProbeSettings, hp["probes"], "model.probes")
+        self.retrieval = build_config(RetrievalSettings, hp["retrieval"], "model.retrieval")
         self._val_rows: list[dict[str, Any]] = []
         self._val_count = 0
 
     # ---------------------------------------------------------------------------- plumbing
     @property
     def branches(self) -> tuple[str, ...]:
-        return self.pose_encoder.branches
+        return self.frontend.branches
 
     def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
         if isinstance(batch, DramaBatch):
@@ -138,115 +132,19 @@ class PosePretrainModule(pl.LightningModule):
     def configure_optimizers(self) -> dict[str, Any]:
         return configure_adam(self.parameters(), **self.hparams.optimizer)
 
-    def clear_feature_cache(self) -> None:
-        self._video_cache.clear()
-        self._text_cache.clear()
-
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        self.clear_feature_cache()
+        checkpoint["state_dict"] = upgrade_state_dict(checkpoint["state_dict"])
 
     def on_fit_start(self) -> None:
-        self.clear_feature_cache()
-        if self.video_norm is not None and not self.video_norm.is_fitted:
+        self.frontend.clear_feature_cache()
+        if self.frontend.video_norm_unfitted:
             dm = getattr(self.trainer, "datamodule", None)
             if dm is not None and hasattr(dm, "train_dataloader"):
-                self.fit_video_norm(dm.train_dataloader())
+                fit_video_norm(self.frontend, dm.train_dataloader(), self.device)
 
-    @torch.no_grad()
-    def fit_video_norm(self, batches: Iterable[DramaBatch]) -> None:
-        """Fit the video-feature standardiser on the backbone features of ``batches`` (all ranks'
-        statistics under torch.distributed); fills the feature cache on the way."""
-        parts = []
-        for batch in batches:
-            if batch.video is None:
-                continue
-            batch = batch.to(self.device)
-            feats = self._raw_video_features(batch)
-            parts.append(FeatureStandardizer.moments(feats[batch.video_mask]).cpu())
-        parts = _gather(parts)
-        if not parts:
-            raise ValueError("model.video_feature_norm: the training split has no video frames")
-        self.video_norm.fit_moments(parts)
-        log.info("video features standardised: mean |offset| %.3g, mean std %.3g",
-                 float(self.video_norm.mean.abs().mean()), float(self.video_norm.std.mean()))
-
-    def _cache_video(self) -> bool:
-        return self.hparams.feature_cache and self.pose_encoder.config.video_freeze
-
-    def _cache_text(self) -> bool:
-        return self.hparams.feature_cache and self.pose_encoder.config.text_freeze
-
-    # ---------------------------------------------------------------------------- features
-    def _video_features(self, batch: DramaBatch) -> torch.Tensor:
-        """(B, F, C) video features for the pose encoder: backbone features, standardised when
-        ``video_feature_norm`` (fitted from this batch if nothing fitted it before)."""
-        feats = self._raw_video_features(batch)
-        if self.video_norm is None:
-            return feats
-        if not self.video_norm.is_fitted:
-            log.warning("video feature statistics fitted from a single batch (no fit on the training split)")
-            self.video_norm.fit_moments([FeatureStandardizer.moments(feats[batch.video_mask])])
-        return self.video_norm(feats, batch.video_mask)
-
-    def _raw_video_features(self, batch: DramaBatch) -> torch.Tensor:
-        """(B, F, C) backbone features of the batch's frames (cached per line when frozen)."""
-        if not self._cache_video():
-            return self.pose_encoder.encode_video_frames(batch.video, batch.video_mask)
-        missing = [i for i, k in enumerate(batch.keys) if k not in self._video_cache]
-        if missing:
-            idx = torch.tensor(missing, device=batch.video.device)
-            with torch.no_grad():
-                feats = self.pose_encoder.encode_video_frames(batch.video[idx], batch.video_mask[idx])
-            with torch.inference_mode(False):  # a normal tensor even when filled during validation
-                for j, i in enumerate(missing):
-                    n = int(batch.video_mask[i].sum())
-                    self._video_cache[batch.keys[i]] = feats[j, :n].detach().cpu().clone()
-        rows = [self._video_cache[k].to(self.device) for k in batch.keys]
-        out = torch.zeros(len(rows), batch.video.shape[1], rows[0].shape[-1], device=self.device)
-        for i, r in enumerate(rows):
-            out[i, :r.shape[0]] = r
-        return out
-
-    def _text_features(self, prompts: list[Optional[str]]) -> tuple[torch.Tensor, torch.Tensor]:
-        """(B, S, C) text features and (B, S) mask (cached per prompt string when frozen)."""
-        if not self._cache_text():
-            return self.pose_encoder.encode_prompts(prompts)
-        todo = sorted({p for p in prompts if p and p not in self._text_cache})
-        if todo:
-            with torch.no_grad():
-                feats, mask = self.pose_encoder.encode_prompts(todo)
-            with torch.inference_mode(False):
-                for j, p in enumerate(todo):
-                    n = int(mask[j].sum())
-                    self._text_cache[p] = feats[j, :n].detach().cpu().clone()
-        dim = self.pose_encoder.text_encoder.dim
-        rows = [self._text_cache[p] if p else torch.zeros(0, dim) for p in prompts]
-        feats, mask = pad_stack([r.to(self.device) for r in rows], dim=0)
-        if feats.shape[1] == 0:  # no prompt in the whole batch
-            feats, mask = feats.new_zeros(len(rows), 1, dim), mask.new_zeros(len(rows), 1)
-        return feats, mask.to(self.device)
-
-    # ---------------------------------------------------------------------------- forward
     def forward(self, batch: DramaBatch, with_chunks: bool = True) -> dict[str, Any]:
-        """Encode a batch: the pose encoder's output dict plus ``duration_loss`` and ``z_c``."""
-        if batch.content_ids is None:
-            raise ValueError("the batch has no content tokens: set data.content_tokenizer (e.g. mode: auto)")
-        T = batch.mask.shape[1]
-        content = self.content(batch.content_ids, batch.content_mask, durations=batch.content_frames, n_frames=T)
-        if not torch.equal(content["frame_mask"], batch.mask):
-            raise ValueError("content durations do not add up to the lines' frame counts "
-                             f"(keys {batch.keys[:3]}...): the tokenizer's frames must sum to batch.frames")
-        kwargs: dict[str, Any] = {"frame_mask": batch.mask, "z_c": content["z_c"], "with_chunks": with_chunks}
-        if "geo" in self.branches and batch.pose is not None:
-            kwargs.update(pose=batch.pose, pose_present=batch.pose_mask)
-        if "video" in self.branches and batch.video is not None:
-            kwargs.update(video_features=self._video_features(batch), video_mask=batch.video_mask)
-        if "text" in self.branches and any(batch.pose_prompts):
-            kwargs["text_features"], kwargs["text_mask"] = self._text_features(list(batch.pose_prompts))
-        out = self.pose_encoder(**kwargs)
-        out["z_c"] = content["z_c"]
-        out["duration_loss"] = content["duration_loss"]
-        return out
+        """Encode a batch with the front end (its output dict, ``duration_loss`` included)."""
+        return self.frontend(**frontend_inputs(batch, with_chunks))
 
     def valid_negatives(self, batch: DramaBatch) -> Optional[torch.Tensor]:
         """(B, B) bool: False for pairs of lines whose trajectories start and end within
@@ -297,11 +195,11 @@ class PosePretrainModule(pl.LightningModule):
         """CPU copies of what the epoch-end metrics need from one batch."""
         emb = {}
         for b, pooled in out["pooled"].items():
-            e = pooled if self.probe_embedding == "pooled" else masked_mean(out["z_p"][b], batch.mask)
+            e = pooled if self.probes.embedding == "pooled" else masked_mean(out["z_p"][b], batch.mask)
             emb[b] = (pooled.detach().cpu(), e.detach().cpu(), out["present"][b].detach().cpu())
         labels = None
         if batch.pose is not None:
-            lab = pose_labels(batch.pose, batch.mask, self.labels_cfg)
+            lab = pose_labels(batch.pose, batch.mask, self.probes.labels)
             if batch.pose_mask is not None:
                 lab = {k: v.masked_fill(~batch.pose_mask, -1) for k, v in lab.items()}
             labels = {k: v.cpu() for k, v in lab.items()}
@@ -331,14 +229,14 @@ class PosePretrainModule(pl.LightningModule):
         return ret, probe, labels, keys
 
     def on_validation_epoch_end(self) -> None:
-        rows = _gather(self._val_rows)
+        rows = gather_lists(self._val_rows)
         self._val_rows = []
         if not rows:
             return
         ret, probe, labels, _ = self._collect(rows)
         metrics = self.retrieval_metrics(ret)
-        run_probes = (self.probe_enabled and not self.trainer.sanity_checking
-                      and self._val_count % max(self.probe_every, 1) == 0)
+        run_probes = (self.probes.enabled and not self.trainer.sanity_checking
+                      and self._val_count % max(self.probes.every_n_val, 1) == 0)
         if not self.trainer.sanity_checking:
             self._val_count += 1
         if run_probes:
@@ -346,7 +244,7 @@ class PosePretrainModule(pl.LightningModule):
             if train is not None:
                 _, train_probe, train_labels, _ = self._collect(train)
                 for name, acc in summarize_probes(train_probe, train_labels, probe, labels,
-                                                  self.labels_cfg, self.probe_fit_cfg).items():
+                                                  self.probes.labels, self.probes.fit).items():
                     metrics[f"val/probe/{name}"] = acc
         for name, value in metrics.items():
             self.log(name, value, rank_zero_only=True)
@@ -356,16 +254,17 @@ class PosePretrainModule(pl.LightningModule):
     def retrieval_metrics(self, ret: Mapping[str, tuple[torch.Tensor, torch.Tensor]]) -> dict[str, float]:
         """R@k of every pair present, both directions and their mean, among ``group_size`` candidates."""
         metrics: dict[str, float] = {}
-        for a, b in self.retrieval_pairs:
+        r = self.retrieval
+        for a, b in r.pairs:
             if a not in ret or b not in ret:
                 continue
             rows = ret[a][1] & ret[b][1]
             if int(rows.sum()) < 2:
                 continue
             ea, eb = ret[a][0][rows], ret[b][0][rows]
-            ab = grouped_retrieval(ea, eb, self.retrieval_group, self.retrieval_ks, self.retrieval_seed)
-            ba = grouped_retrieval(eb, ea, self.retrieval_group, self.retrieval_ks, self.retrieval_seed)
-            for k in self.retrieval_ks:
+            ab = grouped_retrieval(ea, eb, r.group_size, r.ks, r.seed)
+            ba = grouped_retrieval(eb, ea, r.group_size, r.ks, r.seed)
+            for k in r.ks:
                 metrics[f"val/retrieval/{a}->{b}/R@{k}"] = ab[f"R@{k}"]
                 metrics[f"val/retrieval/{b}->{a}/R@{k}"] = ba[f"R@{k}"]
                 metrics[f"val/retrieval/{a}-{b}/R@{k}"] = 0.5 * (ab[f"R@{k}"] + ba[f"R@{k}"])
@@ -387,11 +286,11 @@ class PosePretrainModule(pl.LightningModule):
                 batch = batch.to(self.device)
                 rows.append(self._rows(batch, self(batch, with_chunks=False)))
                 seen += len(batch)
-                if self.probe_max_train is not None and seen >= int(self.probe_max_train):
+                if self.probes.max_train_lines is not None and seen >= int(self.probes.max_train_lines):
                     break
         finally:
             self.train(was_training)
-        return _gather(rows)
+        return gather_lists(rows)
 
     # ---------------------------------------------------------------------------- images
     def _image_loggers(self) -> list[Any]:
@@ -405,7 +304,7 @@ class PosePretrainModule(pl.LightningModule):
         if not loggers or not self.trainer.is_global_zero:
             return
         try:
-            image = retrieval_figure(ret, labels, self.retrieval_pairs, self.retrieval_group)
+            image = retrieval_figure(ret, labels, self.retrieval.pairs, self.retrieval.group_size)
         except Exception as err:  # plotting must never stop training
             log.warning("retrieval image not logged: %s", err)
             return
@@ -464,17 +363,6 @@ def retrieval_figure(ret: Mapping[str, tuple[torch.Tensor, torch.Tensor]],
     image = np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
     plt.close(fig)
     return image
-
-
-def _gather(rows: list[Any]) -> list[Any]:
-    """All ranks' rows under torch.distributed (every rank gets the union), else ``rows``."""
-    import torch.distributed as dist
-
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return rows
-    everything: list[Any] = [None] * dist.get_world_size()
-    dist.all_gather_object(everything, rows)
-    return [r for part in everything for r in part]
 
 
 __all__ = ["PosePretrainModule", "retrieval_figure"]

@@ -1,8 +1,8 @@
 """Content path: phone tokens -> encoder -> duration predictor + length regulator -> z_c.
 
 ``ContentEncoder`` turns padded token ids (B, L) into frame-level content ``z_c`` (B, T, D) at
-the codec frame rate (a constructor argument, 75 frames/s by default). Training passes
-ground-truth token durations in frames (from :class:`~isdrama.models.text_tokenizer.PhoneTokenizer`
+the codec frame rate (``config.frame_rate``). Training passes
+ground-truth token durations in frames (from :class:`~isdrama.data.text_tokenizer.PhoneTokenizer`
 ``encode_words``); inference predicts them, optionally constrained to an exact total per line.
 The vocabulary travels inside the module's state dict (``get_extra_state``).
 """
@@ -15,51 +15,52 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from isdrama.models.layers import (ConvStack, SinusoidalEncoding, Transformer, check_mask,
-                                   masked_fill_invalid)
-from isdrama.models.text_tokenizer import PhoneTokenizer, TokenizedLine, Vocabulary
+from isdrama.models.layers import (ConvStack, FreezableBackbone, SinusoidalEncoding, Transformer,
+                                   check_mask, masked_fill_invalid)
+from isdrama.data.text_tokenizer import PhoneTokenizer, TokenizedLine, Vocabulary
 
 
 @dataclass
 class ContentEncoderConfig:
-    """Hyper-parameters of :class:`ContentEncoder` (defaults in brackets).
+    """Hyper-parameters of :class:`ContentEncoder`; the values live in configs/model/content/*.yaml
+    (no defaults here).
 
     Attributes:
-        d_model: token/frame width D [256].
-        n_layers: FastSpeech FFT blocks (self-attention + conv feed-forward) [4].
-        n_heads: attention heads [2].
-        ff_mult: feed-forward hidden = ff_mult * d_model [4.0].
-        ff_kernel: kernel of the conv feed-forward [9].
-        dropout: dropout in the encoder [0.1].
-        frame_rate: output frames per second (the codec frame rate) [75.0].
-        tokenizer_mode: ``auto`` | ``char`` | ``byte`` (see text_tokenizer) ["auto"].
-        dp_channels: duration-predictor width [256].
-        dp_layers: duration-predictor conv layers [2].
-        dp_kernel: duration-predictor kernel [3].
-        dp_dropout: duration-predictor dropout [0.5].
-        dp_detach: stop gradients from the duration loss into the encoder [False].
-        log_offset: the predictor regresses log(frames + log_offset) [1.0].
+        d_model: token/frame width D.
+        n_layers: FastSpeech FFT blocks (self-attention + conv feed-forward).
+        n_heads: attention heads.
+        ff_mult: feed-forward hidden = ff_mult * d_model.
+        ff_kernel: kernel of the conv feed-forward.
+        dropout: dropout in the encoder.
+        frame_rate: output frames per second (the codec's frame rate).
+        tokenizer_mode: ``auto`` | ``char`` | ``byte`` (see :mod:`isdrama.data.text_tokenizer`).
+        dp_channels: duration-predictor width.
+        dp_layers: duration-predictor conv layers.
+        dp_kernel: duration-predictor kernel.
+        dp_dropout: duration-predictor dropout.
+        dp_detach: stop gradients from the duration loss into the encoder.
+        log_offset: the predictor regresses log(frames + log_offset).
         semantic_model: hub id or local folder of a BERT-family model whose word features are
-            added to the token embeddings; None disables it [None].
-        semantic_freeze: keep the semantic model frozen (eval mode, no grad) [True].
+            added to the token embeddings; None disables it.
+        semantic_freeze: keep the semantic model frozen (eval mode, no grad).
     """
 
-    d_model: int = 256
-    n_layers: int = 4
-    n_heads: int = 2
-    ff_mult: float = 4.0
-    ff_kernel: int = 9
-    dropout: float = 0.1
-    frame_rate: float = 75.0
-    tokenizer_mode: str = "auto"
-    dp_channels: int = 256
-    dp_layers: int = 2
-    dp_kernel: int = 3
-    dp_dropout: float = 0.5
-    dp_detach: bool = False
-    log_offset: float = 1.0
-    semantic_model: Optional[str] = None
-    semantic_freeze: bool = True
+    d_model: int
+    n_layers: int
+    n_heads: int
+    ff_mult: float
+    ff_kernel: int
+    dropout: float
+    frame_rate: float
+    tokenizer_mode: str
+    dp_channels: int
+    dp_layers: int
+    dp_kernel: int
+    dp_dropout: float
+    dp_detach: bool
+    log_offset: float
+    semantic_model: Optional[str]
+    semantic_freeze: bool
 
 
 # ------------------------------------------------------------------------------ durations
@@ -69,8 +70,7 @@ class DurationPredictor(nn.Module):
     (B, L, D) tokens, mask (B, L) -> (B, L) log durations (0 at padding).
     """
 
-    def __init__(self, in_dim: int, channels: int = 256, n_layers: int = 2,
-                 kernel_size: int = 3, dropout: float = 0.5):
+    def __init__(self, in_dim: int, channels: int, n_layers: int, kernel_size: int, dropout: float):
         super().__init__()
         self.convs = ConvStack(in_dim, channels, n_blocks=max(n_layers - 1, 0),
                                kernel_size=kernel_size, dropout=dropout)
@@ -162,7 +162,7 @@ def length_regulate(x: torch.Tensor, durations: torch.Tensor,
 
 
 # ------------------------------------------------------------------------ semantic features
-class SemanticFeatures(nn.Module):
+class SemanticFeatures(FreezableBackbone):
     """Word features from a BERT-family model (transformers), gathered onto tokens.
 
     Args:
@@ -182,17 +182,8 @@ class SemanticFeatures(nn.Module):
             raise OSError(f"semantic_model '{name_or_path}': could not load a tokenizer and "
                           f"model (a hub id needs network or a filled cache; HF_HUB_OFFLINE is "
                           f"usually set): {err}") from err
-        self.freeze = freeze
-        if freeze:
-            self.model.requires_grad_(False)
-            self.model.eval()
+        self.set_frozen(freeze)
         self.dim = int(self.model.config.hidden_size)
-
-    def train(self, mode: bool = True) -> "SemanticFeatures":
-        super().train(mode)
-        if self.freeze:
-            self.model.eval()
-        return self
 
     def forward(self, words: Sequence[Sequence[str]], word_index: torch.Tensor,
                 token_mask: torch.Tensor) -> torch.Tensor:
@@ -202,7 +193,7 @@ class SemanticFeatures(nn.Module):
         device = word_index.device
         enc = self.tokenizer([list(w) for w in words], is_split_into_words=True,
                              padding=True, truncation=True, return_tensors="pt")
-        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze):
+        with self.grad_context():
             hidden = self.model(input_ids=enc["input_ids"].to(device),
                                 attention_mask=enc["attention_mask"].to(device)
                                 ).last_hidden_state  # (B, S, H)
@@ -229,10 +220,9 @@ class ContentEncoder(nn.Module):
         vocab: token vocabulary (default :meth:`Vocabulary.default`); saved in the state dict.
     """
 
-    def __init__(self, config: Optional[ContentEncoderConfig] = None,
-                 vocab: Optional[Vocabulary] = None):
+    def __init__(self, config: ContentEncoderConfig, vocab: Optional[Vocabulary] = None):
         super().__init__()
-        self.config = cfg = config or ContentEncoderConfig()
+        self.config = cfg = config
         if cfg.frame_rate <= 0:
             raise ValueError(f"frame_rate must be > 0, got {cfg.frame_rate}")
         self.vocab = vocab if vocab is not None else Vocabulary.default()

@@ -1,5 +1,5 @@
-"""Small shared building blocks: masking helpers, positional encodings, conv stacks and a
-pre-norm Transformer with optional cross-attention.
+"""Small shared building blocks: masking helpers, positional encodings, conv stacks, a
+pre-norm Transformer with optional cross-attention, and the base of frozen pretrained wrappers.
 
 Mask convention everywhere in ``isdrama.models``: a boolean mask is **True for valid** positions
 (frames, tokens) and False for padding. Helpers convert to PyTorch's "True = ignore" form.
@@ -55,6 +55,34 @@ def check_mask(mask: Optional[torch.Tensor], shape: tuple[int, int], name: str) 
         raise TypeError(f"{name} must be a bool tensor (True = valid), got dtype {mask.dtype}")
     if tuple(mask.shape) != tuple(shape):
         raise ValueError(f"{name} must have shape {tuple(shape)}, got {tuple(mask.shape)}")
+
+
+# --------------------------------------------------------------------------- frozen backbones
+class FreezableBackbone(nn.Module):
+    """Base of a wrapper around a pretrained model ``self.model`` that may be frozen.
+
+    Frozen (:meth:`set_frozen`), the model has no gradients and stays in eval mode through
+    ``.train()``; run it under :meth:`grad_context` (no autograd graph when frozen).
+    """
+
+    model: nn.Module
+    frozen: bool = False
+
+    def set_frozen(self, frozen: bool) -> None:
+        self.frozen = bool(frozen)
+        if self.frozen:
+            self.model.requires_grad_(False)
+            self.model.eval()
+
+    def train(self, mode: bool = True) -> "FreezableBackbone":
+        super().train(mode)
+        if self.frozen:
+            self.model.eval()
+        return self
+
+    def grad_context(self) -> torch.set_grad_enabled:
+        """Gradient mode of the wrapped model's forward: off when frozen, else unchanged."""
+        return torch.set_grad_enabled(torch.is_grad_enabled() and not self.frozen)
 
 
 # ---------------------------------------------------------------------- positional encodings

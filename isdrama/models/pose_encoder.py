@@ -24,8 +24,8 @@ from einops import rearrange
 from torch import nn
 
 from isdrama.models.contrastive import chunk_pool
-from isdrama.models.layers import (ConvStack, SinusoidalEncoding, Transformer, check_mask,
-                                   masked_fill_invalid, masked_mean)
+from isdrama.models.layers import (ConvStack, FreezableBackbone, SinusoidalEncoding, Transformer,
+                                   check_mask, masked_fill_invalid, masked_mean)
 from isdrama.models.pose_features import GeometricFeatures
 
 BRANCHES = ("geo", "video", "text")
@@ -33,71 +33,72 @@ BRANCHES = ("geo", "video", "text")
 
 @dataclass
 class PoseEncoderConfig:
-    """Hyper-parameters of :class:`MultimodalPoseEncoder` (defaults in brackets).
+    """Hyper-parameters of :class:`MultimodalPoseEncoder`; the values live in
+    configs/model/pose_encoder/*.yaml (no defaults here).
 
     Shared:
-        d_model: width of z_p [256]. content_dim: width of z_c [256].
-        branches: enabled branches, a subset of geo/video/text [all three].
-        frame_rate: model frames per second, the unit of all time positions [75.0].
-        dropout: [0.1]. proj_dim: width of pooled/chunk embeddings [128].
-        chunk_frames: frames per chunk embedding, None disables chunks [75].
-        chunk_min_fraction: a chunk counts when this fraction of it is valid [0.5].
+        d_model: width of z_p. content_dim: width of z_c.
+        branches: enabled branches, a non-empty subset of geo/video/text.
+        frame_rate: model frames per second (the codec's), the unit of all time positions.
+        dropout. proj_dim: width of pooled/chunk embeddings.
+        chunk_frames: frames per chunk embedding, None disables chunks.
+        chunk_min_fraction: a chunk counts when this fraction of it is valid.
     Geometric:
-        geo_blocks: residual conv blocks after the input conv [3]. geo_kernel: [5].
+        geo_blocks: residual conv blocks after the input conv. geo_kernel: their kernel.
         geo_position_scale, geo_velocity_scale, geo_include_distance: feature normalisation
-            (pose_features.GeometricFeatures) [2.0 m, 1.0 m/s, True].
+            (:class:`~isdrama.models.pose_features.GeometricFeatures`; metres, m/s).
     Cross-attention Transformer (video and text):
-        xattn_layers [4], xattn_heads [4], xattn_ff_mult [4.0].
+        xattn_layers, xattn_heads, xattn_ff_mult.
     Video:
-        video_backbone: timm model name ["vit_base_patch16_clip_224.openai"].
-        video_pretrained: load timm's pretrained weights (needs them in the HF cache) [True].
+        video_backbone: timm model name.
+        video_pretrained: load timm's pretrained weights (needs them in the HF cache).
         video_image_size: frames are resized to this square size; None = the backbone's
-            default input size [None].
-        video_freeze: backbone frozen (eval, no grad) [True]. video_fps: frame rate of the
-            sampled frames [4.0]. video_time_offset: frame i sits at (i + offset) / fps seconds
-            [0.5, frames centred in their slot]. video_batch: frames per backbone call [64].
+            default input size.
+        video_freeze: backbone frozen (eval, no grad). video_fps: frame rate of the sampled
+            frames. video_time_offset: frame i sits at (i + offset) / fps seconds (0.5: frames
+            centred in their slot). video_batch: frames per backbone call.
         video_grid: None = the backbone's pooled frame embedding (as the paper's CLIP frame
             embeddings); g = its last feature map averaged on a g x g grid and flattened
             (C g^2 features per frame), which keeps where things are on screen (a pooled vector
-            of a CNN hardly tells left from right) [None].
+            of a CNN hardly tells left from right).
     Text:
-        text_model: hub id or local folder of a T5-family model ["google/flan-t5-base"].
+        text_model: hub id or local folder of a T5-family model.
         text_model_config: T5Config keyword arguments; when set, a randomly initialised
-            encoder is built from them instead of loading ``text_model`` (offline demo) [None].
+            encoder is built from them instead of loading ``text_model`` (offline demo).
         text_tokenizer: tokenizer hub id/folder; None = ``text_model``; ``"byt5"`` = the
-            download-free ByT5 byte tokenizer [None]. text_freeze: [True].
-        text_max_tokens: prompts are truncated to this many tokens [64].
+            download-free ByT5 byte tokenizer. text_freeze: keep the text encoder frozen.
+        text_max_tokens: prompts are truncated to this many tokens.
     """
 
-    d_model: int = 256
-    content_dim: int = 256
-    branches: tuple[str, ...] = BRANCHES
-    frame_rate: float = 75.0
-    dropout: float = 0.1
-    proj_dim: int = 128
-    chunk_frames: Optional[int] = 75
-    chunk_min_fraction: float = 0.5
-    geo_blocks: int = 3
-    geo_kernel: int = 5
-    geo_position_scale: float = 2.0
-    geo_velocity_scale: float = 1.0
-    geo_include_distance: bool = True
-    xattn_layers: int = 4
-    xattn_heads: int = 4
-    xattn_ff_mult: float = 4.0
-    video_backbone: str = "vit_base_patch16_clip_224.openai"
-    video_pretrained: bool = True
-    video_image_size: Optional[int] = None
-    video_freeze: bool = True
-    video_fps: float = 4.0
-    video_time_offset: float = 0.5
-    video_batch: int = 64
-    video_grid: Optional[int] = None
-    text_model: str = "google/flan-t5-base"
-    text_model_config: Optional[dict[str, Any]] = None
-    text_tokenizer: Optional[str] = None
-    text_freeze: bool = True
-    text_max_tokens: int = 64
+    d_model: int
+    content_dim: int
+    branches: tuple[str, ...]
+    frame_rate: float
+    dropout: float
+    proj_dim: int
+    chunk_frames: Optional[int]
+    chunk_min_fraction: float
+    geo_blocks: int
+    geo_kernel: int
+    geo_position_scale: float
+    geo_velocity_scale: float
+    geo_include_distance: bool
+    xattn_layers: int
+    xattn_heads: int
+    xattn_ff_mult: float
+    video_backbone: str
+    video_pretrained: bool
+    video_image_size: Optional[int]
+    video_freeze: bool
+    video_fps: float
+    video_time_offset: float
+    video_batch: int
+    video_grid: Optional[int]
+    text_model: str
+    text_model_config: Optional[dict[str, Any]]
+    text_tokenizer: Optional[str]
+    text_freeze: bool
+    text_max_tokens: int
 
     def __post_init__(self) -> None:
         self.branches = tuple(self.branches)
@@ -107,26 +108,7 @@ class PoseEncoderConfig:
                              f"{self.branches}")
 
 
-class _Frozen(nn.Module):
-    """Mixin behaviour: a wrapped model that stays in eval mode when frozen."""
-
-    frozen: bool
-    model: nn.Module
-
-    def _setup_freeze(self, frozen: bool) -> None:
-        self.frozen = frozen
-        if frozen:
-            self.model.requires_grad_(False)
-            self.model.eval()
-
-    def train(self, mode: bool = True):
-        super().train(mode)
-        if self.frozen:
-            self.model.eval()
-        return self
-
-
-class VideoFrameEncoder(_Frozen):
+class VideoFrameEncoder(FreezableBackbone):
     """Per-frame features from a timm image backbone (the cacheable part of the video branch).
 
     frames (B, F, 3, H, W) uint8 [0, 255] or float [0, 1], frame_mask (B, F) -> (B, F, C).
@@ -158,7 +140,7 @@ class VideoFrameEncoder(_Frozen):
         self.grid = None if grid is None else int(grid)
         self.dim = int(self.model.num_features) * (self.grid ** 2 if self.grid else 1)
         self.batch = int(batch)
-        self._setup_freeze(freeze)
+        self.set_frozen(freeze)
 
     def _embed(self, x: torch.Tensor) -> torch.Tensor:
         """(N, 3, S, S) prepared images -> (N, dim)."""
@@ -194,7 +176,7 @@ class VideoFrameEncoder(_Frozen):
         check_mask(frame_mask, (B, Fr), "video_mask")
         flat = frames[frame_mask]  # (N, 3, H, W) valid frames only
         feats = []
-        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.frozen):
+        with self.grad_context():
             for start in range(0, flat.shape[0], self.batch):
                 feats.append(self._embed(self._prepare(flat[start:start + self.batch])))
         out = frames.new_zeros(B, Fr, self.dim, dtype=torch.float32)
@@ -203,7 +185,7 @@ class VideoFrameEncoder(_Frozen):
         return out
 
 
-class TextPromptEncoder(_Frozen):
+class TextPromptEncoder(FreezableBackbone):
     """Pose prompts -> T5-family encoder states (the cacheable part of the text branch).
 
     ``forward(prompts)``: B strings (None = no prompt) -> (B, S, C) features, (B, S) mask.
@@ -235,7 +217,7 @@ class TextPromptEncoder(_Frozen):
                              f"model's vocab_size is {self.model.config.vocab_size}")
         self.dim = int(self.model.config.d_model)
         self.max_tokens = int(max_tokens)
-        self._setup_freeze(freeze)
+        self.set_frozen(freeze)
 
     def forward(self, prompts: Sequence[Optional[str]]) -> tuple[torch.Tensor, torch.Tensor]:
         device = next(self.model.parameters()).device
@@ -243,7 +225,7 @@ class TextPromptEncoder(_Frozen):
         enc = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_tokens,
                              return_tensors="pt")
         ids, att = enc["input_ids"].to(device), enc["attention_mask"].to(device)
-        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.frozen):
+        with self.grad_context():
             hidden = self.model(input_ids=ids, attention_mask=att).last_hidden_state
         has = torch.tensor([bool(p) for p in prompts], device=device)
         mask = att.bool() & has[:, None]
@@ -301,9 +283,9 @@ class MultimodalPoseEncoder(nn.Module):
         config: :class:`PoseEncoderConfig`.
     """
 
-    def __init__(self, config: Optional[PoseEncoderConfig] = None):
+    def __init__(self, config: PoseEncoderConfig):
         super().__init__()
-        self.config = cfg = config or PoseEncoderConfig()
+        self.config = cfg = config
         self.branch_modules = nn.ModuleDict()
         if "geo" in cfg.branches:
             self.branch_modules["geo"] = GeometricBranch(cfg)
