@@ -3,14 +3,19 @@ PY := .venv/bin/python
 export HF_HUB_OFFLINE ?= 1
 export WANDB_MODE ?= offline
 
-.PHONY: setup demo test test-slow test-portable bench
+.PHONY: setup demo lint test test-slow test-portable bench
 setup:
 	@bash scripts/setup.sh
 
 demo: setup
 	@bash scripts/demo.sh
 
-test: setup
+# ruff (configured in pyproject.toml): lint and format check; `ruff format .` fixes the format
+lint: setup
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+test: lint
 	$(PY) -m pytest -q
 
 test-slow: setup

@@ -8,6 +8,7 @@
 
 All options: `python train.py --help` and configs/.
 """
+
 import hydra
 from omegaconf import DictConfig
 

@@ -12,6 +12,7 @@
 The loader keeps up when its batches/s exceeds the steps/s. Prints one table; copy it into
 docs/benchmarks.md with the machine it ran on.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -27,13 +28,17 @@ sys.path.insert(0, str(ROOT))
 
 
 def compose(experiment: str, root: Path, extra: list[str]):
-    from hydra import compose as hydra_compose, initialize_config_dir
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import open_dict
 
     with initialize_config_dir(version_base="1.3", config_dir=str(ROOT / "configs")):
-        cfg = hydra_compose(config_name="train", overrides=[f"experiment={experiment}", f"data.root={root}",
-                                                            "logger=none", *extra], return_hydra_config=True)
+        cfg = hydra_compose(
+            config_name="train",
+            overrides=[f"experiment={experiment}", f"data.root={root}", "logger=none", *extra],
+            return_hydra_config=True,
+        )
         HydraConfig().set_config(cfg)
         with open_dict(cfg):
             cfg.paths.output_dir = str(ROOT / "outputs" / "bench_dataloader")
@@ -87,9 +92,18 @@ def step_rate(cfg, steps: int) -> tuple[float, float]:
     timer = Timer()
     dm = instantiate(cfg.data, codec=cfg.codec, _recursive_=False)
     model = instantiate(cfg.model, _recursive_=False)
-    trainer = pl.Trainer(accelerator="cpu", devices=1, max_steps=steps + 2, limit_val_batches=0,
-                         logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                         use_distributed_sampler=False, callbacks=[timer], num_sanity_val_steps=0)
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        devices=1,
+        max_steps=steps + 2,
+        limit_val_batches=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        use_distributed_sampler=False,
+        callbacks=[timer],
+        num_sanity_val_steps=0,
+    )
     trainer.fit(model, datamodule=dm)
     steps_t = timer.step[2:] or timer.step
     wait_t = timer.wait[2:] or timer.wait or [0.0]
@@ -114,7 +128,9 @@ def main() -> None:
         bps, fps = loader_rate(cfg, w, args.batches)
         rows.append((f"loader, num_workers={w}", f"{bps:.2f} batches/s", f"{fps:,.0f} frames/s"))
     sps, wait = step_rate(cfg, args.steps)
-    rows.append((f"training step ({args.experiment}, CPU)", f"{sps:.2f} steps/s", f"loader wait {wait * 1000:.0f} ms/step"))
+    rows.append(
+        (f"training step ({args.experiment}, CPU)", f"{sps:.2f} steps/s", f"loader wait {wait * 1000:.0f} ms/step")
+    )
     print(f"torch threads {torch.get_num_threads()}, cpu count {os.cpu_count()}, load {os.getloadavg()[0]:.1f}")
     for r in rows:
         print(f"| {r[0]} | {r[1]} | {r[2]} |")

@@ -22,6 +22,7 @@ results.json against B's .npy features scored by calculate_mae_time (1e-6 relati
 printed x100 figures. It prints the wall time of every run, the medians, the ratio B/A of each
 A B pair and its median, and the machine's load average. Goal: >= 10x.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -81,13 +82,29 @@ def write_pairs(root: Path, pairs: int, seconds: float, seed: int = 0) -> None:
 
 def ours_cmd(root: Path, out: Path) -> list[str]:
     exe = Path(sys.executable).with_name("isdrama-eval")
-    return [str(exe), str(root / "gt"), str(root / "infer"), "--metrics", "ipd,ild", "--mode", "reference",
-            "--out", str(out), "--quiet"]
+    return [
+        str(exe),
+        str(root / "gt"),
+        str(root / "infer"),
+        "--metrics",
+        "ipd,ild",
+        "--mode",
+        "reference",
+        "--out",
+        str(out),
+        "--quiet",
+    ]
 
 
 def published_cmd(root: Path, work: Path, repo: str | None) -> list[str]:
-    cmd = [sys.executable, str(ROOT / "bench" / "reference_eval_script.py"), str(root / "gt"), str(root / "infer"),
-           "--work", str(work)]
+    cmd = [
+        sys.executable,
+        str(ROOT / "bench" / "reference_eval_script.py"),
+        str(root / "gt"),
+        str(root / "infer"),
+        "--work",
+        str(work),
+    ]
     return cmd + (["--published-repo", repo] if repo else [])
 
 
@@ -116,10 +133,12 @@ def check_identical(root: Path, out: Path, work: Path, printed: str) -> str:
     if worst > 1e-6:
         raise SystemExit(f"numbers differ: largest per-file relative difference {worst:.2e}")
     lines = [ln for ln in printed.splitlines() if "mae(x100)" in ln]
-    return (f"identical numbers: {len(theirs['names'])} files, largest per-file relative difference "
-            f"{worst:.1e}; published printed {'; '.join(lines)}; ours IPD x100 "
-            f"{theirs['ipd_mae_x100']:.6g} (published, unrounded) vs "
-            f"{np.mean([per_file[n]['ipd_mae'] for n in theirs['names']]):.6g}")
+    return (
+        f"identical numbers: {len(theirs['names'])} files, largest per-file relative difference "
+        f"{worst:.1e}; published printed {'; '.join(lines)}; ours IPD x100 "
+        f"{theirs['ipd_mae_x100']:.6g} (published, unrounded) vs "
+        f"{np.mean([per_file[n]['ipd_mae'] for n in theirs['names']]):.6g}"
+    )
 
 
 def main() -> None:
@@ -147,12 +166,17 @@ def main() -> None:
             b, _ = timed(b_cmd)
             a_times.append(a)
             b_times.append(b)
-            print(f"run {k + 1}: isdrama-eval {a:.2f} s, published {b:.2f} s, ratio {b / a:.2f}x, "
-                  f"load {os.getloadavg()[0]:.1f}", flush=True)
+            print(
+                f"run {k + 1}: isdrama-eval {a:.2f} s, published {b:.2f} s, ratio {b / a:.2f}x, "
+                f"load {os.getloadavg()[0]:.1f}",
+                flush=True,
+            )
         ratios = [b / a for a, b in zip(a_times, b_times)]
-        print(f"{args.pairs} pairs x {args.seconds:g} s: isdrama-eval median {statistics.median(a_times):.2f} s, "
-              f"published median {statistics.median(b_times):.2f} s, speed-up median "
-              f"{statistics.median(ratios):.2f}x (min {min(ratios):.2f}, max {max(ratios):.2f})")
+        print(
+            f"{args.pairs} pairs x {args.seconds:g} s: isdrama-eval median {statistics.median(a_times):.2f} s, "
+            f"published median {statistics.median(b_times):.2f} s, speed-up median "
+            f"{statistics.median(ratios):.2f}x (min {min(ratios):.2f}, max {max(ratios):.2f})"
+        )
 
 
 if __name__ == "__main__":

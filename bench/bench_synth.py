@@ -13,6 +13,7 @@ CPU time counts this process and its worker processes (espeak-ng subprocesses in
 figure is independent of the number of workers; wall time shows the parallel speed-up. The HRIR
 set is loaded before the clock starts (a one-off cost per process, reported separately).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -45,8 +46,9 @@ def main() -> int:
     parser.add_argument("--reverb", action="store_true")
     parser.add_argument("--no-video", action="store_true")
     args = parser.parse_args()
-    config = dataclasses.replace(SynthConfig(), n_dramas=args.dramas, seed=args.seed, reverb=args.reverb,
-                                 video=not args.no_video)
+    config = dataclasses.replace(
+        SynthConfig(), n_dramas=args.dramas, seed=args.seed, reverb=args.reverb, video=not args.no_video
+    )
     t0 = time.perf_counter()
     cached_hrtf(config.hrtf)
     load = time.perf_counter() - t0
@@ -56,10 +58,12 @@ def main() -> int:
         cpu, wall = cpu_seconds() - cpu0, time.perf_counter() - wall0
         summary = summarize(folders)
     audio = summary["seconds"]
-    print(f"synth: {audio:.1f} s of binaural audio in {cpu:.1f} CPU s -> {audio / cpu:.2f} audio-s per CPU-s "
-          f"(wall {wall:.1f} s, {audio / wall:.2f}x real time; {summary['dramas']} dramas, {summary['lines']} "
-          f"lines, workers {args.workers}, reverb {'on' if args.reverb else 'off'}, video "
-          f"{'off' if args.no_video else 'on'}, {os.cpu_count()} CPUs; HRIR load {load:.1f} s)")
+    print(
+        f"synth: {audio:.1f} s of binaural audio in {cpu:.1f} CPU s -> {audio / cpu:.2f} audio-s per CPU-s "
+        f"(wall {wall:.1f} s, {audio / wall:.2f}x real time; {summary['dramas']} dramas, {summary['lines']} "
+        f"lines, workers {args.workers}, reverb {'on' if args.reverb else 'off'}, video "
+        f"{'off' if args.no_video else 'on'}, {os.cpu_count()} CPUs; HRIR load {load:.1f} s)"
+    )
     return 0
 
 

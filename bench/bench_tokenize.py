@@ -12,6 +12,7 @@ same audio already in memory. The codec has random weights with k-means-initiali
 (a few iterations on one line): the encoder does exactly the work it does with pretrained
 weights. Prints one JSON line (speed = audio seconds per wall second; > 1 is faster than real time).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -64,6 +65,7 @@ def main() -> int:
         tmp = Path(tmp)
         if args.root is not None:
             from isdrama.data.mrsdrama import load_dataset
+
             lines = load_dataset(args.root).lines[: args.lines]
         else:
             lines = synthetic_lines(tmp, args.lines, args.seconds, args.seed)
@@ -71,7 +73,7 @@ def main() -> int:
         first, _ = read_audio(lines[0].wav_path, expect_sr=DATA_SAMPLE_RATE, expect_channels=2)
         init_codebooks_kmeans(codec, codec.prepare_audio(first, DATA_SAMPLE_RATE), KMeansConfig(n_iters=2))
 
-        codec.encode(codec.prepare_audio(first[:, :DATA_SAMPLE_RATE], DATA_SAMPLE_RATE))   # warm-up
+        codec.encode(codec.prepare_audio(first[:, :DATA_SAMPLE_RATE], DATA_SAMPLE_RATE))  # warm-up
         cache = TokenCache(tmp, codec, cache_dir=tmp / "cache")
         stats = cache.tokenize(lines, batch_size=args.batch_size, progress=False)
 
@@ -80,7 +82,7 @@ def main() -> int:
             torch.cuda.synchronize()
         t0 = time.perf_counter()
         for i in range(0, len(wavs), args.batch_size):
-            group = wavs[i:i + args.batch_size]
+            group = wavs[i : i + args.batch_size]
             longest = max(w.shape[-1] for w in group)
             codec.encode(torch.cat([torch.nn.functional.pad(w, (0, longest - w.shape[-1])) for w in group]))
         if args.device.startswith("cuda"):
@@ -88,13 +90,20 @@ def main() -> int:
         encode_s = time.perf_counter() - t0
 
     result = {
-        "bench": "tokenize", "model": args.model, "bandwidth": args.bandwidth, "n_q": codec.n_q,
-        "device": args.device, "threads": args.threads, "lines": len(lines), "batch_size": args.batch_size,
+        "bench": "tokenize",
+        "model": args.model,
+        "bandwidth": args.bandwidth,
+        "n_q": codec.n_q,
+        "device": args.device,
+        "threads": args.threads,
+        "lines": len(lines),
+        "batch_size": args.batch_size,
         "audio_seconds": round(stats.audio_seconds, 2),
         "tokenize_wall_s": round(stats.wall_seconds, 3),
         "tokenize_speed_audio_s_per_s": round(stats.speed, 3),
         "encode_only_speed_audio_s_per_s": round(stats.audio_seconds / encode_s, 3),
-        "cpu": platform.processor() or platform.machine(), "torch": torch.__version__,
+        "cpu": platform.processor() or platform.machine(),
+        "torch": torch.__version__,
     }
     print(json.dumps(result))
     return 0

@@ -10,6 +10,7 @@ metrics.csv and acceptance.md / acceptance.json. Targets (issue 4, section 5): l
 >= 95 % from geo and >= 90 % from video and text; moving/static >= 90 % from every branch;
 retrieval R@1 among 32 >= 5x chance for geo-video and geo-text.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -28,9 +29,14 @@ TASKS = ("left_right", "left_right_all", "front_back", "front_back_all", "moving
 PAIRS = ("geo-video", "geo-text", "video-text")
 #: (metric, threshold) of the acceptance; R@1 thresholds are 5 x chance among 32.
 TARGETS = {
-    "val/probe/geo/left_right": 0.95, "val/probe/video/left_right": 0.90, "val/probe/text/left_right": 0.90,
-    "val/probe/geo/moving": 0.90, "val/probe/video/moving": 0.90, "val/probe/text/moving": 0.90,
-    "val/retrieval/geo-video/R@1": 5 / 32, "val/retrieval/geo-text/R@1": 5 / 32,
+    "val/probe/geo/left_right": 0.95,
+    "val/probe/video/left_right": 0.90,
+    "val/probe/text/left_right": 0.90,
+    "val/probe/geo/moving": 0.90,
+    "val/probe/video/moving": 0.90,
+    "val/probe/text/moving": 0.90,
+    "val/retrieval/geo-video/R@1": 5 / 32,
+    "val/retrieval/geo-text/R@1": 5 / 32,
 }
 
 
@@ -55,19 +61,29 @@ def last_validation(metrics_csv: Path) -> dict[str, float]:
 
 def table(m: dict[str, float], wall_s: float | None) -> str:
     pct = lambda v: "n/a" if v is None or math.isnan(v) else f"{100 * v:.1f}"
-    lines = [f"epoch {int(m['epoch'])}, step {int(m['step'])}"
-             + (f", wall {wall_s / 60:.1f} min" if wall_s is not None else ""), "",
-             "| probe accuracy (%) | " + " | ".join(BRANCHES) + " |", "|---|" + "---|" * len(BRANCHES)]
+    lines = [
+        f"epoch {int(m['epoch'])}, step {int(m['step'])}"
+        + (f", wall {wall_s / 60:.1f} min" if wall_s is not None else ""),
+        "",
+        "| probe accuracy (%) | " + " | ".join(BRANCHES) + " |",
+        "|---|" + "---|" * len(BRANCHES),
+    ]
     for task in TASKS:
         lines.append(f"| {task} | " + " | ".join(pct(m.get(f"val/probe/{b}/{task}")) for b in BRANCHES) + " |")
     cand = int(m.get("val/retrieval/candidates", 32))
     lines += ["", f"| retrieval among {cand} (%) | R@1 | R@5 | a->b R@1 | b->a R@1 |", "|---|---|---|---|---|"]
     for pair in PAIRS:
         a, b = pair.split("-")
-        lines.append(f"| {pair} | {pct(m.get(f'val/retrieval/{pair}/R@1'))} | {pct(m.get(f'val/retrieval/{pair}/R@5'))}"
-                     f" | {pct(m.get(f'val/retrieval/{a}->{b}/R@1'))} | {pct(m.get(f'val/retrieval/{b}->{a}/R@1'))} |")
-    lines += [f"(chance R@1 = {100 / cand:.1f} %, R@5 = {500 / cand:.1f} %)", "", "| target | value | pass |",
-              "|---|---|---|"]
+        lines.append(
+            f"| {pair} | {pct(m.get(f'val/retrieval/{pair}/R@1'))} | {pct(m.get(f'val/retrieval/{pair}/R@5'))}"
+            f" | {pct(m.get(f'val/retrieval/{a}->{b}/R@1'))} | {pct(m.get(f'val/retrieval/{b}->{a}/R@1'))} |"
+        )
+    lines += [
+        f"(chance R@1 = {100 / cand:.1f} %, R@5 = {500 / cand:.1f} %)",
+        "",
+        "| target | value | pass |",
+        "|---|---|---|",
+    ]
     for key, threshold in TARGETS.items():
         v = m.get(key)
         ok = v is not None and not math.isnan(v) and v >= threshold
@@ -85,11 +101,20 @@ def main() -> int:
     run_dir = args.run_dir
     if run_dir is None:
         run_dir = args.out or REPO / "logs" / "pose_pretrain" / time.strftime("acceptance_%Y-%m-%d_%H-%M-%S")
-        cmd = [sys.executable, str(REPO / "train.py"), "experiment=pose_pretrain", "logger=csv",
-               f"hydra.run.dir={run_dir}", *args.overrides]
+        cmd = [
+            sys.executable,
+            str(REPO / "train.py"),
+            "experiment=pose_pretrain",
+            "logger=csv",
+            f"hydra.run.dir={run_dir}",
+            *args.overrides,
+        ]
         print("$", " ".join(cmd), flush=True)
-        env = {**os.environ, "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1"),
-               "WANDB_MODE": os.environ.get("WANDB_MODE", "offline")}
+        env = {
+            **os.environ,
+            "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1"),
+            "WANDB_MODE": os.environ.get("WANDB_MODE", "offline"),
+        }
         start = time.perf_counter()
         proc = subprocess.run(cmd, cwd=REPO, env=env)
         wall = time.perf_counter() - start

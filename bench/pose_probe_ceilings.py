@@ -14,6 +14,7 @@ degrees of the median plane).
 - ``--features``: a logistic probe on the frozen tiny video backbone's features (time mean and
   std per line), fitted on the train split (what the video branch could read linearly).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -26,7 +27,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def compose(root: str | None):
-    from hydra import compose as hcompose, initialize_config_dir
+    from hydra import compose as hcompose
+    from hydra import initialize_config_dir
 
     overrides = ["experiment=pose_pretrain", "logger=none"] + ([f"data.root={root}"] if root else [])
     with initialize_config_dir(config_dir=str(REPO / "configs"), version_base="1.3"):
@@ -68,8 +70,13 @@ def ceilings(lines, margin_deg: float) -> dict[str, float]:
             text.append(0.5 if left == right else float(right == (mx > 0)))
             defined.append(np.degrees(np.arctan2(abs(mx), abs(my))) > margin_deg)
     v, t, d = np.array(video), np.array(text), np.array(defined)
-    return {"lines": len(v), "video_all": v.mean(), "video_margin": v[d].mean(),
-            "text_all": t.mean(), "text_margin": t[d].mean()}
+    return {
+        "lines": len(v),
+        "video_all": v.mean(),
+        "video_margin": v[d].mean(),
+        "text_all": t.mean(),
+        "text_margin": t[d].mean(),
+    }
 
 
 def feature_probe(cfg) -> dict[str, float]:
@@ -97,8 +104,10 @@ def feature_probe(cfg) -> dict[str, float]:
             for k, v in pose_labels(b.pose, b.mask, LabelConfig()).items():
                 ys.setdefault(k, []).append(v)
         res[split] = (torch.cat(xs), {k: torch.cat(v) for k, v in ys.items()})
-    return {task: probe_accuracy(res["train"][0], res["train"][1][task], res["val"][0], res["val"][1][task], 2)
-            for task in ("left_right", "left_right_all", "moving")}
+    return {
+        task: probe_accuracy(res["train"][0], res["train"][1][task], res["val"][0], res["val"][1][task], 2)
+        for task in ("left_right", "left_right_all", "moving")
+    }
 
 
 def main() -> None:
@@ -114,8 +123,10 @@ def main() -> None:
     margin = cfg.model.probes.labels.lateral_margin_deg
     c = ceilings(dm.datasets["val"].lines, margin)
     print(f"validation lines: {c['lines']}")
-    print(f"left/right ceiling, video without talker detection: all {100 * c['video_all']:.1f} %, "
-          f"margin {100 * c['video_margin']:.1f} %")
+    print(
+        f"left/right ceiling, video without talker detection: all {100 * c['video_all']:.1f} %, "
+        f"margin {100 * c['video_margin']:.1f} %"
+    )
     print(f"left/right, text word rule: all {100 * c['text_all']:.1f} %, margin {100 * c['text_margin']:.1f} %")
     if args.features:
         for task, acc in feature_probe(cfg).items():

@@ -29,6 +29,7 @@ Usage:
   python bench/reference_eval_script.py extract AUDIO_DIR OUT_DIR [--published-repo DIR]
   python bench/reference_eval_script.py evaluate WORK_DIR [--published-repo DIR]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -61,10 +62,18 @@ def extract_feature(audio_path: str, output_dir: str) -> tuple[np.ndarray, np.nd
         waveform = torchaudio.transforms.Resample(orig_freq=orig_sr, new_freq=SR, dtype=waveform.dtype)(waveform)
     assert waveform.shape[0] == 2, "Input audio must be stereo (2 channels)."
     waveform = waveform.unsqueeze(0)  # (1, 2, N)
-    stft = STFT(n_fft=1024, hop_length=320, win_length=1024, window="hann", center=True, pad_mode="reflect",
-                freeze_parameters=True)
-    logmel = LogmelFilterBank(sr=SR, n_fft=1024, n_mels=128, fmin=50, fmax=14000, ref=1.0, amin=1e-10,
-                              top_db=None, freeze_parameters=True)
+    stft = STFT(
+        n_fft=1024,
+        hop_length=320,
+        win_length=1024,
+        window="hann",
+        center=True,
+        pad_mode="reflect",
+        freeze_parameters=True,
+    )
+    logmel = LogmelFilterBank(
+        sr=SR, n_fft=1024, n_mels=128, fmin=50, fmax=14000, ref=1.0, amin=1e-10, top_db=None, freeze_parameters=True
+    )
     b, c, n = waveform.shape
     real, imag = stft(waveform.reshape(b * c, n))  # (2, 1, T, 513)
     phase_l = torch.atan2(imag[0], real[0])
@@ -121,9 +130,13 @@ def evaluate_features(gt_out: str, inf_out: str) -> dict:
         names.append(os.path.basename(pred)[: -len("_feature.npy")])
         ipd_list.append(calculate_mae_time(g_ipd, p_ipd))
         ild_list.append(calculate_mae_time(g_ild, p_ild))
-    return {"names": names, "ipd": np.array(ipd_list), "ild": np.array(ild_list),
-            "ipd_mae_x100": sum(ipd_list) / len(ipd_list) * 100,
-            "ild_mae_x100": sum(ild_list) / len(ild_list) * 100}
+    return {
+        "names": names,
+        "ipd": np.array(ipd_list),
+        "ild": np.array(ild_list),
+        "ipd_mae_x100": sum(ipd_list) / len(ipd_list) * 100,
+        "ild_mae_x100": sum(ild_list) / len(ild_list) * 100,
+    }
 
 
 def evaluate_dirs(gt_dir: str, infer_dir: str, work_dir: str) -> dict:
@@ -135,8 +148,9 @@ def evaluate_dirs(gt_dir: str, infer_dir: str, work_dir: str) -> dict:
 
 
 def _run_stage(*args: str) -> str:
-    return subprocess.run([sys.executable, os.path.abspath(__file__), *args], check=True,
-                          capture_output=True, text=True).stdout
+    return subprocess.run(
+        [sys.executable, os.path.abspath(__file__), *args], check=True, capture_output=True, text=True
+    ).stdout
 
 
 def main() -> None:

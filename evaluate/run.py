@@ -3,6 +3,7 @@
 The published ISDrama evaluation, fixed and extended: IPD/ILD MAE (reference or corrected mode),
 ANG/DIS Cos with the BAT SpatialAST encoder, CER, SIM and FFE. See `--help` and evaluate/README.md.
 """
+
 import sys
 
 from isdrama.metrics.cli import main

@@ -3,6 +3,7 @@
 They run from a source checkout (``pip install -e .``): the Hydra config tree lives in
 ``configs/`` beside the package.
 """
+
 from __future__ import annotations
 
 import runpy
@@ -15,8 +16,10 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 def _run_script(name: str) -> None:
     script = PROJECT_ROOT / name
     if not script.is_file() or not (PROJECT_ROOT / "configs").is_dir():
-        sys.exit(f"error: {script} or {PROJECT_ROOT / 'configs'} not found; the isdrama-train / isdrama-infer "
-                 "commands need a source checkout installed with `pip install -e .`")
+        sys.exit(
+            f"error: {script} or {PROJECT_ROOT / 'configs'} not found; the isdrama-train / isdrama-infer "
+            "commands need a source checkout installed with `pip install -e .`"
+        )
     sys.argv[0] = str(script)
     runpy.run_path(str(script), run_name="__main__")
 

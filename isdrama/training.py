@@ -2,6 +2,7 @@
 
 The config tree is documented in configs/train.yaml; nothing here reads Hydra globals.
 """
+
 from __future__ import annotations
 
 import logging

@@ -1,4 +1,5 @@
 """Shared fixtures: a tiny hand-written MRSDrama-layout dataset (independent of the generator)."""
+
 from __future__ import annotations
 
 import json
@@ -17,8 +18,14 @@ SR = 48_000
 POSE_RATE = 187.5
 
 
-def write_tiny_dataset(root: Path, n_dramas: int = 3, lines_per_drama: int = 3, with_video: bool = False,
-                       set_name: str = "room1", seed: int = 0) -> Path:
+def write_tiny_dataset(
+    root: Path,
+    n_dramas: int = 3,
+    lines_per_drama: int = 3,
+    with_video: bool = False,
+    set_name: str = "room1",
+    seed: int = 0,
+) -> Path:
     """Write a small valid dataset: tones with interaural level differences, static poses.
 
     Line k of drama d lasts 0.5 + 0.1 k seconds; speakers alternate between spk0 and spk1;
@@ -47,14 +54,22 @@ def write_tiny_dataset(root: Path, n_dramas: int = 3, lines_per_drama: int = 3, 
             pose[:, 3] = 1.0
             np.save(ddir / "geometric_pose" / f"{name}.npy", pose)
             half = dur / 2
-            items.append({
-                "item_name": name, "speaker": spk, "raw_txt": f"line {k} of {drama}",
-                "word": ["hello", "<SP>", "world"], "word_dur": [half - 0.05, 0.1, dur - half - 0.05],
-                "start_time": round(t, 3), "end_time": round(t + dur, 3),
-                "wav_fn": f"wav/{name}.wav", "pos_fn": f"geometric_pose/{name}.npy",
-                "spatial_prompt": f"[STATIC] sits to the {'left' if spk == 'spk0' else 'right'}",
-                "scene": set_name, "language": "en",
-            })
+            items.append(
+                {
+                    "item_name": name,
+                    "speaker": spk,
+                    "raw_txt": f"line {k} of {drama}",
+                    "word": ["hello", "<SP>", "world"],
+                    "word_dur": [half - 0.05, 0.1, dur - half - 0.05],
+                    "start_time": round(t, 3),
+                    "end_time": round(t + dur, 3),
+                    "wav_fn": f"wav/{name}.wav",
+                    "pos_fn": f"geometric_pose/{name}.npy",
+                    "spatial_prompt": f"[STATIC] sits to the {'left' if spk == 'spk0' else 'right'}",
+                    "scene": set_name,
+                    "language": "en",
+                }
+            )
             t += dur + 0.2
         (ddir / f"{drama}.json").write_text(json.dumps(items, indent=1))
         if with_video:

@@ -7,6 +7,7 @@ terms of one sign computed in any order is within (n - 1) u of the exact sum, re
 u = eps / 2 the unit roundoff; so two orders differ by at most about n eps relative. Nested sums
 add their term counts; a ratio of two such sums adds both. float32 eps = 1.19e-7, float64 2.2e-16.
 """
+
 from __future__ import annotations
 
 import numpy as np

@@ -1,5 +1,6 @@
 """The real model configs for tests: configs/model/** as composed by ``experiment=pose_pretrain``
 (the tiny sizes), resolved to plain dicts, so tests never carry a second preset."""
+
 from __future__ import annotations
 
 import copy

@@ -1,4 +1,5 @@
 """BinauralCodec: shapes, token layout, weights loading, offline fallback, k-means codebooks."""
+
 from __future__ import annotations
 
 import hashlib
@@ -9,8 +10,14 @@ import numpy as np
 import pytest
 import torch
 
-from isdrama.codec import (BinauralCodec, CodecConfig, KMeansConfig, PretrainedUnavailableError,
-                           RandomCodecWeightsWarning, init_codebooks_kmeans)
+from isdrama.codec import (
+    BinauralCodec,
+    CodecConfig,
+    KMeansConfig,
+    PretrainedUnavailableError,
+    RandomCodecWeightsWarning,
+    init_codebooks_kmeans,
+)
 from isdrama.codec import weights as codec_weights
 
 SR24 = 24_000
@@ -62,9 +69,19 @@ def kmeans_codec() -> BinauralCodec:
 
 
 # ------------------------------------------------------------------------------------------ config
-@pytest.mark.parametrize("model,bandwidth,n_q", [
-    ("encodec_24khz", 1.5, 2), ("encodec_24khz", 3, 4), ("encodec_24khz", 6, 8), ("encodec_24khz", 12, 16),
-    ("encodec_24khz", 24, 32), ("encodec_48khz", 3, 2), ("encodec_48khz", 6, 4), ("encodec_48khz", 24, 16)])
+@pytest.mark.parametrize(
+    "model,bandwidth,n_q",
+    [
+        ("encodec_24khz", 1.5, 2),
+        ("encodec_24khz", 3, 4),
+        ("encodec_24khz", 6, 8),
+        ("encodec_24khz", 12, 16),
+        ("encodec_24khz", 24, 32),
+        ("encodec_48khz", 3, 2),
+        ("encodec_48khz", 6, 4),
+        ("encodec_48khz", 24, 16),
+    ],
+)
 def test_bandwidth_sets_n_q(model, bandwidth, n_q):
     assert CodecConfig(model=model, bandwidth=bandwidth, pretrained=False).n_q == n_q
 
@@ -87,9 +104,9 @@ def test_shapes_and_frame_rate_24khz(raw_codec):
     codec = raw_codec
     assert (codec.sample_rate, codec.frame_rate, codec.hop_length) == (24_000, 75.0, 320)
     assert (codec.n_q, codec.latent_dim, codec.codebook_size) == (8, 256, 1024)
-    wav = speechlike(0.5, SR24, seed=0)[:, :12_100].unsqueeze(0).repeat(2, 1, 1)   # (2, 2, 12100)
+    wav = speechlike(0.5, SR24, seed=0)[:, :12_100].unsqueeze(0).repeat(2, 1, 1)  # (2, 2, 12100)
     tokens = codec.encode(wav)
-    assert tokens.shape == (2, 2, 8, 38) and tokens.dtype == torch.long    # ceil(12100 / 320) = 38
+    assert tokens.shape == (2, 2, 8, 38) and tokens.dtype == torch.long  # ceil(12100 / 320) = 38
     assert codec.num_frames(12_100) == 38 and codec.num_frames(24_000) == 75
     assert codec.encoder_latent(wav).shape == (2, 256, 38)
     assert codec.tokens_to_latent(tokens).shape == (2, 256, 38)
@@ -103,9 +120,14 @@ def test_shapes_and_frame_rate_24khz(raw_codec):
 
 def test_shapes_and_packing_48khz():
     codec = BinauralCodec(CodecConfig(model="encodec_48khz", bandwidth=6.0, pretrained=False))
-    assert (codec.sample_rate, codec.frame_rate, codec.hop_length, codec.n_q, codec.latent_dim) == \
-        (48_000, 75.0, 640, 4, 256)
-    wav = torch.stack([speechlike(0.5, 48_000, seed=3)])          # 24000 samples -> 37.5 -> 38 frames
+    assert (codec.sample_rate, codec.frame_rate, codec.hop_length, codec.n_q, codec.latent_dim) == (
+        48_000,
+        75.0,
+        640,
+        4,
+        256,
+    )
+    wav = torch.stack([speechlike(0.5, 48_000, seed=3)])  # 24000 samples -> 37.5 -> 38 frames
     latent = codec.encoder_latent(wav)
     tokens = codec.encode(wav)
     assert latent.shape == (1, 256, 38) and tokens.shape == (1, 2, 4, 38)
@@ -114,7 +136,7 @@ def test_shapes_and_packing_48khz():
     padded = torch.nn.functional.pad(wav, (0, 38 * 640 - wav.shape[-1]))
     rms = padded.mean(dim=1, keepdim=True).pow(2).mean(dim=-1, keepdim=True).sqrt()
     with torch.no_grad():
-        raw = codec.model.encoder(padded / (rms + 1e-8))          # (1, 128, 76) at 150 Hz
+        raw = codec.model.encoder(padded / (rms + 1e-8))  # (1, 128, 76) at 150 Hz
     torch.testing.assert_close(latent[:, :128], raw[:, :, 0::2])
     torch.testing.assert_close(latent[:, 128:], raw[:, :, 1::2])
 
@@ -147,15 +169,14 @@ def test_kmeans_tokens_carry_information(kmeans_codec, raw_codec):
     assert codec.uninitialised_layers == []
     held_out = torch.stack([speechlike(1.5, SR24, seed=s) for s in (11, 12)])
     latent = codec.encoder_latent(held_out)
-    tokens = codec.quantize(latent)                      # = codec.encode(held_out)
+    tokens = codec.quantize(latent)  # = codec.encode(held_out)
     assert len(torch.unique(tokens[:, :, 0])) > 50, "layer-0 tokens should use many codes"
     r = [centred_pearson(codec.tokens_to_latent(tokens[:, :, :q]), latent) for q in range(1, codec.n_q + 1)]
     assert r[-1] > 0.5, r
     assert r[-1] > r[0], r
     assert all(b >= a - 1e-4 for a, b in zip(r, r[1:])), f"r should grow with n_q: {r}"
     # Squared error on held-out audio falls with every codebook added (by > 5 % from 1 to n_q).
-    errors = [float((codec.tokens_to_latent(tokens[:, :, :q]) - latent).pow(2).mean())
-              for q in range(1, codec.n_q + 1)]
+    errors = [float((codec.tokens_to_latent(tokens[:, :, :q]) - latent).pow(2).mean()) for q in range(1, codec.n_q + 1)]
     assert errors == sorted(errors, reverse=True) and errors[-1] < 0.95 * errors[0], errors
     # The same measure without k-means is zero: the tokens carry nothing.
     raw_latent = raw_codec.encoder_latent(held_out)
@@ -189,16 +210,16 @@ def test_quantize_finds_the_nearest_codes_under_a_common_offset():
 
 def test_kmeans_sets_codebook_buffers(kmeans_codec):
     report = kmeans_codec.kmeans_report
-    assert report.n_frames == 2 * 2 * 4 * 75            # 2 clips x 2 ears x 4 s x 75 frames/s
+    assert report.n_frames == 2 * 2 * 4 * 75  # 2 clips x 2 ears x 4 s x 75 frames/s
     assert len(report.residual_energy) == kmeans_codec.n_q
     assert report.residual_energy == sorted(report.residual_energy, reverse=True)
-    for layer in kmeans_codec.model.quantizer.vq.layers[:kmeans_codec.n_q]:
+    for layer in kmeans_codec.model.quantizer.vq.layers[: kmeans_codec.n_q]:
         book = layer._codebook
         assert bool(book.inited.item())
         assert float(book.cluster_size.sum()) == report.n_frames
         used = book.cluster_size > 0
         torch.testing.assert_close(book.embed_avg[used] / book.cluster_size[used, None], book.embed[used])
-    for layer in kmeans_codec.model.quantizer.vq.layers[kmeans_codec.n_q:]:
+    for layer in kmeans_codec.model.quantizer.vq.layers[kmeans_codec.n_q :]:
         assert not bool(layer._codebook.inited.item())
 
 
@@ -209,13 +230,13 @@ def test_config_key_stable_and_sensitive(kmeans_codec):
     assert a.config_key() == b.config_key() and len(a.config_key()) == 12
     assert BinauralCodec(CodecConfig(pretrained=False, bandwidth=6.0, seed=0)).config_key() != a.config_key()
     assert BinauralCodec(CodecConfig(pretrained=False, bandwidth=3.0, seed=1)).config_key() != a.config_key()
-    assert kmeans_codec.config_key() != a.config_key()          # same seed, k-means changed the codebooks
+    assert kmeans_codec.config_key() != a.config_key()  # same seed, k-means changed the codebooks
 
 
 def test_local_checkpoint_gives_identical_outputs(kmeans_codec, tmp_path):
     wav = speechlike(0.5, SR24, seed=21).unsqueeze(0)
     path = tmp_path / "state.pt"
-    torch.save(kmeans_codec.model.state_dict(), path)          # a raw EnCodec state dict
+    torch.save(kmeans_codec.model.state_dict(), path)  # a raw EnCodec state dict
     loaded = BinauralCodec(CodecConfig(pretrained=False, bandwidth=3.0, seed=123, checkpoint=str(path)))
     assert loaded.weights_source == f"checkpoint:{path}"
     assert loaded.config_key() == kmeans_codec.config_key()
@@ -223,10 +244,10 @@ def test_local_checkpoint_gives_identical_outputs(kmeans_codec, tmp_path):
     assert torch.equal(loaded.encode(wav), tokens)
     assert torch.equal(loaded.encoder_latent(wav), kmeans_codec.encoder_latent(wav))
     assert torch.equal(loaded.decode(tokens), kmeans_codec.decode(tokens))
-    other = BinauralCodec(CodecConfig(pretrained=False, bandwidth=3.0, seed=123))   # same seed, no checkpoint
+    other = BinauralCodec(CodecConfig(pretrained=False, bandwidth=3.0, seed=123))  # same seed, no checkpoint
     assert not torch.equal(other.decode(tokens), kmeans_codec.decode(tokens))
 
-    saved = kmeans_codec.save(tmp_path / "codec.pt", extra={"note": "test"})         # isdrama format
+    saved = kmeans_codec.save(tmp_path / "codec.pt", extra={"note": "test"})  # isdrama format
     reloaded = BinauralCodec.load(saved)
     assert reloaded.config_key() == kmeans_codec.config_key()
     assert torch.equal(reloaded.encode(wav), tokens)
@@ -257,6 +278,7 @@ def _fail_download(calls):
     def fake(url, *args, **kwargs):
         calls.append(url)
         raise urllib.error.URLError("no network in this test")
+
     return fake
 
 
@@ -265,8 +287,10 @@ def test_pretrained_auto_falls_back_loudly_when_offline(monkeypatch, tmp_path, c
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
     monkeypatch.setattr(torch.hub, "load_state_dict_from_url", _fail_download(calls))
-    with caplog.at_level(logging.WARNING, logger="isdrama.codec.weights"), \
-            pytest.warns(RandomCodecWeightsWarning, match="RANDOM codec weights"):
+    with (
+        caplog.at_level(logging.WARNING, logger="isdrama.codec.weights"),
+        pytest.warns(RandomCodecWeightsWarning, match="RANDOM codec weights"),
+    ):
         codec = BinauralCodec(CodecConfig(pretrained="auto", bandwidth=1.5))
     assert len(calls) == 1 and calls[0].endswith("encodec_24khz-d7cc33bc.th")
     assert codec.has_random_weights and "NOT available" in caplog.text

@@ -1,15 +1,16 @@
 """The conditioning front end: tensors in, shapes out; feature caches; loading a pose-pretrain
 checkpoint (new and old state-dict names) and refusing other files."""
+
 from __future__ import annotations
 
 import pytest
 import pytorch_lightning as pl
 import torch
+from model_configs import model_config, pose_pretrain_kwargs
 
 from isdrama.lit.pose_pretrain import PosePretrainModule
 from isdrama.models.conditioning import ConditioningFrontEnd, FrontEndConfig
 from isdrama.utils.config import build_config
-from model_configs import model_config, pose_pretrain_kwargs
 
 #: smaller explicit sizes on top of the tiny configs
 CONTENT = dict(d_model=24, n_layers=1, n_heads=2, dp_channels=16)
@@ -18,9 +19,12 @@ FRAMES = (40, 23)
 
 
 def frontend_config(**pose) -> FrontEndConfig:
-    values = {"content": model_config("content", **CONTENT),
-              "pose_encoder": model_config("pose_encoder", content_dim=24, **{**POSE, **pose}),
-              "feature_cache": True, "video_feature_norm": True}
+    values = {
+        "content": model_config("content", **CONTENT),
+        "pose_encoder": model_config("pose_encoder", content_dim=24, **{**POSE, **pose}),
+        "feature_cache": True,
+        "video_feature_norm": True,
+    }
     return build_config(FrontEndConfig, values, "model")
 
 
@@ -35,12 +39,17 @@ def inputs(seed: int = 0) -> dict:
     g = torch.Generator().manual_seed(seed)
     B, T = len(FRAMES), max(FRAMES)
     durations = torch.tensor([[8, 8, 8, 8, 8], [10, 7, 6, 0, 0]])
-    return dict(tokens=torch.randint(3, 40, (B, 5), generator=g), token_mask=durations > 0,
-                frame_mask=torch.arange(T)[None] < torch.tensor(FRAMES)[:, None], durations=durations,
-                pose=torch.randn(B, T, 9, generator=g),
-                video=torch.randint(0, 256, (B, 3, 3, 32, 32), generator=g, dtype=torch.uint8),
-                video_mask=torch.tensor([[True, True, True], [True, True, False]]),
-                prompts=["[DYNAMIC] walks from left to right", None], keys=["d/a", "d/b"])
+    return dict(
+        tokens=torch.randint(3, 40, (B, 5), generator=g),
+        token_mask=durations > 0,
+        frame_mask=torch.arange(T)[None] < torch.tensor(FRAMES)[:, None],
+        durations=durations,
+        pose=torch.randn(B, T, 9, generator=g),
+        video=torch.randint(0, 256, (B, 3, 3, 32, 32), generator=g, dtype=torch.uint8),
+        video_mask=torch.tensor([[True, True, True], [True, True, False]]),
+        prompts=["[DYNAMIC] walks from left to right", None],
+        keys=["d/a", "d/b"],
+    )
 
 
 def test_tensors_in_shapes_out():
@@ -91,8 +100,7 @@ def _checkpoint(module: PosePretrainModule, flat: bool = False) -> dict:
     state = module.state_dict()
     if flat:
         state = {k.removeprefix("frontend."): v for k, v in state.items()}
-    return {"state_dict": state, "hyper_parameters": dict(module.hparams),
-            "pytorch-lightning_version": pl.__version__}
+    return {"state_dict": state, "hyper_parameters": dict(module.hparams), "pytorch-lightning_version": pl.__version__}
 
 
 @pytest.mark.parametrize("flat", [False, True], ids=["frontend-keys", "old-flat-keys"])
@@ -104,7 +112,7 @@ def test_from_pretrained_round_trip(tmp_path, flat):
     module = PosePretrainModule(**kwargs).eval()
     x = inputs()
     with torch.no_grad():
-        ref = module.frontend(**x)   # fits the video standardiser: its buffers travel too
+        ref = module.frontend(**x)  # fits the video standardiser: its buffers travel too
     path = tmp_path / "pose.ckpt"
     torch.save(_checkpoint(module, flat), path)
     loaded = ConditioningFrontEnd.from_pretrained(path)
@@ -126,11 +134,18 @@ def test_from_pretrained_refuses_other_files(tmp_path):
         ConditioningFrontEnd.from_pretrained(plain)
     other = tmp_path / "other_stage.ckpt"
     torch.save({"state_dict": {"net.weight": torch.zeros(2)}, "hyper_parameters": {"lr": 1.0}}, other)
-    with pytest.raises(ValueError, match=r"other_stage\.ckpt: not a pose-pretrain checkpoint: "
-                                         r"hyper_parameters lack \['content', 'pose_encoder'"):
+    with pytest.raises(
+        ValueError,
+        match=r"other_stage\.ckpt: not a pose-pretrain checkpoint: "
+        r"hyper_parameters lack \['content', 'pose_encoder'",
+    ):
         ConditioningFrontEnd.from_pretrained(other)
-    hp = {"content": model_config("content"), "pose_encoder": model_config("pose_encoder"),
-          "feature_cache": True, "video_feature_norm": True}
+    hp = {
+        "content": model_config("content"),
+        "pose_encoder": model_config("pose_encoder"),
+        "feature_cache": True,
+        "video_feature_norm": True,
+    }
     no_weights = tmp_path / "no_weights.ckpt"
     torch.save({"state_dict": {"net.weight": torch.zeros(2)}, "hyper_parameters": hp}, no_weights)
     with pytest.raises(ValueError, match=r"no_weights\.ckpt: .*no 'frontend\.\*' entries"):

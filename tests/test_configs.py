@@ -1,16 +1,16 @@
 """The real Hydra config tree composes for every group option and builds a working data module."""
+
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
 import torch
+from conftest import write_tiny_dataset
 from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import OmegaConf, open_dict
-
-from conftest import write_tiny_dataset
 
 CONFIG_DIR = str(Path(__file__).resolve().parents[1] / "configs")
 
@@ -26,12 +26,21 @@ def compose_train(overrides: list[str], output_dir: Path):
         return cfg
 
 
-@pytest.mark.parametrize("overrides", [
-    [],
-    ["trainer=gpu"], ["trainer=ddp", "trainer.devices=8", "trainer.num_nodes=2"], ["trainer=ddp_cpu"],
-    ["trainer=fsdp"], ["logger=csv"], ["logger=none"], ["data=mrsdrama"], ["codec=encodec_48khz"],
-    ["debug=fast"],
-])
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        [],
+        ["trainer=gpu"],
+        ["trainer=ddp", "trainer.devices=8", "trainer.num_nodes=2"],
+        ["trainer=ddp_cpu"],
+        ["trainer=fsdp"],
+        ["logger=csv"],
+        ["logger=none"],
+        ["data=mrsdrama"],
+        ["codec=encodec_48khz"],
+        ["debug=fast"],
+    ],
+)
 def test_train_config_composes_and_resolves(overrides, tmp_path):
     cfg = compose_train(overrides, tmp_path)
     container = OmegaConf.to_container(cfg, resolve=True)  # every interpolation resolves
@@ -50,9 +59,19 @@ def test_trainer_presets_instantiate_on_cpu(tmp_path):
 def test_data_config_builds_token_batches(tmp_path):
     """data + codec groups -> DramaDataModule with real (k-means-initialised) EnCodec tokens."""
     root = write_tiny_dataset(tmp_path / "ds", n_dramas=4, lines_per_drama=2)
-    cfg = compose_train([f"data.root={root}", "data.synth=null", "codec.pretrained=false",
-                         "codec.bandwidth=1.5", "codec.kmeans.seconds=3", "codec.kmeans.n_iters=5",
-                         "data.val_fraction=0.25", "data.test_fraction=0.25"], tmp_path)
+    cfg = compose_train(
+        [
+            f"data.root={root}",
+            "data.synth=null",
+            "codec.pretrained=false",
+            "codec.bandwidth=1.5",
+            "codec.kmeans.seconds=3",
+            "codec.kmeans.n_iters=5",
+            "data.val_fraction=0.25",
+            "data.test_fraction=0.25",
+        ],
+        tmp_path,
+    )
     dm = instantiate(cfg.data, codec=cfg.codec, _recursive_=False)
     dm.prepare_data()
     dm.setup("fit")
@@ -67,8 +86,7 @@ def test_data_config_builds_token_batches(tmp_path):
 
 
 def test_missing_dataset_message(tmp_path):
-    cfg = compose_train([f"data.root={tmp_path / 'none'}", "data.synth=null", "data.items.load_tokens=false"],
-                        tmp_path)
+    cfg = compose_train([f"data.root={tmp_path / 'none'}", "data.synth=null", "data.items.load_tokens=false"], tmp_path)
     dm = instantiate(cfg.data, codec=cfg.codec, _recursive_=False)
     with pytest.raises(FileNotFoundError, match="no dramas found.*isdrama-data synth"):
         dm.prepare_data()

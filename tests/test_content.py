@@ -1,20 +1,32 @@
 """Content path: tokenizer, vocabulary, durations, length regulator, ContentEncoder."""
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
-
-from isdrama.data.text_tokenizer import (SIL_TOKEN, PhoneTokenizer, Vocabulary, byte_token, collate_lines,
-                                         seconds_to_frames, split_word_frames, word_to_token_frames)
-from isdrama.models.content import (ContentEncoder, ContentEncoderConfig, duration_loss,
-                                    durations_from_log, length_regulate)
-
 from model_configs import model_config
 
+from isdrama.data.text_tokenizer import (
+    SIL_TOKEN,
+    PhoneTokenizer,
+    Vocabulary,
+    byte_token,
+    collate_lines,
+    seconds_to_frames,
+    split_word_frames,
+    word_to_token_frames,
+)
+from isdrama.models.content import (
+    ContentEncoder,
+    ContentEncoderConfig,
+    duration_loss,
+    durations_from_log,
+    length_regulate,
+)
+
 #: explicit sizes on top of configs/model/content (tiny)
-TINY = dict(d_model=32, n_layers=1, n_heads=2, ff_kernel=3, dp_channels=32, dropout=0.0,
-            dp_dropout=0.0)
+TINY = dict(d_model=32, n_layers=1, n_heads=2, ff_kernel=3, dp_channels=32, dropout=0.0, dp_dropout=0.0)
 
 
 def tiny_config(**kw) -> ContentEncoderConfig:
@@ -30,10 +42,10 @@ def tiny_encoder(seed: int = 0, **kw) -> ContentEncoder:
 def test_mandarin_pinyin_phones_with_tones():
     tok = PhoneTokenizer()
     assert tok.tokenize_word("北京") == ["b", "ei3", "j", "ing1"]
-    assert tok.tokenize_word("吧") == ["b", "a5"]            # neutral tone = 5
-    assert tok.tokenize_word("女") == ["n", "v3"]            # ü written v
-    assert tok.tokenize_word("一") == ["i1"]                 # no initial (strict pinyin)
-    assert tok.tokenize_word("好，") == ["h", "ao3", ","]     # CJK punctuation normalised
+    assert tok.tokenize_word("吧") == ["b", "a5"]  # neutral tone = 5
+    assert tok.tokenize_word("女") == ["n", "v3"]  # ü written v
+    assert tok.tokenize_word("一") == ["i1"]  # no initial (strict pinyin)
+    assert tok.tokenize_word("好，") == ["h", "ao3", ","]  # CJK punctuation normalised
 
 
 def test_other_scripts_chars_and_byte_fallback():
@@ -41,9 +53,8 @@ def test_other_scripts_chars_and_byte_fallback():
     assert tok.tokenize_word("Hi!") == ["h", "i", "!"]
     assert tok.tokenize_word("é") == [byte_token(0xC3), byte_token(0xA9)]
     ids = tok.vocab.encode(tok.tokenize_word("Ωmega🙂"))
-    assert tok.vocab.unk_id not in ids                       # bytes, never <UNK>
-    assert PhoneTokenizer(mode="byte").tokenize_word("北a") == [
-        byte_token(b) for b in "北a".encode()]
+    assert tok.vocab.unk_id not in ids  # bytes, never <UNK>
+    assert PhoneTokenizer(mode="byte").tokenize_word("北a") == [byte_token(b) for b in "北a".encode()]
     assert PhoneTokenizer(mode="char").tokenize_word("Ab") == ["a", "b"]
     with pytest.raises(ValueError, match="mode"):
         PhoneTokenizer(mode="espeak")
@@ -135,19 +146,16 @@ def test_constrained_durations_sum_exactly():
         assert d[~mask].abs().sum() == 0
     # a row predicted as all zero frames is spread evenly
     zero = torch.full((1, 4), float(np.log(1.0)))
-    assert durations_from_log(zero, torch.ones(1, 4, dtype=torch.bool),
-                              torch.tensor([8])).tolist() == [[2, 2, 2, 2]]
+    assert durations_from_log(zero, torch.ones(1, 4, dtype=torch.bool), torch.tensor([8])).tolist() == [[2, 2, 2, 2]]
     # unconstrained: exp(log) - 1, rounded by cumulative sums, speed divides
     lp = torch.log(torch.tensor([[3.4, 2.2, 5.0]]) + 1)
     assert durations_from_log(lp, torch.ones(1, 3, dtype=torch.bool)).tolist() == [[3, 3, 5]]
-    assert durations_from_log(lp, torch.ones(1, 3, dtype=torch.bool),
-                              speed=2.0).tolist() == [[2, 1, 2]]
+    assert durations_from_log(lp, torch.ones(1, 3, dtype=torch.bool), speed=2.0).tolist() == [[2, 1, 2]]
 
 
 # ------------------------------------------------------------------------------- encoder
 def _batch(enc: ContentEncoder):
-    lines = [enc.prepare(["我们", "<SP>", "hello"], [0.3, 0.1, 0.4]),
-             enc.prepare(["去", "ok"], [0.2, 0.15])]
+    lines = [enc.prepare(["我们", "<SP>", "hello"], [0.3, 0.1, 0.4]), enc.prepare(["去", "ok"], [0.2, 0.15])]
     return collate_lines(lines, enc.vocab.pad_id)
 
 
@@ -233,24 +241,30 @@ def test_semantic_features_from_a_local_bert_folder(tmp_path):
     from transformers import BertConfig, BertModel, BertTokenizer
 
     chars = list("我们去你好") + ["hello", "ok"]
-    (tmp_path / "vocab.txt").write_text(
-        "\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *chars]) + "\n")
+    (tmp_path / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *chars]) + "\n")
     folder = tmp_path / "tiny-bert"
     BertTokenizer(str(tmp_path / "vocab.txt")).save_pretrained(folder)
     torch.manual_seed(0)
-    BertModel(BertConfig(vocab_size=5 + len(chars), hidden_size=16, num_hidden_layers=1,
-                         num_attention_heads=2, intermediate_size=32)).save_pretrained(folder)
+    BertModel(
+        BertConfig(
+            vocab_size=5 + len(chars), hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32
+        )
+    ).save_pretrained(folder)
 
     enc = tiny_encoder(semantic_model=str(folder)).eval()
     words = [["我们", "<SP>", "hello"], ["去", "ok"]]
     lines = [enc.prepare(words[0], [0.3, 0.1, 0.4]), enc.prepare(words[1], [0.2, 0.15])]
     b = collate_lines(lines)
-    out = enc(b["tokens"], b["token_mask"], b["durations"], words=words,
-              word_index=b["word_index"])
+    out = enc(b["tokens"], b["token_mask"], b["durations"], words=words, word_index=b["word_index"])
     assert out["z_c"].shape == (2, 60, 32)
-    other = enc(b["tokens"], b["token_mask"], b["durations"],
-                words=[["你好", "<SP>", "ok"], ["去", "ok"]], word_index=b["word_index"])
-    assert not torch.allclose(out["z_c"][0], other["z_c"][0])   # the words are used
+    other = enc(
+        b["tokens"],
+        b["token_mask"],
+        b["durations"],
+        words=[["你好", "<SP>", "ok"], ["去", "ok"]],
+        word_index=b["word_index"],
+    )
+    assert not torch.allclose(out["z_c"][0], other["z_c"][0])  # the words are used
     assert torch.allclose(out["z_c"][1], other["z_c"][1], atol=1e-6)
     assert all(not p.requires_grad for p in enc.semantic.model.parameters())
     with pytest.raises(ValueError, match="word_index"):

@@ -1,5 +1,6 @@
 """Contrastive loss: InfoNCE against direct numpy computations, masks, hard/extra negatives,
 temperature, chunk pooling and the multi-pair loss."""
+
 from __future__ import annotations
 
 import math
@@ -8,9 +9,14 @@ import numpy as np
 import pytest
 import torch
 
-from isdrama.models.contrastive import (LearnableTemperature, MultimodalContrastiveLoss,
-                                        chunk_pool, info_nce, negatives_from_labels,
-                                        retrieval_recall)
+from isdrama.models.contrastive import (
+    LearnableTemperature,
+    MultimodalContrastiveLoss,
+    chunk_pool,
+    info_nce,
+    negatives_from_labels,
+    retrieval_recall,
+)
 
 
 def _np_normalise(x: np.ndarray) -> np.ndarray:
@@ -77,12 +83,16 @@ def test_info_nce_masks_weights_and_extra_negatives():
     assert got.item() == pytest.approx(_np_info_nce(a, b, tau, weight=w), rel=1e-9)
 
     ea, eb = rng.standard_normal((5, 2, 4)), rng.standard_normal((5, 2, 4))
-    got = info_nce(torch.tensor(a), torch.tensor(b), tau, extra_b=torch.tensor(eb),
-                   extra_a=torch.tensor(ea))
+    got = info_nce(torch.tensor(a), torch.tensor(b), tau, extra_b=torch.tensor(eb), extra_a=torch.tensor(ea))
     assert got.item() == pytest.approx(_np_info_nce(a, b, tau, extra_b=eb, extra_a=ea), rel=1e-9)
     # a masked-out extra negative is the same as not passing it
-    got = info_nce(torch.tensor(a), torch.tensor(b), tau, extra_b=torch.tensor(eb),
-                   extra_b_mask=torch.zeros(5, 2, dtype=torch.bool))
+    got = info_nce(
+        torch.tensor(a),
+        torch.tensor(b),
+        tau,
+        extra_b=torch.tensor(eb),
+        extra_b_mask=torch.zeros(5, 2, dtype=torch.bool),
+    )
     assert got.item() == pytest.approx(_np_info_nce(a, b, tau), rel=1e-9)
 
 
@@ -113,15 +123,14 @@ def test_chunk_pool_means_and_validity():
     mask = torch.tensor([[True] * 7, [True] * 4 + [False] * 3])
     pooled, valid = chunk_pool(x, mask, chunk_frames=3, min_fraction=0.5)
     assert pooled.shape == (2, 3, 1)
-    assert pooled[0, :, 0].tolist() == [1.0, 4.0, 6.0]           # frames 0-2, 3-5, 6
-    assert pooled[1, :2, 0].tolist() == [8.0, 10.0]              # frames 7-9, 10 (one valid)
+    assert pooled[0, :, 0].tolist() == [1.0, 4.0, 6.0]  # frames 0-2, 3-5, 6
+    assert pooled[1, :2, 0].tolist() == [8.0, 10.0]  # frames 7-9, 10 (one valid)
     assert valid.tolist() == [[True, True, False], [True, False, False]]
 
 
 def test_negatives_from_labels_and_recall():
     labels = torch.tensor([0, 1, 0])
-    assert negatives_from_labels(labels).tolist() == [[False, True, False], [True, False, True],
-                                                      [False, True, False]]
+    assert negatives_from_labels(labels).tolist() == [[False, True, False], [True, False, True], [False, True, False]]
     a = torch.eye(4)
     r = retrieval_recall(a, a, ks=(1,))
     assert r[1] == 1.0
@@ -132,9 +141,11 @@ def test_multimodal_loss_sums_pairs_and_respects_presence():
     torch.manual_seed(0)
     B, P = 6, 8
     pooled = {k: torch.randn(B, P) for k in ("geo", "video", "text")}
-    present = {"geo": torch.ones(B, dtype=torch.bool),
-               "video": torch.ones(B, dtype=torch.bool),
-               "text": torch.tensor([True, True, False, True, True, True])}
+    present = {
+        "geo": torch.ones(B, dtype=torch.bool),
+        "video": torch.ones(B, dtype=torch.bool),
+        "text": torch.tensor([True, True, False, True, True, True]),
+    }
     loss_fn = MultimodalContrastiveLoss(temperature_init=0.1)
     out = loss_fn(pooled, present)
     tau = 0.1
@@ -162,12 +173,12 @@ def test_multimodal_loss_hard_negatives_and_chunks():
     chunks = {k: torch.randn(B, C, P) for k in ("geo", "text")}
     chunk_mask = torch.tensor([[1, 1, 0], [1, 1, 1], [1, 0, 0], [1, 1, 0]], dtype=torch.bool)
     groups = torch.tensor([0, 0, 1, 1])
-    loss_fn = MultimodalContrastiveLoss(pairs=[("geo", "text")], temperature_init=0.2,
-                                        hard_negative_weight=2.0, chunk_weight=0.5)
+    loss_fn = MultimodalContrastiveLoss(
+        pairs=[("geo", "text")], temperature_init=0.2, hard_negative_weight=2.0, chunk_weight=0.5
+    )
     out = loss_fn(pooled, chunks=chunks, chunk_mask=chunk_mask, groups=groups)
     w = np.where(groups.numpy()[:, None] == groups.numpy()[None, :], 2.0, 1.0)
-    exp_pair = _np_info_nce(pooled["geo"].double().numpy(), pooled["text"].double().numpy(),
-                            0.2, weight=w)
+    exp_pair = _np_info_nce(pooled["geo"].double().numpy(), pooled["text"].double().numpy(), 0.2, weight=w)
     assert out["pair/geo-text"].item() == pytest.approx(exp_pair, rel=1e-5)
     # chunks: positives = same line same chunk, other chunks of the same line excluded
     line = torch.arange(B)[:, None].expand(B, C)[chunk_mask].numpy()
@@ -185,6 +196,7 @@ def test_multimodal_loss_extra_negatives_per_branch():
     extra = {"video": torch.randn(3, 2, 4)}  # negatives for geo anchors, in video space
     loss_fn = MultimodalContrastiveLoss(pairs=[("geo", "video")], temperature_init=0.5)
     out = loss_fn(pooled, extra_negatives=extra)
-    exp = _np_info_nce(pooled["geo"].double().numpy(), pooled["video"].double().numpy(), 0.5,
-                       extra_b=extra["video"].double().numpy())
+    exp = _np_info_nce(
+        pooled["geo"].double().numpy(), pooled["video"].double().numpy(), 0.5, extra_b=extra["video"].double().numpy()
+    )
     assert out["pair/geo-video"].item() == pytest.approx(exp, rel=1e-5)

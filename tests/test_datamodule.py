@@ -1,5 +1,6 @@
 """Data module: drama splits, frame-budget batching (also under DDP), collation shapes and masks,
 pose at the codec frame rate, speaker prompts, video frames, worker processes."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import write_tiny_dataset
 
 from isdrama.data.datamodule import DataConfig, DramaDataModule, LoaderConfig
 from isdrama.data.dataset import ItemOptions, words_to_frames
@@ -14,8 +16,6 @@ from isdrama.data.mrsdrama import load_dataset
 from isdrama.data.sampler import FrameBudgetBatchSampler
 from isdrama.data.splits import split_scenes
 from isdrama.data.video_frames import VideoFrameCache, sample_times
-
-from conftest import write_tiny_dataset
 
 N_Q = 4
 FRAME_RATE = 75.0
@@ -35,8 +35,13 @@ def speaker_token_loader(line):
 
 def make_module(root: Path, **kw) -> DramaDataModule:
     items = ItemOptions(frame_rate=FRAME_RATE, prompt_max_frames=20, **kw.pop("items", {}))
-    cfg = DataConfig(root=str(root), val_fraction=0.25, test_fraction=0.25, items=items,
-                     train=LoaderConfig(max_frames=kw.pop("max_frames", 120), num_workers=kw.pop("num_workers", 0)))
+    cfg = DataConfig(
+        root=str(root),
+        val_fraction=0.25,
+        test_fraction=0.25,
+        items=items,
+        train=LoaderConfig(max_frames=kw.pop("max_frames", 120), num_workers=kw.pop("num_workers", 0)),
+    )
     return DramaDataModule(cfg, token_loader=speaker_token_loader)
 
 
@@ -51,8 +56,7 @@ def test_split_by_drama_has_no_leakage(tmp_path):
     # stable: adding dramas moves none of the others (more in tests/test_splits.py)
     write_tiny_dataset(tmp_path / "ds", n_dramas=16, lines_per_drama=2)
     bigger = split_scenes(load_dataset(root).scenes, 0.25, 0.25, seed=1)
-    moved = [k for name in ("train", "val", "test") for k in keys[name]
-             if k not in {s.key for s in bigger[name]}]
+    moved = [k for name in ("train", "val", "test") for k in keys[name] if k not in {s.key for s in bigger[name]}]
     assert moved == []
 
 

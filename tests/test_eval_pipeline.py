@@ -1,4 +1,5 @@
 """`isdrama-eval` end to end on small binaural fixtures: numbers, skipped metrics, errors, report."""
+
 from __future__ import annotations
 
 import json
@@ -70,8 +71,11 @@ def test_reference_mode_matches_spatial_module(tmp_path):
     assert rc == 0
     agg = json.loads((out / "results.json").read_text())["aggregate"]
     names = [f"utt{i}" for i in range(3)]
-    direct = spatial_mae_files([tmp_path / "gt" / f"{n}.wav" for n in names],
-                               [tmp_path / "infer" / f"{n}.wav" for n in names], SpatialMAEConfig(mode="reference"))
+    direct = spatial_mae_files(
+        [tmp_path / "gt" / f"{n}.wav" for n in names],
+        [tmp_path / "infer" / f"{n}.wav" for n in names],
+        SpatialMAEConfig(mode="reference"),
+    )
     assert agg["ipd_mae"]["mean"] == pytest.approx(direct.ipd_mae, rel=1e-6)
     assert agg["ild_mae"]["mean"] == pytest.approx(direct.ild_mae, rel=1e-6)
 
@@ -104,8 +108,9 @@ def test_unknown_metric_and_bad_texts(tmp_path, capsys):
 def test_cli_options_reach_the_metric_configs():
     from isdrama.metrics.cli import build_parser, config_from_args
 
-    args = build_parser().parse_args(["gt", "infer", "--mode", "reference", "--workers", "3", "--batch-size", "4",
-                                      "--metrics", "ipd,ild"])
+    args = build_parser().parse_args(
+        ["gt", "infer", "--mode", "reference", "--workers", "3", "--batch-size", "4", "--metrics", "ipd,ild"]
+    )
     cfg = config_from_args(args)
     assert (cfg.mode, cfg.metrics) == ("reference", ("ipd", "ild"))
     assert (cfg.spatial.workers, cfg.spatial.batch_size, cfg.spatial_ast.batch_size) == (3, 4, 4)

@@ -1,4 +1,5 @@
 """Evaluation plumbing: pairing by name, aggregation with confidence intervals, report files."""
+
 from __future__ import annotations
 
 import json

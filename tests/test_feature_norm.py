@@ -1,4 +1,5 @@
 """Per-channel standardisation of frozen backbone features (isdrama.models.feature_norm)."""
+
 from __future__ import annotations
 
 import pytest

@@ -5,6 +5,7 @@ computation one file at a time (torchlibrosa objects built per file, .npy files,
 the digital-silence cases are in test_metrics_spatial_reference.py. Corrected mode is checked
 against float64 numpy/librosa. Fixture signals are white noise through interaural delays and gains.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -16,6 +17,7 @@ import pytest
 import soundfile as sf
 import torch
 import torchaudio.functional as AF
+from float_tolerance import PHASE_ATOL, corrected_spatial_rtol, sum_order_rtol
 
 from isdrama.metrics.audio_prep import (
     AudioInputError,
@@ -30,8 +32,6 @@ from isdrama.metrics.spatial import (
     spatial_errors,
     spatial_mae_files,
 )
-
-from float_tolerance import PHASE_ATOL, corrected_spatial_rtol, sum_order_rtol
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -69,10 +69,10 @@ def write(path: Path, x: np.ndarray, sr: int, subtype: str = "PCM_16") -> Path:
 # --------------------------------------------------------------------------------------------
 # building blocks
 
+
 def test_mel_matrix_equals_librosa():
     ours = slaney_mel_matrix(32000, 1024, 128, 50.0, 14000.0).numpy()
-    theirs = librosa.filters.mel(sr=32000, n_fft=1024, n_mels=128, fmin=50, fmax=14000, htk=False,
-                                 norm="slaney").T
+    theirs = librosa.filters.mel(sr=32000, n_fft=1024, n_mels=128, fmin=50, fmax=14000, htk=False, norm="slaney").T
     assert ours.shape == (513, 128)
     np.testing.assert_allclose(ours, theirs, rtol=0, atol=1e-6)
 
@@ -96,8 +96,9 @@ def test_batched_resample_and_stft_equal_per_signal():
     spec, frames = stft_batch(out, new_len, 1024, 320, 1024)
     for i in range(3):
         x = out[i, : new_len[i]].double().numpy()
-        lib = librosa.stft(x, n_fft=1024, hop_length=320, win_length=1024, window="hann", center=True,
-                           pad_mode="reflect")  # (513, T)
+        lib = librosa.stft(
+            x, n_fft=1024, hop_length=320, win_length=1024, window="hann", center=True, pad_mode="reflect"
+        )  # (513, T)
         assert int(frames[i]) == lib.shape[1]
         ours = spec[i, : frames[i]].numpy().T
         np.testing.assert_allclose(ours, lib, rtol=0, atol=2e-4 * np.abs(lib).max())
@@ -127,6 +128,7 @@ def test_sinc_resampler_equals_torchaudio(orig_sr):
 
 # --------------------------------------------------------------------------------------------
 # reference mode == the published computation
+
 
 @pytest.fixture(scope="module")
 def fixture_pairs(tmp_path_factory):
@@ -171,6 +173,7 @@ def test_reference_mode_equals_published_script(ref, fixture_pairs, tmp_path, wo
 
 # --------------------------------------------------------------------------------------------
 # behaviour
+
 
 def stationary(seconds: float, sr: int = 32000) -> tuple[torch.Tensor, torch.Tensor]:
     """The same stationary pair cut at different lengths: gt and gen from different directions."""
@@ -238,7 +241,9 @@ def test_swapped_ears_give_a_large_error():
     assert float(e_swap.ipd) > 1.0 > 0.1 > float(e_near.ipd)
     assert float(e_swap.ild) > 20 * float(e_near.ild)
     rcfg = SpatialMAEConfig(mode="reference")
-    assert float(spatial_errors(gt, swapped, 32000, cfg=rcfg).ipd) > 10 * float(spatial_errors(gt, near, 32000, cfg=rcfg).ipd)
+    assert float(spatial_errors(gt, swapped, 32000, cfg=rcfg).ipd) > 10 * float(
+        spatial_errors(gt, near, 32000, cfg=rcfg).ipd
+    )
 
 
 def test_energy_mask_ignores_silent_bins():
@@ -268,35 +273,44 @@ def test_corrected_bands_equal_a_direct_numpy_computation(mask_db):
     for x in (gt, gen):
         spec = librosa.stft(x.T, n_fft=1024, hop_length=320, window="hann", center=True, pad_mode="reflect")
         left, right = spec[0].T, spec[1].T  # (T, 513)
-        cues.append((np.angle(right) - np.angle(left),
-                     20 * np.log10((np.abs(right) + 1e-10) / (np.abs(left) + 1e-10)),
-                     np.abs(left) ** 2 + np.abs(right) ** 2))
+        cues.append(
+            (
+                np.angle(right) - np.angle(left),
+                20 * np.log10((np.abs(right) + 1e-10) / (np.abs(left) + 1e-10)),
+                np.abs(left) ** 2 + np.abs(right) ** 2,
+            )
+        )
     (ipd_g, ild_g, energy), (ipd_h, ild_h, _) = cues
     kept = np.ones_like(energy) if mask_db is None else (energy >= energy.max() * 10 ** (mask_db / 10))
     w = librosa.filters.mel(sr=32000, n_fft=1024, n_mels=128, fmin=50, fmax=14000).T  # (513, 128)
     w = w / w.sum(0, keepdims=True)
     e_ipd = np.abs(np.angle(np.exp(1j * (ipd_g - ipd_h))))
     e_ild = np.abs(ild_g - ild_h)
-    den = (kept.sum(0) @ w)
+    den = kept.sum(0) @ w
     expect_ipd = ((e_ipd * kept).sum(0) @ w) / den
     expect_ild = ((e_ild * kept).sum(0) @ w) / den
-    ours = spatial_errors(*(torch.from_numpy(x.T.copy()).float()[None] for x in (gt, gen)), 32000,
-                          cfg=SpatialMAEConfig(mode="corrected", energy_mask_db=mask_db))
+    ours = spatial_errors(
+        *(torch.from_numpy(x.T.copy()).float()[None] for x in (gt, gen)),
+        32000,
+        cfg=SpatialMAEConfig(mode="corrected", energy_mask_db=mask_db),
+    )
     np.testing.assert_allclose(ours.ipd_bands[0].numpy(), expect_ipd, rtol=2e-4, atol=1e-5)
     np.testing.assert_allclose(ours.ild_bands[0].numpy(), expect_ild, rtol=2e-4, atol=1e-4)
     assert float(ours.ipd) == pytest.approx(float(np.mean(expect_ipd)), rel=1e-4)
 
 
 def test_tensor_api_batched_with_lengths_equals_one_by_one():
-    gts, gens, lg, lh = [], [], [], []
+    gts, gens = [], []
     for i, (a, b) in enumerate([(1.0, 1.2), (2.0, 2.0), (0.7, 0.5)]):
         gts.append(torch.from_numpy(noise_pair(i, a, 32000).T.copy()).float())
         gens.append(torch.from_numpy(noise_pair(10 + i, b, 32000).T.copy()).float())
+
     def stack(xs):
         out = torch.zeros(len(xs), 2, max(x.shape[-1] for x in xs))
         for i, x in enumerate(xs):
             out[i, :, : x.shape[-1]] = x
         return out, torch.tensor([x.shape[-1] for x in xs])
+
     G, gl = stack(gts)
     H, hl = stack(gens)
     for mode in ("reference", "corrected"):
@@ -334,8 +348,9 @@ def test_cpu_file_path_equals_tensor_path(tmp_path, mode):
         (pair_rtol, band_rtol), pair_atol, band_atol = corrected_spatial_rtol(231), PHASE_ATOL, PHASE_ATOL
     np.testing.assert_allclose(ours.ipd, [float(e.ipd[0]) for e in expect], rtol=pair_rtol, atol=pair_atol)
     np.testing.assert_allclose(ours.ild, [float(e.ild[0]) for e in expect], rtol=pair_rtol)
-    np.testing.assert_allclose(ours.ipd_bands, torch.cat([e.ipd_bands for e in expect]).numpy(),
-                               rtol=band_rtol, atol=band_atol)
+    np.testing.assert_allclose(
+        ours.ipd_bands, torch.cat([e.ipd_bands for e in expect]).numpy(), rtol=band_rtol, atol=band_atol
+    )
     assert list(ours.frames) == [int(e.frames[0]) for e in expect]
 
 
@@ -351,6 +366,7 @@ def test_gpu_equals_cpu():
 
 # --------------------------------------------------------------------------------------------
 # bad input: every error names the file
+
 
 def test_bad_inputs_name_the_file(tmp_path):
     good = write(tmp_path / "good.wav", noise_pair(0, 1.0, 48000), 48000)

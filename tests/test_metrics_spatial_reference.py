@@ -9,6 +9,7 @@ Tolerance: 1e-6 relative per file. Both sides run the same float32 ops on the sa
 may still differ is the vector/scalar split of an elementwise kernel across worker threads (1 ulp
 of atan2 in a few bins), i.e. ~1e-7 of one of T x 128 summed terms.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -128,13 +129,16 @@ def test_reference_files_equal_the_published_computation(silence_pairs, publishe
 def test_reference_tensor_api_equals_the_published_computation(silence_pairs, published):
     """spatial_errors (validation callbacks) in reference mode: each item at its true length."""
     _, gts, gens = silence_pairs
-    wavs = [[torch.from_numpy(sf.read(p, dtype="float32", always_2d=True)[0].T.copy()) for p in ps]
-            for ps in (gts, gens)]
+    wavs = [
+        [torch.from_numpy(sf.read(p, dtype="float32", always_2d=True)[0].T.copy()) for p in ps] for ps in (gts, gens)
+    ]
+
     def batch(xs):
         out = torch.zeros(len(xs), 2, max(x.shape[-1] for x in xs))
         for i, x in enumerate(xs):
             out[i, :, : x.shape[-1]] = x
         return out, torch.tensor([x.shape[-1] for x in xs])
+
     (G, gl), (H, hl) = batch(wavs[0]), batch(wavs[1])
     err = spatial_errors(G, H, SR, gl, hl, cfg=SpatialMAEConfig(mode="reference"))
     order = [published["names"].index(p.stem) for p in gts]
@@ -151,8 +155,9 @@ def test_an_fft_stft_does_not_give_the_published_numbers(silence_pairs, publishe
 
     class FftStft(torch.nn.Module):
         def forward(self, x):  # (B, N) -> real, imag (B, 1, T, 513), as torchlibrosa's STFT
-            spec = torch.stft(x, 1024, 320, 1024, torch.hann_window(1024), center=True, pad_mode="reflect",
-                              return_complex=True).transpose(1, 2)[:, None]
+            spec = torch.stft(
+                x, 1024, 320, 1024, torch.hann_window(1024), center=True, pad_mode="reflect", return_complex=True
+            ).transpose(1, 2)[:, None]
             return spec.real.contiguous(), spec.imag.contiguous()
 
     pub.stft = FftStft()

@@ -1,4 +1,5 @@
 """The shared helpers: config dataclasses from mappings, and frozen pretrained wrappers."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -28,8 +29,9 @@ class Outer:
 
 
 def test_build_config_nested_from_dictconfig():
-    cfg = OmegaConf.create({"name": "x", "inner": {"width": 3}, "maybe": {"width": 4, "scale": 2.0},
-                            "listed": [1, 2], "alias": "${name}"})
+    cfg = OmegaConf.create(
+        {"name": "x", "inner": {"width": 3}, "maybe": {"width": 4, "scale": 2.0}, "listed": [1, 2], "alias": "${name}"}
+    )
     built = build_config(Outer, {k: cfg[k] for k in ("name", "inner", "maybe", "listed")}, "model.outer")
     assert built == Outer("x", Inner(3), Inner(4, 2.0), [1, 2])
     assert type(built.listed) is list  # plain containers, not ListConfig

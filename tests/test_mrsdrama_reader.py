@@ -1,4 +1,5 @@
 """The MRSDrama reader and `isdrama-data check` on a valid folder and on hand-broken ones."""
+
 from __future__ import annotations
 
 import json
@@ -84,6 +85,7 @@ def test_optional_keys_missing(tiny_dataset: Path):
         for it in items:
             for key in ("wav_fn", "pos_fn", "spatial_prompt", "scene", "language"):
                 it.pop(key)
+
     _edit_items(tiny_dataset, strip)
     line = load_dataset(tiny_dataset).scenes[0].lines[0]
     assert line.wav_path.name == f"{line.line_id}.wav" and line.wav_path.is_file()
@@ -92,6 +94,7 @@ def test_optional_keys_missing(tiny_dataset: Path):
 
 
 # ---- one test per error -------------------------------------------------------------------------
+
 
 def test_malformed_json(tiny_dataset: Path):
     _json(tiny_dataset).write_text('[{"speaker": "a",')
@@ -122,7 +125,9 @@ def test_bad_number_and_times(tiny_dataset: Path):
 
 def test_path_escaping_root(tiny_dataset: Path):
     _edit_items(tiny_dataset, lambda items: items[0].update(wav_fn="../../../../etc/passwd"))
-    with pytest.raises(DataError, match=r"wav_fn'\]: path '../../../../etc/passwd' resolves to .* outside the dataset root"):
+    with pytest.raises(
+        DataError, match=r"wav_fn'\]: path '../../../../etc/passwd' resolves to .* outside the dataset root"
+    ):
         load_dataset(tiny_dataset)
 
 

@@ -1,6 +1,7 @@
 """Pose pre-training stage: the real Hydra configs end to end (debug=fast, W&B offline, checkpoint
 round trip), the loss on a fixed batch, probe labels, probes and retrieval against independent
 computations, and the warm-up schedule."""
+
 from __future__ import annotations
 
 import csv
@@ -14,15 +15,23 @@ import torch
 from hydra.core.global_hydra import GlobalHydra
 from hydra.utils import instantiate
 from omegaconf import DictConfig, open_dict
+from test_configs import compose_train
 
 from isdrama.lit.conditioning import frontend_inputs
 from isdrama.lit.optim import AdamConfig, configure_adam, lr_factor
 from isdrama.lit.pose_pretrain import PosePretrainModule
-from isdrama.lit.probes import (LabelConfig, ProbeConfig, fit_logistic, grouped_retrieval, pose_labels,
-                                predict_logistic, probe_accuracy, retrieval_groups)
+from isdrama.lit.probes import (
+    LabelConfig,
+    ProbeConfig,
+    fit_logistic,
+    grouped_retrieval,
+    pose_labels,
+    predict_logistic,
+    probe_accuracy,
+    retrieval_groups,
+)
 from isdrama.models.conditioning import ConditioningFrontEnd
 from isdrama.models.contrastive import retrieval_recall
-from test_configs import compose_train
 
 
 # ------------------------------------------------------------------------------ fixtures
@@ -33,8 +42,13 @@ def synth_root(tmp_path_factory) -> Path:
 
     root = tmp_path_factory.mktemp("synth_pose")
     base = SynthConfig()
-    cfg = SynthConfig(n_dramas=5, seed=3, lines_per_drama=(2, 3), speakers_per_drama=(2, 2),
-                      video_config=dataclasses.replace(base.video_config, width=64, height=64))
+    cfg = SynthConfig(
+        n_dramas=5,
+        seed=3,
+        lines_per_drama=(2, 3),
+        speakers_per_drama=(2, 2),
+        video_config=dataclasses.replace(base.video_config, width=64, height=64),
+    )
     synthesize_dataset(root, cfg, num_workers=1, progress=False)
     return root
 
@@ -42,9 +56,20 @@ def synth_root(tmp_path_factory) -> Path:
 def compose_cfg(root: Path, out: Path, *overrides: str) -> DictConfig:
     """The real train.yaml + experiment=demo, pointed at ``root``, writing into ``out``."""
     GlobalHydra.instance().clear()
-    return compose_train(["experiment=demo", f"data.root={root}", "data.synth=null", "data.val_fraction=0.2",
-                          "data.test_fraction=0.2", "data.train.max_frames=2000", "data.val.max_frames=2000",
-                          "trainer.enable_progress_bar=false", *overrides], out)
+    return compose_train(
+        [
+            "experiment=demo",
+            f"data.root={root}",
+            "data.synth=null",
+            "data.val_fraction=0.2",
+            "data.test_fraction=0.2",
+            "data.train.max_frames=2000",
+            "data.val.max_frames=2000",
+            "trainer.enable_progress_bar=false",
+            *overrides,
+        ],
+        out,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -86,11 +111,20 @@ def test_wandb_offline_run_and_checkpoint_round_trip(synth_root, tmp_path, monke
 
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_SILENT", "true")
-    cfg = compose_cfg(synth_root, tmp_path, "logger=wandb", "trainer.max_epochs=1",
-                      "+trainer.limit_train_batches=2", "trainer.check_val_every_n_epoch=1")
+    cfg = compose_cfg(
+        synth_root,
+        tmp_path,
+        "logger=wandb",
+        "trainer.max_epochs=1",
+        "+trainer.limit_train_batches=2",
+        "trainer.check_val_every_n_epoch=1",
+    )
     with open_dict(cfg):  # a second logger at the same time: every logger gets the metrics
-        cfg.logger.csv = {"_target_": "pytorch_lightning.loggers.csv_logs.CSVLogger",
-                          "save_dir": str(tmp_path), "name": "csv"}
+        cfg.logger.csv = {
+            "_target_": "pytorch_lightning.loggers.csv_logs.CSVLogger",
+            "save_dir": str(tmp_path),
+            "name": "csv",
+        }
     dm = instantiate(cfg.data, codec=cfg.codec, _recursive_=False)
     model = instantiate(cfg.model, _recursive_=False)
     loggers = instantiate_group(cfg.logger)
@@ -170,7 +204,9 @@ def test_hard_negatives_and_false_negatives(setup):
     pose[1, :, :3] = pose[0, :, :3]
     pose[2, :, :3] = pose[0, :, :3] + 5.0
     dup = dataclasses.replace(batch, pose=pose, frames=batch.frames.clone())
-    dup.frames[1] = dup.frames[0] = dup.frames[2] = min(int(batch.frames[0]), int(batch.frames[1]), int(batch.frames[2]))
+    dup.frames[1] = dup.frames[0] = dup.frames[2] = min(
+        int(batch.frames[0]), int(batch.frames[1]), int(batch.frames[2])
+    )
     v = model.valid_negatives(dup)
     assert not v[0, 1] and not v[1, 0] and v[0, 2]
 
@@ -185,15 +221,17 @@ def _line(xyz_start, xyz_end, frames=50) -> torch.Tensor:
 
 
 def test_pose_labels_by_hand():
-    lines = [_line([-2.0, 1.0, 0.0], [-2.0, 1.0, 0.0]),      # left, front, static, 2.24 m
-             _line([0.2, 2.0, 0.0], [0.2, 2.0, 0.0]),        # ahead: left/right undefined, 2.01 m
-             _line([1.0, -1.0, 0.0], [1.0, -0.2, 0.0]),      # right, back, moving 0.8 m, ~1.2 m
-             _line([3.0, 0.1, 0.3], [3.4, 0.1, 0.3]),        # right, front/back undefined, 0.4 m: static
-             _line([5.0, 5.0, 0.0], [5.0, 5.0, 0.0])]        # 7.07 m
+    lines = [
+        _line([-2.0, 1.0, 0.0], [-2.0, 1.0, 0.0]),  # left, front, static, 2.24 m
+        _line([0.2, 2.0, 0.0], [0.2, 2.0, 0.0]),  # ahead: left/right undefined, 2.01 m
+        _line([1.0, -1.0, 0.0], [1.0, -0.2, 0.0]),  # right, back, moving 0.8 m, ~1.2 m
+        _line([3.0, 0.1, 0.3], [3.4, 0.1, 0.3]),  # right, front/back undefined, 0.4 m: static
+        _line([5.0, 5.0, 0.0], [5.0, 5.0, 0.0]),
+    ]  # 7.07 m
     pose = torch.stack(lines)
     mask = torch.ones(5, 50, dtype=torch.bool)
     mask[4, 10:] = False
-    pose[4, 10:] = 100.0   # padding must not count
+    pose[4, 10:] = 100.0  # padding must not count
     lab = pose_labels(pose, mask, LabelConfig())
     assert lab["left_right"].tolist() == [0, -1, 1, 1, 1]
     assert lab["left_right_all"].tolist() == [0, 1, 1, 1, 1]
@@ -223,19 +261,26 @@ def test_probe_matches_sklearn_logistic_regression():
     clf.fit(((x[:200] - mean) / std).double().numpy(), y[:200].numpy())
     theirs = torch.from_numpy(clf.predict(((x[200:] - mean) / std).double().numpy()))
     assert (ours == theirs).float().mean() >= 0.99
-    np.testing.assert_allclose(params["weight"].numpy().T - params["weight"].numpy().T.mean(0),
-                               clf.coef_ - clf.coef_.mean(0), atol=2e-3)
+    np.testing.assert_allclose(
+        params["weight"].numpy().T - params["weight"].numpy().T.mean(0), clf.coef_ - clf.coef_.mean(0), atol=2e-3
+    )
     acc = probe_accuracy(x[:200], y[:200], x[200:], y[200:], k, cfg)
     assert acc == pytest.approx(float((theirs == y[200:]).double().mean()), abs=0.011)
 
 
 def test_probe_accuracy_by_hand():
     x = torch.tensor([[-2.0], [-1.0], [1.0], [2.0], [0.0]])
-    y = torch.tensor([0, 0, 1, 1, -1])                    # the -1 row is left out
-    assert probe_accuracy(x, y, torch.tensor([[-3.0], [3.0], [5.0]]), torch.tensor([0, 1, -1]), 2,
-                          ProbeConfig(normalize=False)) == 1.0
-    assert probe_accuracy(x, y, torch.tensor([[-3.0], [3.0]]), torch.tensor([1, 0]), 2,
-                          ProbeConfig(normalize=False)) == 0.0
+    y = torch.tensor([0, 0, 1, 1, -1])  # the -1 row is left out
+    assert (
+        probe_accuracy(
+            x, y, torch.tensor([[-3.0], [3.0], [5.0]]), torch.tensor([0, 1, -1]), 2, ProbeConfig(normalize=False)
+        )
+        == 1.0
+    )
+    assert (
+        probe_accuracy(x, y, torch.tensor([[-3.0], [3.0]]), torch.tensor([1, 0]), 2, ProbeConfig(normalize=False))
+        == 0.0
+    )
     assert probe_accuracy(x, torch.tensor([1, 1, 1, 1, 1]), x[:2], torch.tensor([1, 0]), 2) == 0.5
     assert math.isnan(probe_accuracy(x, y, x, torch.full((5,), -1), 2))
 
@@ -289,7 +334,7 @@ def test_module_retrieval_metrics_on_hand_made_embeddings(setup):
     geo = torch.randn(40, 5, generator=g)
     video = geo + 0.8 * torch.randn(40, 5, generator=g)
     present = torch.ones(40, dtype=torch.bool)
-    present[[3, 7]] = False                     # rows without video are left out of the pair
+    present[[3, 7]] = False  # rows without video are left out of the pair
     ret = {"geo": (geo, torch.ones(40, dtype=torch.bool)), "video": (video, present)}
     metrics = model.retrieval_metrics(ret)
     assert not any("text" in k for k in metrics)
@@ -332,9 +377,21 @@ def test_ddp_on_cpu_with_two_processes(synth_root, tmp_path):
     import sys
 
     repo = Path(__file__).resolve().parents[1]
-    cmd = [sys.executable, str(repo / "train.py"), "experiment=demo", f"data.root={synth_root}", "data.synth=null",
-           "data.val_fraction=0.2", "data.test_fraction=0.2", "logger=csv", "trainer=ddp_cpu", "trainer.max_epochs=1", "trainer.check_val_every_n_epoch=1",
-           "trainer.enable_progress_bar=false", f"hydra.run.dir={tmp_path}"]
+    cmd = [
+        sys.executable,
+        str(repo / "train.py"),
+        "experiment=demo",
+        f"data.root={synth_root}",
+        "data.synth=null",
+        "data.val_fraction=0.2",
+        "data.test_fraction=0.2",
+        "logger=csv",
+        "trainer=ddp_cpu",
+        "trainer.max_epochs=1",
+        "trainer.check_val_every_n_epoch=1",
+        "trainer.enable_progress_bar=false",
+        f"hydra.run.dir={tmp_path}",
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=repo)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "GLOBAL_RANK: 1, MEMBER: 2/2" in proc.stdout + proc.stderr

@@ -1,4 +1,5 @@
 """Codec resynthesis writes an evaluation-ready folder (gt/, infer/, prompt/, texts.json)."""
+
 from __future__ import annotations
 
 import json
@@ -10,8 +11,22 @@ from isdrama.data.cli import main as data_cli
 
 def test_resynth_folder(tiny_dataset, tmp_path, capsys):
     out = tmp_path / "rs"
-    rc = data_cli(["resynth", str(tiny_dataset), str(out), "--split", "all", "--limit", "2",
-                   "--bandwidth", "1.5", "--pretrained", "false", "--quiet"])
+    rc = data_cli(
+        [
+            "resynth",
+            str(tiny_dataset),
+            str(out),
+            "--split",
+            "all",
+            "--limit",
+            "2",
+            "--bandwidth",
+            "1.5",
+            "--pretrained",
+            "false",
+            "--quiet",
+        ]
+    )
     assert rc == 0, capsys.readouterr().err
     gt = sorted(p.name for p in (out / "gt").glob("*.wav"))
     inf = sorted(p.name for p in (out / "infer").glob("*.wav"))

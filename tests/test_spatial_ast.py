@@ -4,6 +4,7 @@ The real finetuned.pth cannot be downloaded here: checkpoints are randomly initi
 saved in the released format ({'model': state_dict}). Expectations come from the public
 Spatial-AST code (names, shapes, formulas) and from librosa/scipy/numpy computations.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -116,8 +117,7 @@ def test_released_format_full_size_roundtrip(tmp_path):
 def small_ckpt(tmp_path):
     model = randomise_buffers(SpatialAST(SMALL))
     path = tmp_path / "small.pth"
-    torch.save({"model": model.state_dict(), "args": argparse.Namespace(model="vit_base_patch16"),
-                "epoch": 3}, path)
+    torch.save({"model": model.state_dict(), "args": argparse.Namespace(model="vit_base_patch16"), "epoch": 3}, path)
     return model, path
 
 
@@ -174,6 +174,7 @@ def test_tolerated_differences_are_reported(small_ckpt, tmp_path):
 # --------------------------------------------------------------------------------------------
 # architecture and front end against the published formulas
 
+
 def test_timm_block_equals_published_block():
     """timm 1.0 Block == the timm 0.3.2 / Spatial-AST Block formula, parameter by parameter."""
     torch.manual_seed(0)
@@ -188,7 +189,7 @@ def test_timm_block_equals_published_block():
     h = ln(x, p["norm1.weight"], p["norm1.bias"])
     qkv = (h @ p["attn.qkv.weight"].T + p["attn.qkv.bias"]).reshape(2, 7, 3, 4, 16).permute(2, 0, 3, 1, 4)
     q, k, v = qkv[0], qkv[1], qkv[2]
-    attn = ((q @ k.transpose(-2, -1)) * 16 ** -0.5).softmax(-1)
+    attn = ((q @ k.transpose(-2, -1)) * 16**-0.5).softmax(-1)
     a = (attn @ v).transpose(1, 2).reshape(2, 7, 64) @ p["attn.proj.weight"].T + p["attn.proj.bias"]
     x1 = x + a
     h = ln(x1, p["norm2.weight"], p["norm2.bias"])
@@ -205,8 +206,9 @@ def test_features_equal_librosa_formulas():
     with torch.no_grad():
         got = model.features(torch.from_numpy(wav).float()[None])[0].double()
         real, imag = model.spectrogram_extractor(torch.from_numpy(wav).float())
-    spec = librosa.stft(wav, n_fft=1024, hop_length=320, win_length=1024, window="hann", center=True,
-                        pad_mode="reflect")  # (2, 513, T)
+    spec = librosa.stft(
+        wav, n_fft=1024, hop_length=320, win_length=1024, window="hann", center=True, pad_mode="reflect"
+    )  # (2, 513, T)
     scale = np.abs(spec).max()
     np.testing.assert_allclose(real.numpy().transpose(0, 2, 1), spec.real, atol=1e-5 * scale)
     np.testing.assert_allclose(imag.numpy().transpose(0, 2, 1), spec.imag, atol=1e-5 * scale)
@@ -229,7 +231,7 @@ def test_prepare_waveform_as_published():
     out = prepare_waveform(x, 48000, cfg)
     assert out.shape == (2, 320000) and out.dtype == np.float32
     direct = resample_poly(x, 2, 3, axis=-1)
-    direct = direct * 10 ** (-14 / 20) / np.sqrt(np.mean(direct ** 2))
+    direct = direct * 10 ** (-14 / 20) / np.sqrt(np.mean(direct**2))
     np.testing.assert_allclose(out[:, : direct.shape[1]], direct, rtol=1e-5, atol=1e-7)
     assert np.all(out[:, direct.shape[1] :] == 0)
     rms_db = 20 * np.log10(np.sqrt(np.mean(out[:, : direct.shape[1]].astype(np.float64) ** 2)))
@@ -242,10 +244,16 @@ def test_prepare_waveform_as_published():
 # --------------------------------------------------------------------------------------------
 # decoding, comparisons, metrics
 
+
 def test_decode_positions_and_angular_error():
     B = 2
-    out = SpatialASTOutput(*(torch.zeros(B, 8) for _ in range(3)), torch.zeros(B, 21),
-                           torch.zeros(B, 360), torch.zeros(B, 180), torch.zeros(B, 355))
+    out = SpatialASTOutput(
+        *(torch.zeros(B, 8) for _ in range(3)),
+        torch.zeros(B, 21),
+        torch.zeros(B, 360),
+        torch.zeros(B, 180),
+        torch.zeros(B, 355),
+    )
     out.distance_logits[0, 4] = out.distance_logits[1, 20] = 1
     out.azimuth_logits[0, 90] = out.azimuth_logits[1, 270] = 1
     out.elevation_logits[0, 90] = out.elevation_logits[1, 120] = 1

@@ -9,7 +9,12 @@ import numpy as np
 import pytest
 
 from isdrama.metrics.speech import (
-    AsrConfig, InvalidAudio, MetricUnavailable, build_asr, default_offline_whisper_dir, score_text,
+    AsrConfig,
+    InvalidAudio,
+    MetricUnavailable,
+    build_asr,
+    default_offline_whisper_dir,
+    score_text,
 )
 from isdrama.metrics.speech.espeak import espeak_available, synthesize
 
@@ -89,16 +94,29 @@ def tiny_hf_whisper(tmp_path_factory):
     """A randomly initialised 1-layer Whisper with the real tiny.en tokenizer, saved to disk."""
     import torch
     from transformers import (
-        WhisperConfig, WhisperFeatureExtractor, WhisperForConditionalGeneration, WhisperProcessor,
+        WhisperConfig,
+        WhisperFeatureExtractor,
+        WhisperForConditionalGeneration,
+        WhisperProcessor,
         WhisperTokenizerFast,
     )
 
     tok = WhisperTokenizerFast(tokenizer_file=str(default_offline_whisper_dir() / "tokenizer.json"))
     eot, sot = tok.convert_tokens_to_ids(["<|endoftext|>", "<|startoftranscript|>"])
     cfg = WhisperConfig(
-        vocab_size=len(tok), d_model=16, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2,
-        decoder_attention_heads=2, encoder_ffn_dim=32, decoder_ffn_dim=32, max_target_positions=64,
-        decoder_start_token_id=sot, bos_token_id=eot, eos_token_id=eot, pad_token_id=eot,
+        vocab_size=len(tok),
+        d_model=16,
+        encoder_layers=1,
+        decoder_layers=1,
+        encoder_attention_heads=2,
+        decoder_attention_heads=2,
+        encoder_ffn_dim=32,
+        decoder_ffn_dim=32,
+        max_target_positions=64,
+        decoder_start_token_id=sot,
+        bos_token_id=eot,
+        eos_token_id=eot,
+        pad_token_id=eot,
     )
     torch.manual_seed(0)
     model = WhisperForConditionalGeneration(cfg).eval()

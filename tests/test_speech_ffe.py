@@ -8,7 +8,13 @@ import numpy as np
 import pytest
 
 from isdrama.metrics.speech import (
-    FfeConfig, InvalidAudio, PitchConfig, PitchTrack, ffe, ffe_from_tracks, track_pitch,
+    FfeConfig,
+    InvalidAudio,
+    PitchConfig,
+    PitchTrack,
+    ffe,
+    ffe_from_tracks,
+    track_pitch,
 )
 
 SR = 16000

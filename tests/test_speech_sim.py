@@ -8,7 +8,12 @@ import numpy as np
 import pytest
 
 from isdrama.metrics.speech import (
-    InvalidAudio, MetricUnavailable, SpeakerConfig, build_speaker_encoder, cosine, speaker_similarity,
+    InvalidAudio,
+    MetricUnavailable,
+    SpeakerConfig,
+    build_speaker_encoder,
+    cosine,
+    speaker_similarity,
 )
 from isdrama.metrics.speech.espeak import espeak_available, synthesize
 
@@ -78,10 +83,21 @@ def _tiny_wavlm_config():
     from transformers import WavLMConfig
 
     return WavLMConfig(
-        hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
-        conv_dim=(16, 16), conv_stride=(5, 4), conv_kernel=(10, 4), num_conv_pos_embeddings=16,
-        num_conv_pos_embedding_groups=2, tdnn_dim=(16, 16, 32), tdnn_kernel=(3, 3, 1), tdnn_dilation=(1, 2, 1),
-        xvector_output_dim=24, num_buckets=32, max_bucket_distance=64,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        conv_dim=(16, 16),
+        conv_stride=(5, 4),
+        conv_kernel=(10, 4),
+        num_conv_pos_embeddings=16,
+        num_conv_pos_embedding_groups=2,
+        tdnn_dim=(16, 16, 32),
+        tdnn_kernel=(3, 3, 1),
+        tdnn_dilation=(1, 2, 1),
+        xvector_output_dim=24,
+        num_buckets=32,
+        max_bucket_distance=64,
     )
 
 

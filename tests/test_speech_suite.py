@@ -8,7 +8,12 @@ import numpy as np
 import pytest
 
 from isdrama.metrics.speech import (
-    AsrConfig, SpeakerConfig, SpeechItem, SpeechMetrics, SpeechMetricsConfig, summarize,
+    AsrConfig,
+    SpeakerConfig,
+    SpeechItem,
+    SpeechMetrics,
+    SpeechMetricsConfig,
+    summarize,
 )
 from isdrama.metrics.speech.espeak import espeak_available, synthesize
 

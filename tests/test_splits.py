@@ -1,5 +1,6 @@
 """Drama splits: the hash-threshold rule, splits.json (written once, read by every tool), and
 that training, resynth and evaluation see the same disjoint train / val / test."""
+
 from __future__ import annotations
 
 import json
@@ -8,18 +9,31 @@ import shutil
 from pathlib import Path
 
 import pytest
+from conftest import write_tiny_dataset
 from omegaconf import OmegaConf
 
 from isdrama.data.cli import main as data_cli
 from isdrama.data.datamodule import DataConfig, DramaDataModule
 from isdrama.data.dataset import ItemOptions
 from isdrama.data.mrsdrama import load_dataset
-from isdrama.data.splits import (DEFAULT_SEED, DEFAULT_TEST_FRACTION, DEFAULT_VAL_FRACTION, SPLITS, SPLITS_FILE,
-                                 Splits, SplitsError, assign_splits, dataset_drama_ids, ensure_splits, load_splits,
-                                 read_splits, split_point, threshold_split, write_splits)
+from isdrama.data.splits import (
+    DEFAULT_SEED,
+    DEFAULT_TEST_FRACTION,
+    DEFAULT_VAL_FRACTION,
+    SPLITS,
+    SPLITS_FILE,
+    Splits,
+    SplitsError,
+    assign_splits,
+    dataset_drama_ids,
+    ensure_splits,
+    load_splits,
+    read_splits,
+    split_point,
+    threshold_split,
+    write_splits,
+)
 from isdrama.inference.resynth import line_name, select_lines
-
-from conftest import write_tiny_dataset
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -29,9 +43,14 @@ def _ids(rng: random.Random, n: int) -> list[str]:
 
 
 def _module(root: Path, val: float = 0.25, test: float = 0.25, seed: int = 0, **kw) -> DramaDataModule:
-    cfg = DataConfig(root=str(root), val_fraction=val, test_fraction=test, seed=seed,
-                     items=ItemOptions(frame_rate=75.0, load_tokens=False, load_pose=False, prompt_max_frames=0),
-                     **kw)
+    cfg = DataConfig(
+        root=str(root),
+        val_fraction=val,
+        test_fraction=test,
+        seed=seed,
+        items=ItemOptions(frame_rate=75.0, load_tokens=False, load_pose=False, prompt_max_frames=0),
+        **kw,
+    )
     dm = DramaDataModule(cfg)
     dm.setup()
     return dm
@@ -85,8 +104,7 @@ def test_small_dataset_rule():
     ids = [f"room1/drama{d:02d}" for d in range(4)]
     assert all(split_point(i, 0) > 0.35 for i in ids)
     out = assign_splits(ids, 0.25, 0.25, seed=0)
-    assert out == {"room1/drama03": "test", "room1/drama02": "val", "room1/drama01": "train",
-                   "room1/drama00": "train"}
+    assert out == {"room1/drama03": "test", "room1/drama02": "val", "room1/drama01": "train", "room1/drama00": "train"}
     # fewer than 3 dramas: nothing is moved, an empty split stays empty
     assert assign_splits(ids[:2], 0.25, 0.25, seed=0) == {i: "train" for i in ids[:2]}
     # a zero fraction is never filled
@@ -125,18 +143,21 @@ def _valid() -> dict:
     return Splits.create(["a/d1", "a/d2", "a/d3", "b/d4"], 0.25, 0.25).to_json()
 
 
-@pytest.mark.parametrize("edit, field, message", [
-    (lambda d: d.pop("seed"), "seed", "missing field"),
-    (lambda d: d.update(seed="0"), "seed", "expected an integer"),
-    (lambda d: d.update(version=2), "version", "unsupported version"),
-    (lambda d: d.update(val_fraction=1.5), "val_fraction", r"number in \[0, 1\)"),
-    (lambda d: d.update(test_fraction=None), "test_fraction", r"number in \[0, 1\)"),
-    (lambda d: d.update(val_fraction=0.6, test_fraction=0.5), "val_fraction", "must be below 1"),
-    (lambda d: d.update(train="a/d1"), "train", "list of drama ids"),
-    (lambda d: d.update(test=[*d["test"], 3]), "test", "list of drama ids"),
-    (lambda d: d.update(val=[*d["val"], d["train"][0]]), "val", "listed in both train and val"),
-    (lambda d: d.update(train=d["train"][1:]), "digest", "does not match the listed dramas"),
-])
+@pytest.mark.parametrize(
+    "edit, field, message",
+    [
+        (lambda d: d.pop("seed"), "seed", "missing field"),
+        (lambda d: d.update(seed="0"), "seed", "expected an integer"),
+        (lambda d: d.update(version=2), "version", "unsupported version"),
+        (lambda d: d.update(val_fraction=1.5), "val_fraction", r"number in \[0, 1\)"),
+        (lambda d: d.update(test_fraction=None), "test_fraction", r"number in \[0, 1\)"),
+        (lambda d: d.update(val_fraction=0.6, test_fraction=0.5), "val_fraction", "must be below 1"),
+        (lambda d: d.update(train="a/d1"), "train", "list of drama ids"),
+        (lambda d: d.update(test=[*d["test"], 3]), "test", "list of drama ids"),
+        (lambda d: d.update(val=[*d["val"], d["train"][0]]), "val", "listed in both train and val"),
+        (lambda d: d.update(train=d["train"][1:]), "digest", "does not match the listed dramas"),
+    ],
+)
 def test_malformed_file_names_the_file_and_the_field(tmp_path, edit, field, message):
     data = _valid()
     edit(data)
@@ -243,15 +264,15 @@ def test_sets_filter_uses_the_whole_roots_split(tmp_path):
     part = _module(root, sets=["roomA"])
     assert full.splits.assignment == part.splits.assignment and len(part.splits.assignment) == 12
     for s in SPLITS:
-        assert {ln.key for ln in part.datasets[s].lines} == \
-            {ln.key for ln in full.datasets[s].lines if ln.key.startswith("roomA/")}
+        assert {ln.key for ln in part.datasets[s].lines} == {
+            ln.key for ln in full.datasets[s].lines if ln.key.startswith("roomA/")
+        }
 
 
 def test_resynth_reads_the_file_and_has_no_fractions_of_its_own(tmp_path, capsys):
     root = write_tiny_dataset(tmp_path / "ds", n_dramas=4, lines_per_drama=1)
     out = tmp_path / "rs"
-    argv = ["resynth", str(root), str(out), "--split", "test", "--bandwidth", "1.5", "--pretrained", "false",
-            "--quiet"]
+    argv = ["resynth", str(root), str(out), "--split", "test", "--bandwidth", "1.5", "--pretrained", "false", "--quiet"]
     assert data_cli(argv) == 1
     err = capsys.readouterr().err
     assert f"{root / SPLITS_FILE}" in err and "split file not found" in err and "isdrama-data split" in err
@@ -273,8 +294,18 @@ def test_eval_cli_checks_gt_lines_against_the_split(tmp_path, capsys):
     for line in (test_line, train_line):
         for d in ("gt", "infer"):
             shutil.copyfile(line.wav_path, tmp_path / d / f"{line_name(line)}.wav")
-    argv = [str(tmp_path / "gt"), str(tmp_path / "infer"), "--out", str(tmp_path / "report"), "--quiet",
-            "--metrics", "ild", "--no-plots", "--splits", str(root)]
+    argv = [
+        str(tmp_path / "gt"),
+        str(tmp_path / "infer"),
+        "--out",
+        str(tmp_path / "report"),
+        "--quiet",
+        "--metrics",
+        "ild",
+        "--no-plots",
+        "--splits",
+        str(root),
+    ]
     assert eval_cli(argv) == 2
     err = capsys.readouterr().err
     assert str(root / SPLITS_FILE) in err and f"{line_name(train_line)} (train)" in err
@@ -290,8 +321,11 @@ def test_split_cli(tmp_path, capsys):
     root = write_tiny_dataset(tmp_path / "ds", n_dramas=10, lines_per_drama=1)
     assert data_cli(["split", str(root)]) == 0
     splits = load_splits(root)
-    assert (splits.val_fraction, splits.test_fraction, splits.seed) == \
-        (DEFAULT_VAL_FRACTION, DEFAULT_TEST_FRACTION, DEFAULT_SEED)
+    assert (splits.val_fraction, splits.test_fraction, splits.seed) == (
+        DEFAULT_VAL_FRACTION,
+        DEFAULT_TEST_FRACTION,
+        DEFAULT_SEED,
+    )
     assert f"{root / SPLITS_FILE}: 10 dramas" in capsys.readouterr().out
     assert data_cli(["split", str(root), "--val", "0.4"]) == 2
     assert "val_fraction=0.15 (asked for 0.4)" in capsys.readouterr().err
@@ -310,18 +344,24 @@ def test_fractions_live_in_the_data_configs_only():
     from hydra.core.global_hydra import GlobalHydra
 
     for exp in (REPO / "configs" / "experiment").glob("*.yaml"):
-        data = (OmegaConf.load(exp).get("data") or {})
+        data = OmegaConf.load(exp).get("data") or {}
         assert not {"val_fraction", "test_fraction", "seed", "splits_file"} & set(data), exp
     demo = (REPO / "scripts" / "demo.sh").read_text()
     assert not any(flag in demo for flag in ("val_fraction", "test_fraction", "--val", "--test ")), demo
     synth = OmegaConf.load(REPO / "configs" / "data" / "synth_demo.yaml")
-    assert (synth.val_fraction, synth.test_fraction, synth.seed) == \
-        (DEFAULT_VAL_FRACTION, DEFAULT_TEST_FRACTION, DEFAULT_SEED)
+    assert (synth.val_fraction, synth.test_fraction, synth.seed) == (
+        DEFAULT_VAL_FRACTION,
+        DEFAULT_TEST_FRACTION,
+        DEFAULT_SEED,
+    )
     GlobalHydra.instance().clear()
     with initialize_config_dir(version_base="1.3", config_dir=str(REPO / "configs")):
         for exp in ("demo", "pose_pretrain"):
             cfg = compose(config_name="train", overrides=[f"experiment={exp}"])
             # what `isdrama-data synth` writes is what the demo trains with
-            assert (cfg.data.val_fraction, cfg.data.test_fraction, cfg.data.seed) == \
-                (DEFAULT_VAL_FRACTION, DEFAULT_TEST_FRACTION, DEFAULT_SEED), exp
+            assert (cfg.data.val_fraction, cfg.data.test_fraction, cfg.data.seed) == (
+                DEFAULT_VAL_FRACTION,
+                DEFAULT_TEST_FRACTION,
+                DEFAULT_SEED,
+            ), exp
     GlobalHydra.instance().clear()

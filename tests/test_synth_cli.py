@@ -1,4 +1,5 @@
 """`isdrama-data synth` arguments and run()."""
+
 from __future__ import annotations
 
 import argparse
@@ -10,8 +11,10 @@ import pytest
 from isdrama.data.synth import cli
 from isdrama.data.synth.hrtf import DEFAULT_SOFA
 
-pytestmark = pytest.mark.skipif(shutil.which("espeak-ng") is None or not DEFAULT_SOFA.is_file(),
-                                reason="needs espeak-ng and libmysofa's MIT KEMAR SOFA file")
+pytestmark = pytest.mark.skipif(
+    shutil.which("espeak-ng") is None or not DEFAULT_SOFA.is_file(),
+    reason="needs espeak-ng and libmysofa's MIT KEMAR SOFA file",
+)
 
 
 def parse(*argv: str) -> argparse.Namespace:
@@ -21,8 +24,24 @@ def parse(*argv: str) -> argparse.Namespace:
 
 
 def test_arguments_become_the_config(tmp_path: Path):
-    args = parse(str(tmp_path), "--dramas", "5", "--seed", "3", "--lines", "2-6", "--speakers", "2",
-                 "--language", "zh", "--reverb", "--video-size", "160x120", "--sofa", str(DEFAULT_SOFA))
+    args = parse(
+        str(tmp_path),
+        "--dramas",
+        "5",
+        "--seed",
+        "3",
+        "--lines",
+        "2-6",
+        "--speakers",
+        "2",
+        "--language",
+        "zh",
+        "--reverb",
+        "--video-size",
+        "160x120",
+        "--sofa",
+        str(DEFAULT_SOFA),
+    )
     config = cli.config_from_args(args)
     assert (config.n_dramas, config.seed, config.lines_per_drama, config.speakers_per_drama) == (5, 3, (2, 6), (2, 2))
     assert config.language == "zh" and config.reverb and config.video
@@ -51,6 +70,7 @@ def test_run_writes_a_dataset_and_prints_a_summary(tmp_path: Path, capsys):
 
 def test_run_reports_a_missing_sofa_file(tmp_path: Path, capsys):
     missing = tmp_path / "missing.sofa"
-    assert cli.run(parse(str(tmp_path / "ds"), "--dramas", "1", "--workers", "0", "--quiet",
-                         "--sofa", str(missing))) == 2
+    assert (
+        cli.run(parse(str(tmp_path / "ds"), "--dramas", "1", "--workers", "0", "--quiet", "--sofa", str(missing))) == 2
+    )
     assert str(missing) in capsys.readouterr().err

@@ -1,4 +1,5 @@
 """The synthetic MRSDrama generator end to end: layout, reader, determinism, resume, consistency."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -17,15 +18,29 @@ from isdrama.data.synth.generator import DONE_MARKER, SynthError
 from isdrama.data.synth.hrtf import DEFAULT_SOFA
 from isdrama.data.synth.video import PALETTE, Camera, VideoConfig
 
-pytestmark = pytest.mark.skipif(shutil.which("espeak-ng") is None or not DEFAULT_SOFA.is_file(),
-                                reason="needs espeak-ng and libmysofa's MIT KEMAR SOFA file")
+pytestmark = pytest.mark.skipif(
+    shutil.which("espeak-ng") is None or not DEFAULT_SOFA.is_file(),
+    reason="needs espeak-ng and libmysofa's MIT KEMAR SOFA file",
+)
 
 SR = 48_000
-ITEM_KEYS = {"item_name", "speaker", "raw_txt", "word", "word_dur", "start_time", "end_time", "wav_fn",
-             "pos_fn", "spatial_prompt", "scene", "language", "video_fn"}
+ITEM_KEYS = {
+    "item_name",
+    "speaker",
+    "raw_txt",
+    "word",
+    "word_dur",
+    "start_time",
+    "end_time",
+    "wav_fn",
+    "pos_fn",
+    "spatial_prompt",
+    "scene",
+    "language",
+    "video_fn",
+}
 VIDEO = VideoConfig(width=160, height=120)
-CONFIG = SynthConfig(n_dramas=3, seed=11, lines_per_drama=(3, 4), speakers_per_drama=(2, 3),
-                     video_config=VIDEO)
+CONFIG = SynthConfig(n_dramas=3, seed=11, lines_per_drama=(3, 4), speakers_per_drama=(2, 3), video_config=VIDEO)
 
 
 def files(root: Path) -> dict[str, bytes]:
@@ -44,6 +59,7 @@ def items_of(folder: Path) -> list[dict]:
 
 def test_layout_and_reader(dataset):
     from isdrama.data.check import check_dataset
+
     root, folders = dataset
     assert len(folders) == CONFIG.n_dramas
     for folder in folders:
@@ -65,9 +81,11 @@ def test_items_carry_every_documented_key_and_true_times(dataset):
         for item in items:
             assert set(item) == ITEM_KEYS
             assert re.fullmatch(rf"{folder.name}_\d+\.\d{{3}}_\d+\.\d{{3}}_{item['speaker']}", item["item_name"])
-            assert item["item_name"] == f"{folder.name}_{item['start_time']:.3f}_{item['end_time']:.3f}_{item['speaker']}"
+            assert (
+                item["item_name"] == f"{folder.name}_{item['start_time']:.3f}_{item['end_time']:.3f}_{item['speaker']}"
+            )
             assert item["scene"] == folder.parent.name and item["language"] in ("en", "zh")
-            assert item["start_time"] >= previous_end                  # lines follow each other
+            assert item["start_time"] >= previous_end  # lines follow each other
             previous_end = item["end_time"]
             wav, sr = sf.read(folder / item["wav_fn"], always_2d=True)
             info = sf.info(str(folder / item["wav_fn"]))
@@ -82,7 +100,7 @@ def test_items_carry_every_documented_key_and_true_times(dataset):
             assert item["video_fn"] == f"{folder.name}.mp4"
         speakers = {it["speaker"] for it in items}
         assert CONFIG.speakers_per_drama[0] <= len(speakers) <= CONFIG.speakers_per_drama[1]
-        assert all(a["speaker"] != b["speaker"] for a, b in zip(items, items[1:]))   # turns
+        assert all(a["speaker"] != b["speaker"] for a, b in zip(items, items[1:]))  # turns
 
 
 def test_pose_is_consistent_geometry(dataset):
@@ -99,12 +117,12 @@ def test_pose_is_consistent_geometry(dataset):
             ear = np.linalg.norm(pose[:, None, :3] - EAR_POSITIONS[None], axis=-1)
             numeric = np.gradient(ear, 1 / POSE_FRAME_RATE, axis=0)
             close = np.abs(numeric - pose[:, 7:9]) < 0.02
-            assert close.mean() > 0.97                     # all but the frames at speed changes
+            assert close.mean() > 0.97  # all but the frames at speed changes
             moving = np.abs(np.diff(pose[:, :3], axis=0)).max() > 1e-6
             assert item["spatial_prompt"].startswith("[DYNAMIC]" if moving else "[STATIC]")
             if not moving and abs(pose[0, 0]) > 1.5 * abs(pose[0, 1]):
                 wav, _ = sf.read(folder / item["wav_fn"], always_2d=True)
-                left, right = np.mean(wav ** 2, axis=0)
+                left, right = np.mean(wav**2, axis=0)
                 assert (left > right) == (pose[0, 0] < 0), item["item_name"]
                 lateral += 1
     assert lateral >= 1
@@ -116,16 +134,17 @@ def test_sp_words_are_silent_in_the_binaural_wav(dataset):
     for folder in folders:
         for item in items_of(folder):
             wav, _ = sf.read(folder / item["wav_fn"], always_2d=True)
-            energy = np.sum(wav ** 2, axis=1)
+            energy = np.sum(wav**2, axis=1)
             edges = np.round(np.concatenate([[0], np.cumsum(item["word_dur"])]) * SR).astype(int)
             speech_level = energy[energy > 0].mean()
             for word, a, b in zip(item["word"], edges[:-1], edges[1:]):
                 if word == SILENCE_TOKEN and b - a > 2 * margin + 10:
-                    assert energy[a + margin:b - margin].mean() < 1e-4 * speech_level, (item["item_name"], a / SR)
+                    assert energy[a + margin : b - margin].mean() < 1e-4 * speech_level, (item["item_name"], a / SR)
 
 
 def test_video_shows_each_speaker_at_its_position(dataset):
     import cv2
+
     _, folders = dataset
     camera = Camera(VIDEO)
     hits = checks = 0
@@ -148,7 +167,7 @@ def test_video_shows_each_speaker_at_its_position(dataset):
             head = pose[k, :3] + np.array([0.0, 0.0, VIDEO.head_above_mouth])
             px, _ = camera.project(head[None])
             x, y = np.round(px[0]).astype(int)
-            patch = frames[int(round(t * VIDEO.fps))][max(y - 1, 0):y + 2, max(x - 1, 0):x + 2].reshape(-1, 3)
+            patch = frames[int(round(t * VIDEO.fps))][max(y - 1, 0) : y + 2, max(x - 1, 0) : x + 2].reshape(-1, 3)
             colour = np.array(PALETTE[int(item["speaker"][3:]) % len(PALETTE)])
             checks += 1
             hits += bool(np.any(np.abs(patch.astype(int) - colour).max(axis=1) < 60))
@@ -211,7 +230,7 @@ def test_reverb_keeps_the_script_and_adds_a_tail(dataset, tmp_path):
         a, _ = sf.read(wet / w["wav_fn"])
         b, _ = sf.read(dry / d["wav_fn"])
         last_sp = int(round((sum(d["word_dur"]) - d["word_dur"][-1] + 0.05) * SR))
-        assert np.mean(a[last_sp:] ** 2) > 3 * np.mean(b[last_sp:] ** 2) + 1e-12     # reverberant tail
+        assert np.mean(a[last_sp:] ** 2) > 3 * np.mean(b[last_sp:] ** 2) + 1e-12  # reverberant tail
 
 
 def test_bad_config_and_missing_sofa_are_reported(tmp_path):

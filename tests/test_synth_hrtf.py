@@ -1,4 +1,5 @@
 """SOFA loading: conventions, interpolation, and errors that name the file."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -46,7 +47,7 @@ def test_kemar_shape_and_rate(kemar):
 @needs_kemar
 def test_left_is_positive_sofa_azimuth(kemar):
     """The measured direction nearest x = -1 (left) is louder in the left ear, and vice versa."""
-    energy = np.sum(kemar.hrirs ** 2, axis=-1)                       # (M, 2)
+    energy = np.sum(kemar.hrirs**2, axis=-1)  # (M, 2)
     left = int(np.argmax(kemar.directions @ np.array([-1.0, 0.0, 0.0])))
     right = int(np.argmax(kemar.directions @ np.array([1.0, 0.0, 0.0])))
     assert 10 * np.log10(energy[left, 0] / energy[left, 1]) > 6

@@ -1,4 +1,5 @@
 """Trajectories, rooms and text pose prompts of the synthetic generator."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -8,8 +9,16 @@ from isdrama.data.schema import POSE_FRAME_RATE
 from isdrama.data.synth.geometry import quaternion_facing, yaw_facing
 from isdrama.data.synth.prompts import SECTORS, pose_prompt, sector
 from isdrama.data.synth.room import DEFAULT_ROOMS, RoomPlacement, marks
-from isdrama.data.synth.trajectory import (MotionConfig, SpeakerState, Trajectory, plan_line, pose_frames,
-                                           segment_min_distance, static_trajectory, walk_trajectory)
+from isdrama.data.synth.trajectory import (
+    MotionConfig,
+    SpeakerState,
+    Trajectory,
+    plan_line,
+    pose_frames,
+    segment_min_distance,
+    static_trajectory,
+    walk_trajectory,
+)
 
 CFG = MotionConfig()
 
@@ -54,7 +63,9 @@ def test_pose_frame_count_convention():
 @pytest.mark.parametrize("room", DEFAULT_ROOMS, ids=lambda r: r.name)
 def test_room_marks_inside_walls_and_all_around(room):
     floor = marks(room, CFG.distance_range)
-    assert np.all(floor >= room.wall_margin - 1e-9) and np.all(floor <= np.array(room.size[:2]) - room.wall_margin + 1e-9)
+    assert np.all(floor >= room.wall_margin - 1e-9) and np.all(
+        floor <= np.array(room.size[:2]) - room.wall_margin + 1e-9
+    )
     placement = RoomPlacement(room, 0.3, CFG.listener_ear_height)
     local = placement.to_listener(np.concatenate([floor, np.full((len(floor), 1), 1.6)], axis=1))
     assert np.allclose(placement.to_room(local)[:, :2], floor)
@@ -73,7 +84,7 @@ def test_image_sources_mirror_across_walls():
         image_room = placement.to_room((a @ p + b)[None])[0]
         source_room = placement.to_room(p[None])[0]
         moved = np.flatnonzero(~np.isclose(image_room, source_room))
-        assert order == 1 and len(moved) == 1           # mirrored along exactly one axis
+        assert order == 1 and len(moved) == 1  # mirrored along exactly one axis
         axis = moved[0]
         wall = (image_room[axis] + source_room[axis]) / 2
         assert np.isclose(wall, 0.0) or np.isclose(wall, room.size[axis])
@@ -105,7 +116,7 @@ def test_prompts_describe_the_trajectory():
     rng = np.random.default_rng(0)
     left_sitting = static_trajectory(np.array([-2.0, 0.1, -0.1]), 0.0, "sitting", 2.0)
     texts = {pose_prompt(left_sitting, rng) for _ in range(20)}
-    assert len(texts) >= 3                                      # varied templates
+    assert len(texts) >= 3  # varied templates
     for text in texts:
         assert text.startswith("[STATIC] ") and "left" in text.lower() and "2 metres" in text
         assert "sit" in text.lower()

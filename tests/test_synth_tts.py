@@ -1,4 +1,5 @@
 """espeak-ng speech: word timings true to the audio, voices, Mandarin through pinyin."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -70,8 +71,12 @@ def test_word_boundaries_match_audio_energy(lines):
 
 def test_clause_pauses_become_sp_words():
     rng = np.random.default_rng(0)
-    line = TextLine(words=("Well", "we", "found", "it"), text="Well, we found it.", language="en",
-                    pause_after=(True, False, False, False))
+    line = TextLine(
+        words=("Well", "we", "found", "it"),
+        text="Well, we found it.",
+        language="en",
+        pause_after=(True, False, False, False),
+    )
     cfg = dataclasses.replace(TTSConfig(), hesitation_probability=0.0)
     speech = synthesize_line(line, speaker_pool(1)[0], rng, cfg)
     assert speech.words == (SILENCE_TOKEN, "Well", SILENCE_TOKEN, "we", "found", "it", SILENCE_TOKEN)
@@ -98,10 +103,10 @@ def f0(x: np.ndarray) -> float:
     frame = 40 * MS
     values = []
     for start in range(0, len(x) - frame, frame):
-        seg = x[start:start + frame]
-        if np.sqrt(np.mean(seg ** 2)) < 0.3 * np.sqrt(np.mean(x ** 2)):
+        seg = x[start : start + frame]
+        if np.sqrt(np.mean(seg**2)) < 0.3 * np.sqrt(np.mean(x**2)):
             continue
-        ac = np.correlate(seg, seg, "full")[frame - 1:]
+        ac = np.correlate(seg, seg, "full")[frame - 1 :]
         lo, hi = SR // 400, SR // 60
         lag = lo + int(np.argmax(ac[lo:hi]))
         if ac[lag] > 0.3 * ac[0]:
@@ -111,8 +116,9 @@ def f0(x: np.ndarray) -> float:
 
 def test_voices_differ_in_pitch():
     rng = np.random.default_rng(0)
-    line = TextLine(words=("we", "were", "all", "alone"), text="We were all alone.", language="en",
-                    pause_after=(False,) * 4)
+    line = TextLine(
+        words=("we", "were", "all", "alone"), text="We were all alone.", language="en", pause_after=(False,) * 4
+    )
     pool = speaker_pool(8)
     low = min(pool, key=lambda v: v.pitch)
     high = max((v for v in pool if v.variant[0] == low.variant[0]), key=lambda v: v.pitch)
@@ -131,6 +137,7 @@ def test_missing_espeak_binary_is_reported():
 
 def test_joined_sentences_pause_between_them():
     from isdrama.data.synth.text import join_lines
+
     rng = np.random.default_rng(3)
     first, second = random_line(rng, "zh"), random_line(rng, "zh")
     joined = join_lines([first, second])

@@ -1,4 +1,5 @@
 """Synthetic video drawing: who is talking is visible (isdrama.data.synth.video)."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -9,8 +10,13 @@ from isdrama.data.synth.video import Camera, FigureTrack, VideoConfig, iter_fram
 
 
 def _frames(talking, cfg=VideoConfig()):
-    track = FigureTrack(identity=0, positions=np.tile([[-1.5, 2.0, 0.3]], (2, 1)), yaws=np.zeros(2),
-                        mouth=np.zeros(2), talking=np.array(talking))
+    track = FigureTrack(
+        identity=0,
+        positions=np.tile([[-1.5, 2.0, 0.3]], (2, 1)),
+        yaws=np.zeros(2),
+        mouth=np.zeros(2),
+        talking=np.array(talking),
+    )
     return list(iter_frames([track], 2, -1.4, cfg)), track
 
 

@@ -1,4 +1,5 @@
 """TokenCache and `isdrama-data tokenize`: round trip, invalidation, resume after a kill, errors."""
+
 from __future__ import annotations
 
 import os
@@ -36,9 +37,18 @@ def binaural(seconds: float, seed: int, sr: int = SR) -> np.ndarray:
 def make_line(root: Path, name: str, wav: np.ndarray, sr: int = SR) -> DramaLine:
     path = root / "set" / "drama" / "wav" / f"{name}.wav"
     write_audio(path, wav, sr)
-    return DramaLine(drama_id="drama", line_id=name, speaker="spk", text="t", words=("t",),
-                     word_durations=(wav.shape[-1] / sr,), start=0.0, end=wav.shape[-1] / sr,
-                     wav_path=path, set_name="set")
+    return DramaLine(
+        drama_id="drama",
+        line_id=name,
+        speaker="spk",
+        text="t",
+        words=("t",),
+        word_durations=(wav.shape[-1] / sr,),
+        start=0.0,
+        end=wav.shape[-1] / sr,
+        wav_path=path,
+        set_name="set",
+    )
 
 
 @pytest.fixture(scope="module")
@@ -78,12 +88,12 @@ def test_round_trip_equals_direct_encode(codec, dataset):
     for line in lines:
         tokens = cache.load(line)
         assert tokens.dtype == np.int16 and tokens.shape[:2] == (2, codec.n_q)
-        n24 = int(np.ceil(read_audio(line.wav_path)[0].shape[1] / 2))   # samples after 48 -> 24 kHz
+        n24 = int(np.ceil(read_audio(line.wav_path)[0].shape[1] / 2))  # samples after 48 -> 24 kHz
         assert tokens.shape[2] == codec.num_frames(n24) == int(np.ceil(n24 / 320))
         np.testing.assert_array_equal(tokens, direct_tokens(codec, line.wav_path))
         np.testing.assert_array_equal(cache.load(line.wav_path), tokens)
         assert cache.num_frames(line) == tokens.shape[2]
-    assert len({cache.load(line).tobytes() for line in lines}) == N_LINES       # tokens differ per line
+    assert len({cache.load(line).tobytes() for line in lines}) == N_LINES  # tokens differ per line
     manifest = cache.manifest
     assert set(manifest) == {line.key for line in lines}
     assert manifest[lines[0].key]["wav"] == "set/drama/wav/line0.wav"
@@ -117,14 +127,14 @@ def test_identical_audio_is_encoded_once(codec, tmp_path):
 def test_codec_config_change_re_encodes(codec, dataset):
     root, lines = dataset
     TokenCache(root, codec).tokenize(lines, progress=False)
-    other = BinauralCodec(CodecConfig(pretrained=False, bandwidth=3.0, seed=0))        # n_q = 4
+    other = BinauralCodec(CodecConfig(pretrained=False, bandwidth=3.0, seed=0))  # n_q = 4
     init_codebooks_kmeans(other, codec.prepare_audio(binaural(1.0, seed=100), SR), KMeansConfig(n_iters=2))
     other_cache = TokenCache(root, other)
     assert other_cache.codec_key != codec.config_key()
     assert not any(other_cache.has(line) for line in lines)
     stats = other_cache.tokenize(lines, progress=False)
     assert stats.encoded == N_LINES and other_cache.load(lines[0]).shape[1] == 4
-    assert TokenCache(root, codec).load(lines[0]).shape[1] == 2                       # old entries stay
+    assert TokenCache(root, codec).load(lines[0]).shape[1] == 2  # old entries stay
 
 
 def test_audio_change_re_encodes_that_line_only(codec, dataset):
@@ -132,7 +142,7 @@ def test_audio_change_re_encodes_that_line_only(codec, dataset):
     cache = TokenCache(root, codec)
     cache.tokenize(lines, progress=False)
     before = cache.load(lines[2])
-    write_audio(lines[2].wav_path, binaural(0.5, seed=999), SR)                      # same length, new bytes
+    write_audio(lines[2].wav_path, binaural(0.5, seed=999), SR)  # same length, new bytes
     assert not cache.has(lines[2]) and all(cache.has(line) for i, line in enumerate(lines) if i != 2)
     with pytest.raises(TokenCacheMiss, match="line2"):
         cache.load(lines[2])
@@ -147,14 +157,14 @@ def test_recorded_hash_reused_only_while_file_is_unchanged(codec, dataset, monke
     root, lines = dataset
     TokenCache(root, codec).tokenize(lines[:1], progress=False)
     old = lines[0].wav_path.stat().st_mtime_ns - 10 * 10**9
-    os.utime(lines[0].wav_path, ns=(old, old))          # an old file: its stat is not racy
+    os.utime(lines[0].wav_path, ns=(old, old))  # an old file: its stat is not racy
     cache = TokenCache(root, codec)
-    expected = cache.load(lines[0])                     # mtime changed since the manifest: hashed again
+    expected = cache.load(lines[0])  # mtime changed since the manifest: hashed again
     calls = []
     real_hash = cache_mod.hash_file
     monkeypatch.setattr(cache_mod, "hash_file", lambda p: calls.append(p) or real_hash(p))
     np.testing.assert_array_equal(cache.load(lines[0]), expected)
-    assert calls == []                                  # size + mtime unchanged: recorded hash reused
+    assert calls == []  # size + mtime unchanged: recorded hash reused
     write_audio(lines[0].wav_path, binaural(0.3, seed=55), SR)
     assert not cache.has(lines[0]) and len(calls) == 1  # rewritten: hashed again, no stale hit
 
@@ -182,7 +192,7 @@ def test_resume_after_a_kill(codec, dataset, monkeypatch):
     entries = [p for p in files if p.suffix == ".npy"]
     assert len(entries) == 2 and all(np.load(p).dtype == np.int16 for p in entries)
     assert {p.name for p in files if p.suffix != ".npy"} == {"codec.json", "manifest.json"}, files
-    assert len(TokenCache(root, codec).manifest) == 2                 # the manifest was flushed on the way out
+    assert len(TokenCache(root, codec).manifest) == 2  # the manifest was flushed on the way out
     mtimes = {p: p.stat().st_mtime_ns for p in entries}
 
     encoded = []
@@ -190,7 +200,7 @@ def test_resume_after_a_kill(codec, dataset, monkeypatch):
     monkeypatch.setattr(codec, "encode", lambda wav: encoded.append(wav.shape[0]) or real_encode(wav))
     stats = TokenCache(root, codec).tokenize(lines, batch_size=1, progress=False)
     assert (stats.encoded, stats.skipped) == (N_LINES - 2, 2) and sum(encoded) == N_LINES - 2
-    assert all(p.stat().st_mtime_ns == m for p, m in mtimes.items())   # finished entries untouched
+    assert all(p.stat().st_mtime_ns == m for p, m in mtimes.items())  # finished entries untouched
     final = TokenCache(root, codec)
     for line in lines:
         np.testing.assert_array_equal(final.load(line), direct_tokens(codec, line.wav_path))
@@ -205,7 +215,7 @@ def test_wrong_sample_rate_or_channels_name_the_file(codec, tmp_path):
     cache = TokenCache(root, codec)
     with pytest.raises(DataError, match=r"bad_sr\.wav.*44100 Hz, expected 48000"):
         cache.tokenize([good, bad_sr], batch_size=1, progress=False)
-    assert not cache.has(good)                         # checked before any encoding
+    assert not cache.has(good)  # checked before any encoding
     with pytest.raises(DataError, match=r"mono\.wav.*1 channel\(s\), expected 2"):
         cache.tokenize([mono], progress=False)
     assert not cache.has(bad_sr) and not cache.has(mono)
@@ -239,8 +249,17 @@ def test_read_only_cache_pickles_without_the_codec(codec, dataset):
 def test_tokenize_cli_kmeans_once_then_reuse(tiny_dataset, capsys):
     from isdrama.data.cli import main
 
-    args = ["tokenize", str(tiny_dataset), "--pretrained", "false", "--bandwidth", "1.5",
-            "--kmeans-init", "2", "--quiet"]
+    args = [
+        "tokenize",
+        str(tiny_dataset),
+        "--pretrained",
+        "false",
+        "--bandwidth",
+        "1.5",
+        "--kmeans-init",
+        "2",
+        "--quiet",
+    ]
     assert main(args) == 0
     out = capsys.readouterr().out
     assert "k-means on up to 2 s" in out and "9 encoded" in out
@@ -270,8 +289,22 @@ def test_cli_resumes_after_sigkill(tmp_path):
     from conftest import write_tiny_dataset
 
     root = write_tiny_dataset(tmp_path / "ds", n_dramas=6, lines_per_drama=4)
-    cmd = [sys.executable, "-m", "isdrama.data.cli", "tokenize", str(root), "--pretrained", "false",
-           "--bandwidth", "1.5", "--kmeans-init", "2", "--batch-size", "1", "--quiet"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "isdrama.data.cli",
+        "tokenize",
+        str(root),
+        "--pretrained",
+        "false",
+        "--bandwidth",
+        "1.5",
+        "--kmeans-init",
+        "2",
+        "--batch-size",
+        "1",
+        "--quiet",
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     tokens_dir = root / ".isdrama_cache" / "tokens"
@@ -285,7 +318,7 @@ def test_cli_resumes_after_sigkill(tmp_path):
     proc.wait()
     done = sorted(tokens_dir.rglob("[0-9a-f]*.npy"))
     assert 3 <= len(done) < 24
-    for path in done:                                   # every finished entry is whole
+    for path in done:  # every finished entry is whole
         assert np.load(path).dtype == np.int16
     result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr

@@ -6,6 +6,7 @@ The tiny module's "generation" is the ground truth with the right ear scaled by 
 line (optionally delayed), so the expected ILD error is 20 log10(gain) dB by hand and the IPD error
 is 0; delayed copies are checked against isdrama.metrics.spatial.spatial_errors called directly.
 """
+
 from __future__ import annotations
 
 import csv
@@ -19,14 +20,13 @@ import pytest
 import pytorch_lightning as pl
 import soundfile as sf
 import torch
+from float_tolerance import LEVEL_ATOL, PHASE_ATOL, corrected_spatial_rtol
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from isdrama.callbacks import GeneratedAudio, ValidationAudioCallback
 from isdrama.callbacks.generation import take_lines
 from isdrama.callbacks.metric_states import MeanOfItems, SpatialASTState, SpatialMAEState
 from isdrama.metrics.spatial import SpatialMAEConfig, spatial_errors
-
-from float_tolerance import LEVEL_ATOL, PHASE_ATOL, corrected_spatial_rtol
 
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
@@ -114,8 +114,9 @@ class GainModule(pl.LightningModule):
         idx, gt = batch["idx"], batch["wav"]
         self.generated.append((self.current_epoch, idx.tolist()))
         gen = render(gt, idx, self.gains, self.delay, self.shift)
-        return GeneratedAudio(gen, torch.full((len(idx),), gen.shape[-1]), SR, [f"line{int(i)}" for i in idx],
-                              gt_wav=gt)
+        return GeneratedAudio(
+            gen, torch.full((len(idx),), gen.shape[-1]), SR, [f"line{int(i)}" for i in idx], gt_wav=gt
+        )
 
 
 class NoGeneration(GainModule):
@@ -123,9 +124,19 @@ class NoGeneration(GainModule):
 
 
 def trainer(tmp_path, callbacks, logger=False, max_epochs=1, **kw):
-    return pl.Trainer(accelerator="cpu", devices=1, max_epochs=max_epochs, logger=logger, callbacks=callbacks,
-                      default_root_dir=tmp_path, enable_checkpointing=False, enable_progress_bar=False,
-                      enable_model_summary=False, num_sanity_val_steps=1, **kw)
+    return pl.Trainer(
+        accelerator="cpu",
+        devices=1,
+        max_epochs=max_epochs,
+        logger=logger,
+        callbacks=callbacks,
+        default_root_dir=tmp_path,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=1,
+        **kw,
+    )
 
 
 def expected_ild_db(ids) -> float:
@@ -184,9 +195,13 @@ def test_identical_audio_gives_zero_and_runs_without_logger(tmp_path, one_torch_
     both epochs, and never logged."""
     import warnings
 
-    cb = ValidationAudioCallback(every_n_epochs=1, num_lines=2, metrics=("ipd", "ild", "ang", "cer", "ffe"),
-                                 log_audio=2, speech={"asr": {"backend": "faster_whisper",
-                                                              "model": str(tmp_path / "no_such_model")}})
+    cb = ValidationAudioCallback(
+        every_n_epochs=1,
+        num_lines=2,
+        metrics=("ipd", "ild", "ang", "cer", "ffe"),
+        log_audio=2,
+        speech={"asr": {"backend": "faster_whisper", "model": str(tmp_path / "no_such_model")}},
+    )
     module = GainModule(gains=[1.0] * N_VAL)
     tr = trainer(tmp_path, [cb], max_epochs=2, limit_train_batches=2)
     with warnings.catch_warnings(record=True) as caught:
@@ -224,8 +239,9 @@ def test_delayed_other_pitch_matches_direct_computation(tmp_path, one_torch_thre
     want_ffe = float(np.mean([ffe(g.numpy(), h.numpy(), SR).ffe for g, h in zip(gt, gen)]))
     assert float(direct.ipd.mean()) > 0.05 and want_ffe > 0.1  # the delay and the pitch change are visible
     # batches of 2 + 1 lines vs 3: float32 sums in other orders (see MAE_RTOL, IPD_ATOL)
-    assert float(tr.callback_metrics["val_audio/ipd_mae"]) == pytest.approx(float(direct.ipd.mean()), rel=MAE_RTOL,
-                                                                            abs=IPD_ATOL)
+    assert float(tr.callback_metrics["val_audio/ipd_mae"]) == pytest.approx(
+        float(direct.ipd.mean()), rel=MAE_RTOL, abs=IPD_ATOL
+    )
     assert float(tr.callback_metrics["val_audio/ild_mae"]) == pytest.approx(float(direct.ild.mean()), rel=MAE_RTOL)
     # FFE is a ratio of frame counts from the same float64 pitch tracks of the same audio
     assert float(tr.callback_metrics["val_audio/ffe"]) == pytest.approx(want_ffe, abs=1e-9)
@@ -342,10 +358,21 @@ def test_bad_arguments_and_bad_generator_output(tmp_path):
 def test_take_lines_cuts_a_drama_batch_but_keeps_the_vocabulary():
     from isdrama.data.dataset import DramaBatch
 
-    b = DramaBatch(keys=["a", "b", "c"], frames=torch.tensor([3, 2, 1]), mask=torch.ones(3, 3, dtype=torch.bool),
-                   speaker_ids=torch.tensor([0, 1, 0]), drama_ids=torch.zeros(3), scene_ids=torch.zeros(3),
-                   texts=["x", "y", "z"], languages=["en"] * 3, pose_prompts=[None] * 3, words=[[]] * 3,
-                   word_frames=[torch.zeros(0)] * 3, pose=torch.zeros(3, 3, 9), speakers=["s0", "s1", "s2"])
+    b = DramaBatch(
+        keys=["a", "b", "c"],
+        frames=torch.tensor([3, 2, 1]),
+        mask=torch.ones(3, 3, dtype=torch.bool),
+        speaker_ids=torch.tensor([0, 1, 0]),
+        drama_ids=torch.zeros(3),
+        scene_ids=torch.zeros(3),
+        texts=["x", "y", "z"],
+        languages=["en"] * 3,
+        pose_prompts=[None] * 3,
+        words=[[]] * 3,
+        word_frames=[torch.zeros(0)] * 3,
+        pose=torch.zeros(3, 3, 9),
+        speakers=["s0", "s1", "s2"],
+    )
     cut = take_lines(b, 2)
     assert cut.keys == ["a", "b"] and cut.pose.shape == (2, 3, 9) and cut.speakers == ["s0", "s1", "s2"]
     assert len(b) == 3 and b.pose.shape[0] == 3  # the original is untouched
@@ -378,9 +405,20 @@ def test_ddp_spawn_two_ranks_give_the_global_mean(tmp_path, one_torch_thread):
     spatial_errors; rank 0 alone, or a mean of the two ranks' means, would differ."""
     cb = ValidationAudioCallback(num_lines=3, metrics=("ipd", "ild"), log_audio=0, log_plots=False)
     gains = [2.0, 8.0, 1.0, 1.0, 1.0, 1.0]
-    tr = pl.Trainer(accelerator="cpu", devices=2, strategy="ddp_spawn", max_epochs=1, logger=False, callbacks=[cb],
-                    default_root_dir=tmp_path, enable_checkpointing=False, enable_progress_bar=False,
-                    enable_model_summary=False, num_sanity_val_steps=0, limit_train_batches=1)
+    tr = pl.Trainer(
+        accelerator="cpu",
+        devices=2,
+        strategy="ddp_spawn",
+        max_epochs=1,
+        logger=False,
+        callbacks=[cb],
+        default_root_dir=tmp_path,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        limit_train_batches=1,
+    )
     tr.fit(GainModule(gains=gains, delay=3), datamodule=TinyData(batch_size=2))
     got = float(tr.callback_metrics["val_audio/ild_mae"])
     ids = torch.tensor([0, 1, 2])
@@ -388,8 +426,9 @@ def test_ddp_spawn_two_ranks_give_the_global_mean(tmp_path, one_torch_thread):
     direct = spatial_errors(gt, render(gt, ids, gains, delay=3), SR)  # the single-process value
     # per rank batches of 2 and 1 lines vs 3 here: float32 sums in other orders (MAE_RTOL, IPD_ATOL)
     assert got == pytest.approx(float(direct.ild.mean()), rel=MAE_RTOL)
-    assert float(tr.callback_metrics["val_audio/ipd_mae"]) == pytest.approx(float(direct.ipd.mean()), rel=MAE_RTOL,
-                                                                            abs=IPD_ATOL)
+    assert float(tr.callback_metrics["val_audio/ipd_mae"]) == pytest.approx(
+        float(direct.ipd.mean()), rel=MAE_RTOL, abs=IPD_ATOL
+    )
     rank0 = float(direct.ild[[0, 2]].mean())
     mean_of_means = (rank0 + float(direct.ild[1])) / 2
     assert abs(got - rank0) > 1.0 and abs(got - mean_of_means) > 1.0

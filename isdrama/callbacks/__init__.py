@@ -2,6 +2,7 @@
 
 The training stage implements :class:`ValidationAudioGenerator` (``generate_validation_audio``).
 """
+
 from isdrama.callbacks.generation import GENERATE_METHOD, GeneratedAudio, ValidationAudioGenerator
 from isdrama.callbacks.validation_audio import ValidationAudioCallback
 

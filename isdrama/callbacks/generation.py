@@ -14,6 +14,7 @@ truth (e.g. the decoded ground-truth tokens, or the original wavs) at ONE sample
 
 Shapes: B lines, S / S_gt / S_p samples, channel 0 = left, 1 = right.
 """
+
 from __future__ import annotations
 
 import copy
@@ -25,8 +26,7 @@ import torch
 #: the method a LightningModule must implement to be scored by ValidationAudioCallback
 GENERATE_METHOD = "generate_validation_audio"
 
-__all__ = ["GENERATE_METHOD", "GeneratedAudio", "ValidationAudioGenerator", "batch_size_of", "take_lines",
-           "to_device"]
+__all__ = ["GENERATE_METHOD", "GeneratedAudio", "ValidationAudioGenerator", "batch_size_of", "take_lines", "to_device"]
 
 
 @dataclass
@@ -76,17 +76,23 @@ class GeneratedAudio:
             raise ValueError(f"{where} {len(self.names)} names for {B} lines")
         self.lengths = self._lengths("lengths", self.lengths, B, self.wav.shape[-1], allow_zero=False)
         if self.gt_wav is not None:
-            if not isinstance(self.gt_wav, torch.Tensor) or self.gt_wav.ndim != 3 or tuple(self.gt_wav.shape[:2]) != (B, 2):
-                raise ValueError(f"{where} gt_wav of shape {tuple(getattr(self.gt_wav, 'shape', ()))}; "
-                                 f"expected ({B}, 2, S_gt)")
+            if (
+                not isinstance(self.gt_wav, torch.Tensor)
+                or self.gt_wav.ndim != 3
+                or tuple(self.gt_wav.shape[:2]) != (B, 2)
+            ):
+                raise ValueError(
+                    f"{where} gt_wav of shape {tuple(getattr(self.gt_wav, 'shape', ()))}; expected ({B}, 2, S_gt)"
+                )
             self.gt_lengths = self._lengths("gt_lengths", self.gt_lengths, B, self.gt_wav.shape[-1], allow_zero=False)
         elif self.gt_lengths is not None:
             raise ValueError(f"{where} gt_lengths but no gt_wav")
         if self.prompt_wav is not None:
             p = self.prompt_wav
             if not isinstance(p, torch.Tensor) or p.ndim != 3 or p.shape[0] != B or p.shape[1] not in (1, 2):
-                raise ValueError(f"{where} prompt_wav of shape {tuple(getattr(p, 'shape', ()))}; "
-                                 f"expected ({B}, 1 or 2, S_p)")
+                raise ValueError(
+                    f"{where} prompt_wav of shape {tuple(getattr(p, 'shape', ()))}; expected ({B}, 1 or 2, S_p)"
+                )
             self.prompt_lengths = self._lengths("prompt_lengths", self.prompt_lengths, B, p.shape[-1], allow_zero=True)
         if self.texts is not None and len(self.texts) != B:
             raise ValueError(f"{where} {len(self.texts)} texts for {B} lines")
@@ -99,18 +105,29 @@ class GeneratedAudio:
         value = torch.as_tensor(value).detach().to("cpu", torch.long).reshape(-1)
         low = 0 if allow_zero else 1
         if value.numel() != B or bool((value < low).any()) or bool((value > n).any()):
-            raise ValueError(f"{GENERATE_METHOD}() returned GeneratedAudio with {name}={value.tolist()}; "
-                             f"expected {B} values in [{low}, {n}]")
+            raise ValueError(
+                f"{GENERATE_METHOD}() returned GeneratedAudio with {name}={value.tolist()}; "
+                f"expected {B} values in [{low}, {n}]"
+            )
         return value
 
     def take(self, n: int) -> "GeneratedAudio":
         """The first ``n`` lines (a new object; tensors are views)."""
+
         def cut(x):
             return None if x is None else x[:n]
 
-        return GeneratedAudio(self.wav[:n], self.lengths[:n], self.sample_rate, list(self.names)[:n],
-                              cut(self.gt_wav), cut(self.gt_lengths), cut(self.prompt_wav),
-                              cut(self.prompt_lengths), None if self.texts is None else list(self.texts)[:n])
+        return GeneratedAudio(
+            self.wav[:n],
+            self.lengths[:n],
+            self.sample_rate,
+            list(self.names)[:n],
+            cut(self.gt_wav),
+            cut(self.gt_lengths),
+            cut(self.prompt_wav),
+            cut(self.prompt_lengths),
+            None if self.texts is None else list(self.texts)[:n],
+        )
 
 
 @runtime_checkable
@@ -140,8 +157,10 @@ def batch_size_of(batch: Any) -> int:
     for v in values:
         if isinstance(v, torch.Tensor) and v.ndim > 0:
             return int(v.shape[0])
-    raise TypeError(f"cannot count the lines of a validation batch of type {type(batch).__name__}: give it "
-                    f"__len__, or make it a tensor / dict / tuple holding (B, ...) tensors")
+    raise TypeError(
+        f"cannot count the lines of a validation batch of type {type(batch).__name__}: give it "
+        f"__len__, or make it a tensor / dict / tuple holding (B, ...) tensors"
+    )
 
 
 def _is_drama_batch(batch: Any) -> bool:

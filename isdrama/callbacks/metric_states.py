@@ -10,6 +10,7 @@ Metric names (as in :mod:`isdrama.metrics.pipeline`): ipd_mae, ild_mae, ang_cos,
 angle_error_deg, distance_error_m, cer, wer, sim_prompt, sim_gt, ffe, gpe, vde.
 Shapes: B items, N samples, M = 128 mel bands.
 """
+
 from __future__ import annotations
 
 from dataclasses import replace
@@ -102,13 +103,27 @@ class SpatialMAEState(MeanOfItems):
         mel = ext.mel.double().cpu()
         return ((mel * freqs[:, None]).sum(0) / mel.sum(0).clamp_min(1e-12)).numpy()
 
-    def update(self, gt: torch.Tensor, gen: torch.Tensor, sample_rate: int,  # type: ignore[override]
-               gt_lengths: Optional[torch.Tensor] = None, gen_lengths: Optional[torch.Tensor] = None,
-               gen_sample_rate: Optional[int] = None) -> None:
+    def update(
+        self,
+        gt: torch.Tensor,
+        gen: torch.Tensor,
+        sample_rate: int,  # type: ignore[override]
+        gt_lengths: Optional[torch.Tensor] = None,
+        gen_lengths: Optional[torch.Tensor] = None,
+        gen_sample_rate: Optional[int] = None,
+    ) -> None:
         """gt, gen (B, 2, N*) binaural, zero-padded, with true lengths (B,)."""
         cfg = replace(self.cfg, device=str(self.device))
-        err = spatial_errors(gt, gen, sample_rate, gt_lengths, gen_lengths, cfg, gen_sample_rate=gen_sample_rate,
-                             extractor=self.extractor())
+        err = spatial_errors(
+            gt,
+            gen,
+            sample_rate,
+            gt_lengths,
+            gen_lengths,
+            cfg,
+            gen_sample_rate=gen_sample_rate,
+            extractor=self.extractor(),
+        )
         self.add_values("ipd_mae", err.ipd * self.scale)
         self.add_values("ild_mae", err.ild * self.scale)
         for k, bands in (("ipd", err.ipd_bands), ("ild", err.ild_bands)):
@@ -163,15 +178,26 @@ class SpatialASTState(MeanOfItems):
             x = torch.from_numpy(np.stack([it[1] for it in items[s : s + self.cfg.batch_size]])).to(device)
             out = self.model(x)
             pos = decode_positions(out, mcfg)
-            for k, v in (("dis", out.distance_token), ("doa", out.doa_token), ("az", pos.azimuth_deg),
-                         ("el", pos.elevation_deg), ("dm", pos.distance_m)):
+            for k, v in (
+                ("dis", out.distance_token),
+                ("doa", out.doa_token),
+                ("az", pos.azimuth_deg),
+                ("el", pos.elevation_deg),
+                ("dm", pos.distance_m),
+            ):
                 parts[k].append(v.float().cpu())
         cat = {k: torch.cat(v).numpy() for k, v in parts.items()}
         owner = np.array([it[0] for it in items])
         return [{k: v[owner == i] for k, v in cat.items()} for i in range(len(wavs))]
 
-    def update(self, gt: torch.Tensor, gen: torch.Tensor, sample_rate: int,  # type: ignore[override]
-               gt_lengths: torch.Tensor, gen_lengths: torch.Tensor) -> None:
+    def update(
+        self,
+        gt: torch.Tensor,
+        gen: torch.Tensor,
+        sample_rate: int,  # type: ignore[override]
+        gt_lengths: torch.Tensor,
+        gen_lengths: torch.Tensor,
+    ) -> None:
         """gt, gen (B, 2, N*) zero-padded binaural with true lengths (B,)."""
         from isdrama.metrics.spatial_ast import angular_error_deg, token_cosine
 
@@ -192,8 +218,9 @@ class SpatialASTState(MeanOfItems):
                 vals["ang_cos"].append(float(np.mean([token_cosine(g["doa"][j], h["doa"][j], wrap) for j in range(s)])))
                 vals["dis_cos"].append(float(np.mean([token_cosine(g["dis"][j], h["dis"][j], wrap) for j in range(s)])))
             if self.heads:
-                e = angular_error_deg(*(torch.from_numpy(x[k][:s]) for x, k in
-                                        ((g, "az"), (g, "el"), (h, "az"), (h, "el"))))
+                e = angular_error_deg(
+                    *(torch.from_numpy(x[k][:s]) for x, k in ((g, "az"), (g, "el"), (h, "az"), (h, "el")))
+                )
                 vals["angle_error_deg"].append(float(e.mean()))
                 vals["distance_error_m"].append(float(np.mean(np.abs(g["dm"][:s] - h["dm"][:s]))))
         MeanOfItems.update(self, vals)

@@ -4,6 +4,7 @@ Figures are built on matplotlib's object API with the Agg canvas (no pyplot, no 
 no display needed). :func:`figure_to_rgb` turns one into an (H, W, 3) uint8 image for
 ``wandb.Image``; :func:`save_figure` writes a PNG atomically. Both close nothing global.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -15,8 +16,14 @@ import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-__all__ = ["SpectrogramConfig", "band_error_figure", "figure_to_rgb", "log_spectrogram", "save_figure",
-           "spectrogram_figure"]
+__all__ = [
+    "SpectrogramConfig",
+    "band_error_figure",
+    "figure_to_rgb",
+    "log_spectrogram",
+    "save_figure",
+    "spectrogram_figure",
+]
 
 
 @dataclass
@@ -34,13 +41,19 @@ def log_spectrogram(wav: torch.Tensor, n_fft: int, hop_length: int) -> np.ndarra
     """(C, N) waveform -> (C, F, T) power in dB (Hann window, centred)."""
     wav = wav.detach().float().cpu()
     n_fft = min(n_fft, max(16, wav.shape[-1]))  # very short clips: a shorter window
-    spec = torch.stft(wav, n_fft, hop_length=min(hop_length, n_fft), window=torch.hann_window(n_fft),
-                      center=True, return_complex=True)
+    spec = torch.stft(
+        wav, n_fft, hop_length=min(hop_length, n_fft), window=torch.hann_window(n_fft), center=True, return_complex=True
+    )
     return (10.0 * torch.log10(spec.abs().square().clamp_min(1e-12))).numpy()
 
 
-def spectrogram_figure(gen: torch.Tensor, sample_rate: int, gt: Optional[torch.Tensor] = None,
-                       title: str = "", cfg: Optional[SpectrogramConfig] = None) -> Figure:
+def spectrogram_figure(
+    gen: torch.Tensor,
+    sample_rate: int,
+    gt: Optional[torch.Tensor] = None,
+    title: str = "",
+    cfg: Optional[SpectrogramConfig] = None,
+) -> Figure:
     """Left / right spectrograms of a generated line (2, N) and, when given, its ground truth (2, N_gt).
 
     Rows: left ear, right ear; columns: ground truth (if any), generated. One colour scale.
@@ -57,8 +70,15 @@ def spectrogram_figure(gen: torch.Tensor, sample_rate: int, gt: Optional[torch.T
     for c, (name, spec, n) in enumerate(specs):
         for ear, ear_name in enumerate(("left", "right")):
             ax = axes[ear][c]
-            image = ax.imshow(spec[ear], origin="lower", aspect="auto", cmap="magma", vmin=vmax - cfg.top_db,
-                              vmax=vmax, extent=(0.0, n / sample_rate, 0.0, sample_rate / 2000.0))
+            image = ax.imshow(
+                spec[ear],
+                origin="lower",
+                aspect="auto",
+                cmap="magma",
+                vmin=vmax - cfg.top_db,
+                vmax=vmax,
+                extent=(0.0, n / sample_rate, 0.0, sample_rate / 2000.0),
+            )
             ax.set_title(f"{name}: {ear_name}", fontsize=9)
             ax.set_ylabel("kHz" if c == 0 else "")
             ax.set_xlabel("s" if ear == 1 else "")
@@ -68,14 +88,24 @@ def spectrogram_figure(gen: torch.Tensor, sample_rate: int, gt: Optional[torch.T
     return fig
 
 
-def band_error_figure(ipd_bands: Optional[np.ndarray], ild_bands: Optional[np.ndarray], band_hz: np.ndarray,
-                      ipd_unit: str, ild_unit: str, title: str = "", dpi: int = 100) -> Figure:
+def band_error_figure(
+    ipd_bands: Optional[np.ndarray],
+    ild_bands: Optional[np.ndarray],
+    band_hz: np.ndarray,
+    ipd_unit: str,
+    ild_unit: str,
+    title: str = "",
+    dpi: int = 100,
+) -> Figure:
     """IPD and ILD error per mel band (M,) against the band centre frequency (Hz, log axis).
 
     NaN values (no energy in the band) are left as gaps. Either profile may be None.
     """
-    panels = [(n, v, u) for n, v, u in (("IPD error", ipd_bands, ipd_unit), ("ILD error", ild_bands, ild_unit))
-              if v is not None]
+    panels = [
+        (n, v, u)
+        for n, v, u in (("IPD error", ipd_bands, ipd_unit), ("ILD error", ild_bands, ild_unit))
+        if v is not None
+    ]
     fig = Figure(figsize=(8.0, 2.6 * max(1, len(panels))), dpi=dpi, layout="constrained")
     FigureCanvasAgg(fig)
     axes = fig.subplots(max(1, len(panels)), 1, squeeze=False, sharex=True)[:, 0]

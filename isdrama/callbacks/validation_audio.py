@@ -27,6 +27,7 @@ TensorBoard, ...) the same as wav (float, atomic) / PNG files plus ``metrics.jso
 ``logger=False`` no media are written. W&B offline works as online (media land in the
 offline run folder).
 """
+
 from __future__ import annotations
 
 import math
@@ -58,8 +59,12 @@ __all__ = ["ValidationAudioCallback", "METRIC_KEYS"]
 
 #: logged result keys of each selectable metric
 METRIC_KEYS: dict[str, tuple[str, ...]] = {
-    "ipd": ("ipd_mae",), "ild": ("ild_mae",), "ang": ("ang_cos", "angle_error_deg"),
-    "dis": ("dis_cos", "distance_error_m"), "cer": ("cer", "wer"), "sim": ("sim_prompt", "sim_gt"),
+    "ipd": ("ipd_mae",),
+    "ild": ("ild_mae",),
+    "ang": ("ang_cos", "angle_error_deg"),
+    "dis": ("dis_cos", "distance_error_m"),
+    "cer": ("cer", "wer"),
+    "sim": ("sim_prompt", "sim_gt"),
     "ffe": ("ffe", "gpe", "vde"),
 }
 #: metrics that compare with the ground-truth audio (``cer`` needs texts, ``sim`` a prompt or the gt)
@@ -94,12 +99,23 @@ class ValidationAudioCallback(pl.Callback):
         run_on_validate: also run in ``trainer.validate`` (whatever the epoch).
     """
 
-    def __init__(self, every_n_epochs: int = 1, num_lines: int = 4,
-                 metrics: Sequence[str] = ("ipd", "ild", "ffe"), mode: str = "corrected", log_audio: int = 2,
-                 log_plots: bool = True, spatial: Optional[Mapping] = None,
-                 spatial_ast_checkpoint: Optional[str] = None, spatial_ast: Optional[Mapping] = None,
-                 speech: Optional[Mapping] = None, spectrogram: Optional[Mapping] = None,
-                 prefix: str = "val_audio", dataloader_idx: int = 0, run_on_validate: bool = True):
+    def __init__(
+        self,
+        every_n_epochs: int = 1,
+        num_lines: int = 4,
+        metrics: Sequence[str] = ("ipd", "ild", "ffe"),
+        mode: str = "corrected",
+        log_audio: int = 2,
+        log_plots: bool = True,
+        spatial: Optional[Mapping] = None,
+        spatial_ast_checkpoint: Optional[str] = None,
+        spatial_ast: Optional[Mapping] = None,
+        speech: Optional[Mapping] = None,
+        spectrogram: Optional[Mapping] = None,
+        prefix: str = "val_audio",
+        dataloader_idx: int = 0,
+        run_on_validate: bool = True,
+    ):
         super().__init__()
         where = "ValidationAudioCallback"
         if int(every_n_epochs) < 1:
@@ -111,8 +127,9 @@ class ValidationAudioCallback(pl.Callback):
         metrics = tuple(to_plain(metrics) or ())
         unknown = sorted(set(metrics) - set(ALL_METRICS))
         if unknown or not metrics:
-            raise ValueError(f"{where}.metrics: unknown or empty {unknown or list(metrics)}; "
-                             f"choose from {', '.join(ALL_METRICS)}")
+            raise ValueError(
+                f"{where}.metrics: unknown or empty {unknown or list(metrics)}; choose from {', '.join(ALL_METRICS)}"
+            )
         if mode not in ("corrected", "reference"):
             raise ValueError(f"{where}.mode: expected 'corrected' or 'reference', got {mode!r}")
         self.every_n_epochs = int(every_n_epochs)
@@ -154,7 +171,8 @@ class ValidationAudioCallback(pl.Callback):
                 f"ValidationAudioCallback: {type(pl_module).__name__} has no method {GENERATE_METHOD}(batch) -> "
                 f"GeneratedAudio, so there is no audio to validate. Implement it (protocol "
                 f"isdrama.callbacks.generation.ValidationAudioGenerator) or drop the callback "
-                f"(callbacks=default).")
+                f"(callbacks=default)."
+            )
         if self._states is None:
             self._states = self._build_states()
         # values are logged with sync_dist=False because Metric.compute() already synced them;
@@ -176,8 +194,11 @@ class ValidationAudioCallback(pl.Callback):
         if ast:
             if not self.spatial_ast_checkpoint:
                 for m in ast:
-                    self._skip(m, "no SpatialAST checkpoint (set spatial_ast_checkpoint: PATH/finetuned.pth, "
-                                  "BAT's released model)")
+                    self._skip(
+                        m,
+                        "no SpatialAST checkpoint (set spatial_ast_checkpoint: PATH/finetuned.pth, "
+                        "BAT's released model)",
+                    )
             else:
                 from isdrama.callbacks.metric_states import SpatialASTState
                 from isdrama.metrics.spatial_ast import load_spatial_ast
@@ -202,8 +223,15 @@ class ValidationAudioCallback(pl.Callback):
         world, rank = max(1, trainer.world_size), trainer.global_rank
         return self.num_lines // world + (1 if rank < self.num_lines % world else 0)
 
-    def on_validation_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any,
-                                batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
+    def on_validation_batch_end(
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
         if trainer.sanity_checking or self._frozen or dataloader_idx != self.dataloader_idx:
             return
         need = self._share(trainer) - self._collected
@@ -235,17 +263,22 @@ class ValidationAudioCallback(pl.Callback):
     def _generate(self, pl_module: pl.LightningModule, batch: Any, n: int) -> GeneratedAudio:
         out = getattr(pl_module, GENERATE_METHOD)(to_device(batch, pl_module.device))
         if not isinstance(out, GeneratedAudio):
-            raise TypeError(f"{type(pl_module).__name__}.{GENERATE_METHOD}() returned {type(out).__name__}; "
-                            f"expected isdrama.callbacks.generation.GeneratedAudio")
+            raise TypeError(
+                f"{type(pl_module).__name__}.{GENERATE_METHOD}() returned {type(out).__name__}; "
+                f"expected isdrama.callbacks.generation.GeneratedAudio"
+            )
         out.validate()
         if len(out) < n:
-            raise ValueError(f"{type(pl_module).__name__}.{GENERATE_METHOD}() returned {len(out)} lines for a "
-                             f"batch of {n}")
+            raise ValueError(
+                f"{type(pl_module).__name__}.{GENERATE_METHOD}() returned {len(out)} lines for a batch of {n}"
+            )
         out = out.take(n)
         needs = [m for m in NEEDS_GT if m in self.metrics and m not in self.skipped]
         if out.gt_wav is None and needs:
-            raise ValueError(f"{type(pl_module).__name__}.{GENERATE_METHOD}() returned no gt_wav, but metric(s) "
-                             f"{needs} compare with the ground-truth audio")
+            raise ValueError(
+                f"{type(pl_module).__name__}.{GENERATE_METHOD}() returned no gt_wav, but metric(s) "
+                f"{needs} compare with the ground-truth audio"
+            )
         return out
 
     def _score(self, out: GeneratedAudio) -> None:
@@ -271,10 +304,18 @@ class ValidationAudioCallback(pl.Callback):
         for i, name in enumerate(out.names):
             prompt = arr(out.prompt_wav, out.prompt_lengths, i)
             text = out.texts[i] if out.texts is not None else None
-            items.append(SpeechItem(str(name), arr(out.wav, out.lengths, i), sr,
-                                    gt=arr(out.gt_wav, out.gt_lengths, i), gt_sr=sr,
-                                    prompt=prompt, prompt_sr=sr if prompt is not None else None,
-                                    text=text or None))
+            items.append(
+                SpeechItem(
+                    str(name),
+                    arr(out.wav, out.lengths, i),
+                    sr,
+                    gt=arr(out.gt_wav, out.gt_lengths, i),
+                    gt_sr=sr,
+                    prompt=prompt,
+                    prompt_sr=sr if prompt is not None else None,
+                    text=text or None,
+                )
+            )
         return items
 
     @torch.no_grad()
@@ -309,13 +350,19 @@ class ValidationAudioCallback(pl.Callback):
         self.results = {k: float(computed[k]) for k in wanted if k in computed and computed[k].ndim == 0}
         for key, value in self.results.items():
             # already the mean over all ranks' lines (compute() synced the sum/count states)
-            pl_module.log(f"{self.prefix}/{key}", value, on_step=False, on_epoch=True, sync_dist=False,
-                          add_dataloader_idx=False)
+            pl_module.log(
+                f"{self.prefix}/{key}", value, on_step=False, on_epoch=True, sync_dist=False, add_dataloader_idx=False
+            )
         if self.results:
-            rank_zero_info(f"{self.prefix} (epoch {trainer.current_epoch}, {self.num_lines} lines): " +
-                           ", ".join(f"{k}={v:.4g}" for k, v in self.results.items()))
-        bands = {k: computed[f"{k}_bands"].cpu().numpy() for k in ("ipd", "ild")
-                 if k in self.metrics and f"{k}_bands" in computed}
+            rank_zero_info(
+                f"{self.prefix} (epoch {trainer.current_epoch}, {self.num_lines} lines): "
+                + ", ".join(f"{k}={v:.4g}" for k, v in self.results.items())
+            )
+        bands = {
+            k: computed[f"{k}_bands"].cpu().numpy()
+            for k in ("ipd", "ild")
+            if k in self.metrics and f"{k}_bands" in computed
+        }
         if trainer.is_global_zero and trainer.loggers:
             self._log_media(trainer, media, bands, states.get("spatial"))
 
@@ -326,8 +373,9 @@ class ValidationAudioCallback(pl.Callback):
         for m, reason in speech.unavailable.items():
             self._skip(m, reason)
         if speech.problems:
-            rank_zero_warn(f"ValidationAudioCallback: {len(speech.problems)} line(s) not scored: "
-                           + "; ".join(speech.problems[:5]))
+            rank_zero_warn(
+                f"ValidationAudioCallback: {len(speech.problems)} line(s) not scored: " + "; ".join(speech.problems[:5])
+            )
             speech.problems.clear()
 
     @staticmethod
@@ -335,27 +383,44 @@ class ValidationAudioCallback(pl.Callback):
         def cut(wav, lengths):
             return None if wav is None else wav[i, :, : int(lengths[i])].detach().float().cpu()
 
-        return {"name": str(out.names[i]), "sample_rate": out.sample_rate, "gen": cut(out.wav, out.lengths),
-                "gt": cut(out.gt_wav, out.gt_lengths)}
+        return {
+            "name": str(out.names[i]),
+            "sample_rate": out.sample_rate,
+            "gen": cut(out.wav, out.lengths),
+            "gt": cut(out.gt_wav, out.gt_lengths),
+        }
 
     # ----------------------------------------------------------------------------------- media
-    def _figures(self, media: Sequence[dict], bands: Mapping[str, np.ndarray],
-                 spatial: Optional[SpatialMAEState]) -> tuple[list, Any]:
+    def _figures(
+        self, media: Sequence[dict], bands: Mapping[str, np.ndarray], spatial: Optional[SpatialMAEState]
+    ) -> tuple[list, Any]:
         if not self.log_plots:
             return [], None
-        specs = [spectrogram_figure(m["gen"], m["sample_rate"], m["gt"], title=m["name"], cfg=self.spectrogram_cfg)
-                 for m in media]
+        specs = [
+            spectrogram_figure(m["gen"], m["sample_rate"], m["gt"], title=m["name"], cfg=self.spectrogram_cfg)
+            for m in media
+        ]
         band_fig = None
         if bands and spatial is not None:
             ref = self.mode == "reference"
-            band_fig = band_error_figure(bands.get("ipd"), bands.get("ild"), spatial.band_centres_hz(),
-                                         "published x100" if ref else "rad", "published x100" if ref else "dB",
-                                         title=f"IPD/ILD error per mel band ({self.mode}, {self.num_lines} lines)",
-                                         dpi=self.spectrogram_cfg.dpi)
+            band_fig = band_error_figure(
+                bands.get("ipd"),
+                bands.get("ild"),
+                spatial.band_centres_hz(),
+                "published x100" if ref else "rad",
+                "published x100" if ref else "dB",
+                title=f"IPD/ILD error per mel band ({self.mode}, {self.num_lines} lines)",
+                dpi=self.spectrogram_cfg.dpi,
+            )
         return specs, band_fig
 
-    def _log_media(self, trainer: pl.Trainer, media: Sequence[dict], bands: Mapping[str, np.ndarray],
-                   spatial: Optional[SpatialMAEState]) -> None:
+    def _log_media(
+        self,
+        trainer: pl.Trainer,
+        media: Sequence[dict],
+        bands: Mapping[str, np.ndarray],
+        spatial: Optional[SpatialMAEState],
+    ) -> None:
         from pytorch_lightning.loggers import WandbLogger
 
         try:
@@ -376,15 +441,26 @@ class ValidationAudioCallback(pl.Callback):
         p = self.prefix
         if media:
             names = [m["name"] for m in media]
-            lg.log_audio(f"{p}/generated", [m["gen"].T.numpy() for m in media], step=step,
-                         sample_rate=[m["sample_rate"] for m in media], caption=names)
+            lg.log_audio(
+                f"{p}/generated",
+                [m["gen"].T.numpy() for m in media],
+                step=step,
+                sample_rate=[m["sample_rate"] for m in media],
+                caption=names,
+            )
             gts = [m for m in media if m["gt"] is not None]
             if gts:
-                lg.log_audio(f"{p}/ground_truth", [m["gt"].T.numpy() for m in gts], step=step,
-                             sample_rate=[m["sample_rate"] for m in gts], caption=[m["name"] for m in gts])
+                lg.log_audio(
+                    f"{p}/ground_truth",
+                    [m["gt"].T.numpy() for m in gts],
+                    step=step,
+                    sample_rate=[m["sample_rate"] for m in gts],
+                    caption=[m["name"] for m in gts],
+                )
         if specs:
-            lg.log_image(f"{p}/spectrogram", [figure_to_rgb(f) for f in specs], step=step,
-                         caption=[m["name"] for m in media])
+            lg.log_image(
+                f"{p}/spectrogram", [figure_to_rgb(f) for f in specs], step=step, caption=[m["name"] for m in media]
+            )
         if band_fig is not None:
             lg.log_image(f"{p}/band_errors", [figure_to_rgb(band_fig)], step=step)
 
@@ -406,7 +482,13 @@ class ValidationAudioCallback(pl.Callback):
                 save_figure(specs[k], folder / f"{stem}_spectrogram.png")
         if band_fig is not None:
             save_figure(band_fig, folder / "band_errors.png")
-        atomic_write_json(folder / "metrics.json", {
-            "metrics": {k: (v if math.isfinite(v) else None) for k, v in self.results.items()},
-            "skipped": self.skipped, "mode": self.mode, "num_lines": self.num_lines,
-            "lines_logged": [m["name"] for m in media]})
+        atomic_write_json(
+            folder / "metrics.json",
+            {
+                "metrics": {k: (v if math.isfinite(v) else None) for k, v in self.results.items()},
+                "skipped": self.skipped,
+                "mode": self.mode,
+                "num_lines": self.num_lines,
+                "lines_logged": [m["name"] for m in media],
+            },
+        )

@@ -21,6 +21,7 @@ Token layout per model:
 
 Both layouts give the same model time base (75 frames/s) and a 256-d latent frame.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -62,8 +63,10 @@ class BinauralCodec(nn.Module):
         self.model = build_encodec(self.spec, config.seed)
         self.weights_source = load_weights(self.model, config)
         self.model.set_target_bandwidth(config.bandwidth)
-        if self.model.quantizer.get_num_quantizers_for_bandwidth(self.spec.encodec_frame_rate,
-                                                                 config.bandwidth) != config.n_q:
+        if (
+            self.model.quantizer.get_num_quantizers_for_bandwidth(self.spec.encodec_frame_rate, config.bandwidth)
+            != config.n_q
+        ):
             raise RuntimeError(f"n_q mismatch between CodecConfig and EnCodec for {config.bandwidth} kbps")
         self.model.eval()
         for p in self.model.parameters():
@@ -130,8 +133,10 @@ class BinauralCodec(nn.Module):
 
     def _check_tokens(self, tokens: torch.Tensor) -> None:
         if tokens.dim() != 4 or tokens.shape[1] != 2 or not 1 <= tokens.shape[2] <= len(self.model.quantizer.vq.layers):
-            raise ValueError(f"expected tokens (B, 2, n_q, T) with n_q <= "
-                             f"{len(self.model.quantizer.vq.layers)}, got shape {tuple(tokens.shape)}")
+            raise ValueError(
+                f"expected tokens (B, 2, n_q, T) with n_q <= "
+                f"{len(self.model.quantizer.vq.layers)}, got shape {tuple(tokens.shape)}"
+            )
         if tokens.dtype.is_floating_point:
             raise ValueError(f"tokens must be integers, got {tokens.dtype}")
 
@@ -289,9 +294,11 @@ class BinauralCodec(nn.Module):
             "codebook_size": self.codebook_size,
             "latent_dim": self.latent_dim,
             "token_format": TOKEN_FORMAT_VERSION,
-            "token_layout": ("(2 ears, n_q, T) int16, axis 0: 0 = left, 1 = right"
-                             if self.spec.frames_per_step == 1 else
-                             "(2 sub-frames, n_q, T) int16, axis 0: EnCodec frame 2t / 2t+1 (stereo model)"),
+            "token_layout": (
+                "(2 ears, n_q, T) int16, axis 0: 0 = left, 1 = right"
+                if self.spec.frames_per_step == 1
+                else "(2 sub-frames, n_q, T) int16, axis 0: EnCodec frame 2t / 2t+1 (stereo model)"
+            ),
         }
 
     def save(self, path: Path | str, extra: Optional[dict] = None) -> Path:
@@ -308,5 +315,7 @@ class BinauralCodec(nn.Module):
         return cls(CodecConfig.from_dict(data))
 
     def __repr__(self) -> str:  # the nested EnCodec modules would print hundreds of lines
-        return (f"BinauralCodec(model={self.spec.name}, bandwidth={self.config.bandwidth:g} kbps, n_q={self.n_q}, "
-                f"frame_rate={self.frame_rate:g}, weights={self.weights_source})")
+        return (
+            f"BinauralCodec(model={self.spec.name}, bandwidth={self.config.bandwidth:g} kbps, n_q={self.n_q}, "
+            f"frame_rate={self.frame_rate:g}, weights={self.weights_source})"
+        )

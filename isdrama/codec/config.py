@@ -4,6 +4,7 @@ Every hyper-parameter of the codec lives in :class:`CodecConfig` / :class:`KMean
 documented default; :data:`MODEL_SPECS` holds *facts* of the published EnCodec models (sample
 rate, hop, bandwidths, checkpoint names), not choices.
 """
+
 from __future__ import annotations
 
 import math
@@ -13,8 +14,15 @@ from typing import Any, Mapping, Optional, Union
 from isdrama.utils.config import build_config
 
 #: Accepted spellings of ``CodecConfig.pretrained``.
-_PRETRAINED_VALUES = {"auto": "auto", "true": "true", "yes": "true", "1": "true",
-                      "false": "false", "no": "false", "0": "false"}
+_PRETRAINED_VALUES = {
+    "auto": "auto",
+    "true": "true",
+    "yes": "true",
+    "1": "true",
+    "false": "false",
+    "no": "false",
+    "0": "false",
+}
 
 
 @dataclass(frozen=True)
@@ -26,15 +34,15 @@ class EncodecSpec:
     """
 
     name: str
-    sample_rate: int           # Hz at the EnCodec input
-    channels: int              # audio channels one EnCodec call takes (1 = mono, 2 = stereo)
-    hop_length: int            # input samples per EnCodec frame
-    dimension: int             # latent width per EnCodec frame
-    codebook_size: int         # entries per RVQ codebook
+    sample_rate: int  # Hz at the EnCodec input
+    channels: int  # audio channels one EnCodec call takes (1 = mono, 2 = stereo)
+    hop_length: int  # input samples per EnCodec frame
+    dimension: int  # latent width per EnCodec frame
+    codebook_size: int  # entries per RVQ codebook
     bandwidths: tuple[float, ...]  # kbps the model supports
-    checkpoint_name: str       # file name of the pretrained weights (EnCodec's download)
-    causal: bool               # causal convolutions: zero padding at the end leaves earlier frames unchanged
-    default_normalize: bool    # EnCodec scales each clip to unit RMS before encoding
+    checkpoint_name: str  # file name of the pretrained weights (EnCodec's download)
+    causal: bool  # causal convolutions: zero padding at the end leaves earlier frames unchanged
+    default_normalize: bool  # EnCodec scales each clip to unit RMS before encoding
     frames_per_step: int
 
     @property
@@ -43,12 +51,32 @@ class EncodecSpec:
 
 
 MODEL_SPECS: dict[str, EncodecSpec] = {
-    "encodec_24khz": EncodecSpec("encodec_24khz", 24_000, 1, 320, 128, 1024, (1.5, 3.0, 6.0, 12.0, 24.0),
-                                 "encodec_24khz-d7cc33bc.th", causal=True, default_normalize=False,
-                                 frames_per_step=1),
-    "encodec_48khz": EncodecSpec("encodec_48khz", 48_000, 2, 320, 128, 1024, (3.0, 6.0, 12.0, 24.0),
-                                 "encodec_48khz-7e698e3e.th", causal=False, default_normalize=True,
-                                 frames_per_step=2),
+    "encodec_24khz": EncodecSpec(
+        "encodec_24khz",
+        24_000,
+        1,
+        320,
+        128,
+        1024,
+        (1.5, 3.0, 6.0, 12.0, 24.0),
+        "encodec_24khz-d7cc33bc.th",
+        causal=True,
+        default_normalize=False,
+        frames_per_step=1,
+    ),
+    "encodec_48khz": EncodecSpec(
+        "encodec_48khz",
+        48_000,
+        2,
+        320,
+        128,
+        1024,
+        (3.0, 6.0, 12.0, 24.0),
+        "encodec_48khz-7e698e3e.th",
+        causal=False,
+        default_normalize=True,
+        frames_per_step=2,
+    ),
 }
 
 
@@ -114,8 +142,10 @@ class CodecConfig:
         spec = self.spec
         self.bandwidth = float(self.bandwidth)
         if self.bandwidth not in spec.bandwidths:
-            raise ValueError(f"codec.bandwidth {self.bandwidth:g} kbps is not supported by {self.model}; "
-                             f"expected one of {', '.join(f'{b:g}' for b in spec.bandwidths)}")
+            raise ValueError(
+                f"codec.bandwidth {self.bandwidth:g} kbps is not supported by {self.model}; "
+                f"expected one of {', '.join(f'{b:g}' for b in spec.bandwidths)}"
+            )
         if self.checkpoint is not None:
             self.checkpoint = str(self.checkpoint)
         if isinstance(self.kmeans, Mapping):

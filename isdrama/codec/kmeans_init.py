@@ -6,6 +6,7 @@ mode); this module does the same deliberately, on as much audio as you give it: 
 audio, cluster the latent frames for RVQ layer 1, subtract the nearest centroid, cluster the
 residual for layer 2, and so on for the n_q layers in use.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -38,8 +39,10 @@ class KMeansReport:
     def format(self) -> str:
         energy = ", ".join(f"{e:.3g}" for e in self.residual_energy)
         used = ", ".join(str(u) for u in self.used_codes)
-        return (f"k-means codebook init on {self.n_frames} latent frames, {self.n_layers} RVQ layer(s); "
-                f"relative residual energy after each layer: [{energy}]; codes in use: [{used}]")
+        return (
+            f"k-means codebook init on {self.n_frames} latent frames, {self.n_layers} RVQ layer(s); "
+            f"relative residual energy after each layer: [{energy}]; codes in use: [{used}]"
+        )
 
 
 def nearest(samples: torch.Tensor, centroids: torch.Tensor, chunk_size: int) -> torch.Tensor:
@@ -52,8 +55,9 @@ def nearest(samples: torch.Tensor, centroids: torch.Tensor, chunk_size: int) -> 
     return torch.cat(out) if out else samples.new_zeros(0, dtype=torch.long)
 
 
-def kmeans(samples: torch.Tensor, n_clusters: int, n_iters: int, generator: torch.Generator,
-           chunk_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+def kmeans(
+    samples: torch.Tensor, n_clusters: int, n_iters: int, generator: torch.Generator, chunk_size: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Lloyd's k-means: samples (N, D) -> (centroids (K, D), cluster sizes (K,)).
 
     Initial centroids are random samples (with replacement only when N < K); an empty cluster
@@ -88,8 +92,9 @@ def _iter_batches(audio: AudioSource) -> Iterable[torch.Tensor]:
         yield item if item.dim() == 3 else item.unsqueeze(0)
 
 
-def collect_latent_frames(codec: BinauralCodec, audio: AudioSource, max_frames: int,
-                          generator: torch.Generator) -> torch.Tensor:
+def collect_latent_frames(
+    codec: BinauralCodec, audio: AudioSource, max_frames: int, generator: torch.Generator
+) -> torch.Tensor:
     """Encoder outputs of ``audio`` as frames (N, D), N <= max_frames (seeded subset beyond).
 
     ``audio``: a tensor (B, 2, S) or an iterable of (2, S) / (B, 2, S) tensors, all at
@@ -98,7 +103,7 @@ def collect_latent_frames(codec: BinauralCodec, audio: AudioSource, max_frames: 
     """
     frames = []
     for wav in _iter_batches(audio):
-        latent = codec.encoder_latent(wav)                       # (B, 2D, T)
+        latent = codec.encoder_latent(wav)  # (B, 2D, T)
         frames.append(rearrange(latent, "b (h d) t -> (b h t) d", h=2).float())
     if not frames:
         raise ValueError("k-means init got no audio")
@@ -110,8 +115,13 @@ def collect_latent_frames(codec: BinauralCodec, audio: AudioSource, max_frames: 
 
 
 @torch.no_grad()
-def init_codebooks_kmeans(codec: BinauralCodec, audio: AudioSource, config: Optional[KMeansConfig] = None,
-                          n_layers: Optional[int] = None, progress: bool = False) -> KMeansReport:
+def init_codebooks_kmeans(
+    codec: BinauralCodec,
+    audio: AudioSource,
+    config: Optional[KMeansConfig] = None,
+    n_layers: Optional[int] = None,
+    progress: bool = False,
+) -> KMeansReport:
     """Initialise the codec's first ``n_layers`` (default: n_q) RVQ codebooks by k-means, in place.
 
     Layer l is clustered on the residual left by layers 0..l-1 (nearest-code assignment, as RVQ

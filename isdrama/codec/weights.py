@@ -4,6 +4,7 @@ checkpoints, and atomic save of a codec state (e.g. after k-means codebook initi
 Without pretrained weights EnCodec's RVQ codebooks are all zeros until k-means initialisation
 (``inited`` = 0), so every token is 0: see :mod:`isdrama.codec.kmeans_init`.
 """
+
 from __future__ import annotations
 
 import logging
@@ -41,8 +42,7 @@ def build_encodec(spec: EncodecSpec, seed: int) -> EncodecModel:
     The global torch RNG is left as it was. Codebooks are zeros with ``inited`` = 0 (EnCodec's
     ``kmeans_init``), exactly as EnCodec builds them before training.
     """
-    builders = {"encodec_24khz": EncodecModel.encodec_model_24khz,
-                "encodec_48khz": EncodecModel.encodec_model_48khz}
+    builders = {"encodec_24khz": EncodecModel.encodec_model_24khz, "encodec_48khz": EncodecModel.encodec_model_48khz}
     with torch.random.fork_rng(devices=[]), warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*weight_norm.*", category=FutureWarning)
         torch.manual_seed(seed)
@@ -76,8 +76,10 @@ def read_checkpoint(path: Path | str, spec: EncodecSpec) -> dict[str, torch.Tens
     if path.is_dir():
         official = path / spec.checkpoint_name
         if not official.is_file():
-            raise FileNotFoundError(f"{path}: codec.checkpoint is a directory but holds no "
-                                    f"{spec.checkpoint_name} (EnCodec's file for {spec.name})")
+            raise FileNotFoundError(
+                f"{path}: codec.checkpoint is a directory but holds no "
+                f"{spec.checkpoint_name} (EnCodec's file for {spec.name})"
+            )
         return _read_official(official)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: codec.checkpoint not found")
@@ -90,12 +92,13 @@ def read_checkpoint(path: Path | str, spec: EncodecSpec) -> dict[str, torch.Tens
     if isinstance(obj, dict) and obj.get("format") == CHECKPOINT_FORMAT:
         saved_model = obj.get("config", {}).get("model")
         if saved_model != spec.name:
-            raise ValueError(f"{path}: codec checkpoint holds model {saved_model!r}, "
-                             f"but codec.model is {spec.name!r}")
+            raise ValueError(f"{path}: codec checkpoint holds model {saved_model!r}, but codec.model is {spec.name!r}")
         obj = obj["state_dict"]
     if not isinstance(obj, dict) or not any(k.startswith("encoder.") for k in obj):
-        raise ValueError(f"{path}: codec.checkpoint is neither an EnCodec state dict nor an "
-                         f"isdrama codec checkpoint ({CHECKPOINT_FORMAT})")
+        raise ValueError(
+            f"{path}: codec.checkpoint is neither an EnCodec state dict nor an "
+            f"isdrama codec checkpoint ({CHECKPOINT_FORMAT})"
+        )
     return obj
 
 
@@ -129,12 +132,15 @@ def load_weights(model: EncodecModel, config: CodecConfig) -> str:
             raise PretrainedUnavailableError(
                 f"codec.pretrained=true but EnCodec's weights {spec.checkpoint_name} could not be "
                 f"downloaded ({reason}). Put the file in torch hub's cache "
-                f"({torch.hub.get_dir()}/checkpoints) or pass codec.checkpoint=PATH.") from exc
-        message = (f"!!! EnCodec pretrained weights {spec.checkpoint_name} are NOT available ({reason}). "
-                   f"Continuing with RANDOM codec weights (seed {config.seed}): tokens and decoded audio "
-                   "are meaningless until codebooks are k-means initialised (isdrama.codec."
-                   "init_codebooks_kmeans; `isdrama-data tokenize` does this) and the codec is trained. "
-                   "Set codec.pretrained=false to silence this, or codec.checkpoint=PATH to use local weights.")
+                f"({torch.hub.get_dir()}/checkpoints) or pass codec.checkpoint=PATH."
+            ) from exc
+        message = (
+            f"!!! EnCodec pretrained weights {spec.checkpoint_name} are NOT available ({reason}). "
+            f"Continuing with RANDOM codec weights (seed {config.seed}): tokens and decoded audio "
+            "are meaningless until codebooks are k-means initialised (isdrama.codec."
+            "init_codebooks_kmeans; `isdrama-data tokenize` does this) and the codec is trained. "
+            "Set codec.pretrained=false to silence this, or codec.checkpoint=PATH to use local weights."
+        )
         log.warning(message)
         warnings.warn(message, RandomCodecWeightsWarning, stacklevel=3)
         return f"random(seed={config.seed})"
@@ -149,8 +155,9 @@ def _load_state(model: EncodecModel, state: dict[str, torch.Tensor], source: str
         raise ValueError(f"{source}: weights do not fit EnCodec model {model.name}: {exc}") from exc
 
 
-def save_codec_state(path: Path | str, config: CodecConfig, model: EncodecModel,
-                     extra: Optional[dict[str, Any]] = None) -> Path:
+def save_codec_state(
+    path: Path | str, config: CodecConfig, model: EncodecModel, extra: Optional[dict[str, Any]] = None
+) -> Path:
     """Write ``{format, config, state_dict, extra}`` atomically; load it with ``codec.checkpoint``."""
     path = Path(path)
     payload = {

@@ -2,6 +2,7 @@
 
 torchaudio.load/save need torchcodec, which is not available everywhere; soundfile is.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -14,10 +15,13 @@ from isdrama.data.schema import DataError
 from isdrama.utils.io import atomic_path
 
 
-def read_frames(path: Path | str, expect_sr: Optional[int] = None, expect_channels: Optional[int] = None,
-                pcm16_as_int: bool = False,
-                alloc: Optional[Callable[[tuple[int, int], str], np.ndarray]] = None,
-                ) -> tuple[np.ndarray, int]:
+def read_frames(
+    path: Path | str,
+    expect_sr: Optional[int] = None,
+    expect_channels: Optional[int] = None,
+    pcm16_as_int: bool = False,
+    alloc: Optional[Callable[[tuple[int, int], str], np.ndarray]] = None,
+) -> tuple[np.ndarray, int]:
     """Read an audio file as its interleaved samples (frames, channels) plus its sample rate.
 
     float32, or int16 for 16-bit PCM when ``pcm16_as_int`` (int / 32768 in float is exact: what
@@ -44,15 +48,19 @@ def read_frames(path: Path | str, expect_sr: Optional[int] = None, expect_channe
     if expect_sr is not None and sr != expect_sr:
         raise DataError(path, f"sample rate {sr} Hz, expected {expect_sr} Hz")
     if expect_channels is not None and data.shape[1] != expect_channels:
-        raise DataError(path, f"{data.shape[1]} channel(s), expected {expect_channels} "
-                              "(binaural: channel 0 = left, 1 = right)")
+        raise DataError(
+            path, f"{data.shape[1]} channel(s), expected {expect_channels} (binaural: channel 0 = left, 1 = right)"
+        )
     if data.dtype != np.int16 and not np.isfinite(data).all():  # PCM cannot hold NaN/inf
         raise DataError(path, "audio contains NaN or inf samples")
     return data, sr
 
 
-def read_audio(path: Path | str, expect_sr: Optional[int] = None, expect_channels: Optional[int] = None,
-               ) -> tuple[np.ndarray, int]:
+def read_audio(
+    path: Path | str,
+    expect_sr: Optional[int] = None,
+    expect_channels: Optional[int] = None,
+) -> tuple[np.ndarray, int]:
     """Read an audio file as float32 (channels, samples); checks and errors of `read_frames`."""
     data, sr = read_frames(path, expect_sr, expect_channels)
     return np.ascontiguousarray(data.T), sr

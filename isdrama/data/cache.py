@@ -14,6 +14,7 @@ skipped). The manifest is an index (line -> hash -> frames), rewritten atomicall
 and at the end; entries never depend on it. Several processes must not tokenize into the same
 folder at once (their writes are atomic, but the manifest keeps the last writer's view).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -77,9 +78,11 @@ class TokenizeStats:
 
     def format(self) -> str:
         stale = f", {self.stale_removed} stale temporary file(s) removed" if self.stale_removed else ""
-        return (f"{self.lines} line(s): {self.encoded} encoded, {self.skipped} already cached, "
-                f"{self.shared} shared identical audio{stale}; {self.audio_seconds:.1f} s of audio in "
-                f"{self.wall_seconds:.1f} s ({self.speed:.2f} s audio / s)")
+        return (
+            f"{self.lines} line(s): {self.encoded} encoded, {self.skipped} already cached, "
+            f"{self.shared} shared identical audio{stale}; {self.audio_seconds:.1f} s of audio in "
+            f"{self.wall_seconds:.1f} s ({self.speed:.2f} s audio / s)"
+        )
 
 
 @dataclass
@@ -118,8 +121,15 @@ class TokenCache:
             (and always at the end, also after an error).
     """
 
-    def __init__(self, root: Path | str, codec=None, *, codec_key: Optional[str] = None,
-                 cache_dir: Optional[Path | str] = None, manifest_interval_s: float = 30.0):
+    def __init__(
+        self,
+        root: Path | str,
+        codec=None,
+        *,
+        codec_key: Optional[str] = None,
+        cache_dir: Optional[Path | str] = None,
+        manifest_interval_s: float = 30.0,
+    ):
         if (codec is None) == (codec_key is None):
             raise ValueError("TokenCache needs exactly one of codec or codec_key")
         self.root = Path(root)
@@ -161,8 +171,13 @@ class TokenCache:
             raise DataError(wav_path, "audio file not found") from None
         key = str(wav_path.resolve())
         rec = self._stats.get(key)
-        if (not rehash and rec is not None and rec.size == st.st_size and rec.mtime_ns == st.st_mtime_ns
-                and st.st_mtime_ns + RACY_MARGIN_NS < rec.hashed_at_ns):
+        if (
+            not rehash
+            and rec is not None
+            and rec.size == st.st_size
+            and rec.mtime_ns == st.st_mtime_ns
+            and st.st_mtime_ns + RACY_MARGIN_NS < rec.hashed_at_ns
+        ):
             return rec.sha1
         hashed_at = time.time_ns()
         sha1 = hash_file(wav_path)
@@ -184,10 +199,13 @@ class TokenCache:
         path = self.entry_path(sha1)
         if not path.is_file():
             what = f"line {item.key}" if isinstance(item, DramaLine) else "this audio"
-            raise TokenCacheMiss(wav_path, f"no cached tokens for {what} (audio sha1 {sha1[:12]}, codec key "
-                                           f"{self.codec_key}) in {self.directory}; run "
-                                           f"`isdrama-data tokenize {self.root}` with the same codec settings",
-                                 key=item.key if isinstance(item, DramaLine) else None)
+            raise TokenCacheMiss(
+                wav_path,
+                f"no cached tokens for {what} (audio sha1 {sha1[:12]}, codec key "
+                f"{self.codec_key}) in {self.directory}; run "
+                f"`isdrama-data tokenize {self.root}` with the same codec settings",
+                key=item.key if isinstance(item, DramaLine) else None,
+            )
         try:
             tokens = np.load(path, allow_pickle=False)
         except Exception as exc:
@@ -203,8 +221,9 @@ class TokenCache:
         return int(np.load(self.path_for(item), mmap_mode="r").shape[-1])
 
     # ----------------------------------------------------------------------------- writing
-    def tokenize(self, lines: Sequence[DramaLine], batch_size: int = 8, progress: bool = True,
-                 rehash: bool = False) -> TokenizeStats:
+    def tokenize(
+        self, lines: Sequence[DramaLine], batch_size: int = 8, progress: bool = True, rehash: bool = False
+    ) -> TokenizeStats:
         """Encode every line not cached yet; return what was done.
 
         Reads binaural 48 kHz wavs (DataError naming the file otherwise), resamples to the codec
@@ -216,9 +235,11 @@ class TokenCache:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         bad = self.codec.uninitialised_layers
         if bad:
-            raise RuntimeError(f"the codec's RVQ codebooks {bad} were never initialised (all zeros): every token "
-                               "would be 0. Load pretrained weights or run isdrama.codec.init_codebooks_kmeans "
-                               "first (`isdrama-data tokenize` does this on random weights)")
+            raise RuntimeError(
+                f"the codec's RVQ codebooks {bad} were never initialised (all zeros): every token "
+                "would be 0. Load pretrained weights or run isdrama.codec.init_codebooks_kmeans "
+                "first (`isdrama-data tokenize` does this on random weights)"
+            )
         t0 = time.perf_counter()
         stats = TokenizeStats(lines=len(lines))
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -261,19 +282,21 @@ class TokenCache:
             p.unlink(missing_ok=True)
         return len(stale)
 
-    def _batches(self, pending: dict[str, list[DramaLine]], batch_size: int
-                 ) -> Iterator[list[tuple[str, list[DramaLine]]]]:
+    def _batches(
+        self, pending: dict[str, list[DramaLine]], batch_size: int
+    ) -> Iterator[list[tuple[str, list[DramaLine]]]]:
         """Jobs grouped for encoding, shortest first. A causal codec pads within a batch (zero
         padding at the end leaves earlier frames unchanged); a non-causal one batches only equal
         lengths."""
         lengths = {}
-        for sha1, group in pending.items():          # header checks first: fail before hours of encoding
+        for sha1, group in pending.items():  # header checks first: fail before hours of encoding
             info = audio_info(group[0].wav_path)
             if info.samplerate != DATA_SAMPLE_RATE:
                 raise DataError(group[0].wav_path, f"sample rate {info.samplerate} Hz, expected {DATA_SAMPLE_RATE} Hz")
             if info.channels != 2:
-                raise DataError(group[0].wav_path, f"{info.channels} channel(s), expected 2 "
-                                                   "(binaural: channel 0 = left, 1 = right)")
+                raise DataError(
+                    group[0].wav_path, f"{info.channels} channel(s), expected 2 (binaural: channel 0 = left, 1 = right)"
+                )
             lengths[sha1] = info.frames
         order = sorted(pending, key=lambda s: (lengths[s], s))
         if self.codec.spec.causal:
@@ -288,7 +311,7 @@ class TokenCache:
             groups += [current] if current else []
         for group in groups:
             for i in range(0, len(group), batch_size):
-                yield [(sha1, pending[sha1]) for sha1 in group[i:i + batch_size]]
+                yield [(sha1, pending[sha1]) for sha1 in group[i : i + batch_size]]
 
     def _encode_batch(self, batch: list[tuple[str, list[DramaLine]]], stats: TokenizeStats) -> None:
         codec = self.codec
@@ -298,11 +321,11 @@ class TokenCache:
             wav, _ = read_audio(wav_path, expect_sr=DATA_SAMPLE_RATE, expect_channels=2)
             if self.audio_hash(wav_path) != sha1:
                 raise DataError(wav_path, "audio file changed while tokenizing; run tokenize again")
-            wavs.append(codec.prepare_audio(wav, DATA_SAMPLE_RATE)[0])         # (2, S_i)
+            wavs.append(codec.prepare_audio(wav, DATA_SAMPLE_RATE)[0])  # (2, S_i)
             stats.audio_seconds += wav.shape[1] / DATA_SAMPLE_RATE
         lengths = [w.shape[-1] for w in wavs]
         padded = torch.stack([F.pad(w, (0, max(lengths) - n)) for w, n in zip(wavs, lengths)])  # (B, 2, S)
-        tokens = codec.encode(padded).cpu()                                     # (B, 2, n_q, T)
+        tokens = codec.encode(padded).cpu()  # (B, 2, n_q, T)
         for i, ((sha1, group), n) in enumerate(zip(batch, lengths)):
             frames = codec.num_frames(n)
             _save_tokens(self.entry_path(sha1), self._to_int16(tokens[i, ..., :frames]))
@@ -329,12 +352,16 @@ class TokenCache:
     # ----------------------------------------------------------------------------- manifest
     def write_manifest(self) -> None:
         """Rewrite manifest.json atomically."""
-        atomic_write_json(self.manifest_path, {
-            "format": MANIFEST_FORMAT,
-            "codec_key": self.codec_key,
-            "root": str(self.root.resolve()),
-            "entries": self._entries,
-        }, indent=1)
+        atomic_write_json(
+            self.manifest_path,
+            {
+                "format": MANIFEST_FORMAT,
+                "codec_key": self.codec_key,
+                "root": str(self.root.resolve()),
+                "entries": self._entries,
+            },
+            indent=1,
+        )
 
     def _read_manifest(self) -> None:
         """Known lines and their recorded file stats (a damaged manifest is ignored: entries
@@ -349,8 +376,9 @@ class TokenCache:
                 wav = Path(entry["wav"])
                 wav = wav if wav.is_absolute() else self.root / wav
                 if entry.get("size") is not None:
-                    self._stats[str(wav.resolve())] = _Stat(int(entry["size"]), int(entry["mtime_ns"]),
-                                                            int(entry["hashed_at_ns"]), str(entry["sha1"]))
+                    self._stats[str(wav.resolve())] = _Stat(
+                        int(entry["size"]), int(entry["mtime_ns"]), int(entry["hashed_at_ns"]), str(entry["sha1"])
+                    )
                 self._entries[line_key] = dict(entry)
             except (KeyError, TypeError, ValueError):
                 continue

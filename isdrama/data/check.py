@@ -4,6 +4,7 @@ Beyond what the reader validates (JSON structure, keys, paths), this opens the r
 wav headers (48 kHz, 2 channels, non-empty, length matching the time span and word durations),
 pose arrays ((T, 9), finite, length matching the audio) and the existence of the videos.
 """
+
 from __future__ import annotations
 
 from collections import Counter
@@ -15,17 +16,23 @@ import numpy as np
 
 from isdrama.data.audio import audio_info
 from isdrama.data.mrsdrama import scan_dataset
-from isdrama.data.schema import (DATA_SAMPLE_RATE, POSE_FRAME_RATE, DataError, DatasetIndex, DramaLine,
-                                 validate_pose_array)
+from isdrama.data.schema import (
+    DATA_SAMPLE_RATE,
+    POSE_FRAME_RATE,
+    DataError,
+    DatasetIndex,
+    DramaLine,
+    validate_pose_array,
+)
 
 
 @dataclass(frozen=True)
 class CheckTolerances:
     """How far lengths may disagree before `check` reports a problem (seconds)."""
 
-    duration: float = 0.05   # wav length vs end_time - start_time
-    word_sum: float = 0.05   # sum(word_dur) vs wav length
-    pose: float = 0.05       # pose frames / 187.5 vs wav length
+    duration: float = 0.05  # wav length vs end_time - start_time
+    word_sum: float = 0.05  # sum(word_dur) vs wav length
+    pose: float = 0.05  # pose frames / 187.5 vs wav length
 
 
 @dataclass
@@ -50,18 +57,23 @@ class CheckReport:
 
     def format(self, max_problems: int = 50) -> str:
         """Human-readable report."""
-        out = [f"dataset: {self.root}",
-               f"  sets:       {len(self.sets)} ({', '.join(s or '<none>' for s in self.sets)})",
-               f"  dramas:     {self.dramas}",
-               f"  lines:      {self.lines}" + (
-                   " (" + ", ".join(f"{k or '<none>'}: {v}" for k, v in self.lines_per_set.items()) + ")"
-                   if len(self.lines_per_set) > 1 else ""),
-               f"  hours:      {self.hours:.3f}",
-               f"  speakers:   {len(self.speakers)} ({', '.join(self.speakers[:12])}"
-               f"{', ...' if len(self.speakers) > 12 else ''})",
-               f"  with pose:  {self.lines_with_pose}/{self.lines}",
-               f"  with video: {self.lines_with_video}/{self.lines}",
-               f"  with text pose prompt: {self.lines_with_prompt}/{self.lines}"]
+        out = [
+            f"dataset: {self.root}",
+            f"  sets:       {len(self.sets)} ({', '.join(s or '<none>' for s in self.sets)})",
+            f"  dramas:     {self.dramas}",
+            f"  lines:      {self.lines}"
+            + (
+                " (" + ", ".join(f"{k or '<none>'}: {v}" for k, v in self.lines_per_set.items()) + ")"
+                if len(self.lines_per_set) > 1
+                else ""
+            ),
+            f"  hours:      {self.hours:.3f}",
+            f"  speakers:   {len(self.speakers)} ({', '.join(self.speakers[:12])}"
+            f"{', ...' if len(self.speakers) > 12 else ''})",
+            f"  with pose:  {self.lines_with_pose}/{self.lines}",
+            f"  with video: {self.lines_with_video}/{self.lines}",
+            f"  with text pose prompt: {self.lines_with_prompt}/{self.lines}",
+        ]
         if self.problems:
             out.append(f"problems: {len(self.problems)}")
             out += [f"  - {p}" for p in self.problems[:max_problems]]
@@ -86,12 +98,21 @@ def check_line(line: DramaLine, tol: CheckTolerances, check_pose: bool = True) -
             problems.append(DataError(line.wav_path, "audio is empty (0 samples)"))
         seconds = info.frames / info.samplerate
         if abs(seconds - line.duration) > tol.duration:
-            problems.append(DataError(line.wav_path, f"audio lasts {seconds:.3f} s but the line spans "
-                                                     f"{line.duration:.3f} s (start_time/end_time of {line.line_id})"))
+            problems.append(
+                DataError(
+                    line.wav_path,
+                    f"audio lasts {seconds:.3f} s but the line spans "
+                    f"{line.duration:.3f} s (start_time/end_time of {line.line_id})",
+                )
+            )
         word_sum = sum(line.word_durations)
         if line.word_durations and abs(word_sum - seconds) > tol.word_sum:
-            problems.append(DataError(line.wav_path, f"word durations of {line.line_id} sum to {word_sum:.3f} s "
-                                                     f"but the audio lasts {seconds:.3f} s"))
+            problems.append(
+                DataError(
+                    line.wav_path,
+                    f"word durations of {line.line_id} sum to {word_sum:.3f} s but the audio lasts {seconds:.3f} s",
+                )
+            )
     except DataError as exc:
         problems.append(exc)
     if line.pose_path is not None and check_pose:
@@ -105,8 +126,13 @@ def check_line(line: DramaLine, tol: CheckTolerances, check_pose: bool = True) -
             validate_pose_array(np.asarray(pose), line.pose_path)
             pose_seconds = pose.shape[0] / POSE_FRAME_RATE
             if seconds and abs(pose_seconds - seconds) > tol.pose:
-                problems.append(DataError(line.pose_path, f"pose covers {pose_seconds:.3f} s "
-                                                          f"({pose.shape[0]} frames) but the audio lasts {seconds:.3f} s"))
+                problems.append(
+                    DataError(
+                        line.pose_path,
+                        f"pose covers {pose_seconds:.3f} s "
+                        f"({pose.shape[0]} frames) but the audio lasts {seconds:.3f} s",
+                    )
+                )
         except DataError as exc:
             problems.append(exc)
     if line.video_path is not None and not line.video_path.is_file():
@@ -114,8 +140,12 @@ def check_line(line: DramaLine, tol: CheckTolerances, check_pose: bool = True) -
     return seconds, problems
 
 
-def check_dataset(root: Path | str, tol: CheckTolerances = CheckTolerances(), check_pose: bool = True,
-                  progress: Optional[Callable] = None) -> CheckReport:
+def check_dataset(
+    root: Path | str,
+    tol: CheckTolerances = CheckTolerances(),
+    check_pose: bool = True,
+    progress: Optional[Callable] = None,
+) -> CheckReport:
     """Scan ``root`` and validate every referenced file. ``progress`` wraps the line iterator (e.g. tqdm)."""
     scan = scan_dataset(root)
     index: DatasetIndex = scan.index
@@ -130,7 +160,7 @@ def check_dataset(root: Path | str, tol: CheckTolerances = CheckTolerances(), ch
     report.lines_with_video = sum(line.video_path is not None for line in lines)
     report.lines_with_prompt = sum(bool(line.pose_prompt) for line in lines)
     total = 0.0
-    for line in (progress(lines) if progress else lines):
+    for line in progress(lines) if progress else lines:
         seconds, problems = check_line(line, tol, check_pose)
         total += seconds
         report.problems.extend(problems)

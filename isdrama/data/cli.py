@@ -9,6 +9,7 @@
 Each subcommand lives in its own module exposing ``add_arguments(parser)`` and ``run(args) -> int``;
 heavy imports happen only when that subcommand runs.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -43,8 +44,11 @@ def run(args: argparse.Namespace) -> int:
     from isdrama.data.schema import DataError
 
     try:
-        report = check_dataset(args.root, check_pose=not args.no_pose,
-                               progress=None if args.quiet else (lambda xs: tqdm(xs, desc="checking", unit="line")))
+        report = check_dataset(
+            args.root,
+            check_pose=not args.no_pose,
+            progress=None if args.quiet else (lambda xs: tqdm(xs, desc="checking", unit="line")),
+        )
     except DataError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -54,8 +58,9 @@ def run(args: argparse.Namespace) -> int:
 
 def build_parser(only: Optional[str] = None) -> argparse.ArgumentParser:
     """The parser; with ``only`` set, just that subcommand's module is imported (fast start)."""
-    parser = argparse.ArgumentParser(prog="isdrama-data", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="isdrama-data", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     for name, (module, help_text) in SUBCOMMANDS.items():
         sp = sub.add_parser(name, help=help_text, description=help_text)

@@ -6,6 +6,7 @@ tokens, content, pose at the codec frame rate, video frames, text prompts and sp
 into a ``DramaBatch``. Distributed training: the sampler splits batches across ranks itself, so
 the Trainer must run with ``use_distributed_sampler=False`` (the trainer configs set it).
 """
+
 from __future__ import annotations
 
 import logging
@@ -20,8 +21,7 @@ from isdrama.data.dataset import ContentTokenizer, DramaCollator, DramaLineDatas
 from isdrama.data.mrsdrama import load_dataset
 from isdrama.data.sampler import FrameBudgetBatchSampler
 from isdrama.data.schema import DatasetIndex, DramaLine
-from isdrama.data.splits import (DEFAULT_SEED, DEFAULT_TEST_FRACTION, DEFAULT_VAL_FRACTION, SPLITS, Splits,
-                                 ensure_splits)
+from isdrama.data.splits import DEFAULT_SEED, DEFAULT_TEST_FRACTION, DEFAULT_VAL_FRACTION, SPLITS, Splits, ensure_splits
 from isdrama.data.video_frames import VideoFrameCache
 
 log = logging.getLogger(__name__)
@@ -83,9 +83,14 @@ class DramaDataModule(pl.LightningDataModule):
             demo dataset and tokenise it when missing).
     """
 
-    def __init__(self, config: DataConfig, token_loader: Optional[TokenLoader] = None,
-                 tokenizer: Optional[ContentTokenizer] = None, prepare: Optional[Callable[[], Any]] = None,
-                 lazy_token_loader: bool = False):
+    def __init__(
+        self,
+        config: DataConfig,
+        token_loader: Optional[TokenLoader] = None,
+        tokenizer: Optional[ContentTokenizer] = None,
+        prepare: Optional[Callable[[], Any]] = None,
+        lazy_token_loader: bool = False,
+    ):
         super().__init__()
         self.config = config
         self.token_loader = token_loader
@@ -119,22 +124,42 @@ class DramaDataModule(pl.LightningDataModule):
             raise ValueError(f"{self.root}: no dramas in sets {cfg.sets} (found sets {self.index.sets})")
         # the split covers every drama of the root (not only the chosen sets), so it is the same
         # file whatever ``sets`` a run picks
-        self.splits = ensure_splits(self.root, [s.key for s in self.index.scenes], cfg.val_fraction,
-                                    cfg.test_fraction, cfg.seed, path=cfg.splits_file, hint=CONFIG_HINT)
+        self.splits = ensure_splits(
+            self.root,
+            [s.key for s in self.index.scenes],
+            cfg.val_fraction,
+            cfg.test_fraction,
+            cfg.seed,
+            path=cfg.splits_file,
+            hint=CONFIG_HINT,
+        )
         splits = self.splits.partition(scenes)
-        log.info("splits: %s (digest %s): %s dramas", self.splits.path, self.splits.digest[:12],
-                 ", ".join(f"{k} {len(v)}" for k, v in splits.items()))
+        log.info(
+            "splits: %s (digest %s): %s dramas",
+            self.splits.path,
+            self.splits.digest[:12],
+            ", ".join(f"{k} {len(v)}" for k, v in splits.items()),
+        )
         all_lines = [line for s in scenes for line in s.lines]
         self.speakers = sorted({line.speaker for line in all_lines})
         self.scenes = sorted({line.scene_id for line in all_lines if line.scene_id is not None})
         cache_dir = Path(cfg.cache_dir) if cfg.cache_dir else self.root / ".isdrama_cache" / "video"
-        video_cache = VideoFrameCache(cache_dir, cfg.items.video_fps, tuple(cfg.items.video_size)) \
-            if cfg.items.load_video else None
+        video_cache = (
+            VideoFrameCache(cache_dir, cfg.items.video_fps, tuple(cfg.items.video_size))
+            if cfg.items.load_video
+            else None
+        )
         for split in SPLITS:
             lines: list[DramaLine] = [line for s in splits[split] for line in s.lines]
-            self.datasets[split] = DramaLineDataset(lines, cfg.items, token_loader=self.token_loader,
-                                                    video_cache=video_cache, tokenizer=self.tokenizer,
-                                                    train=split == "train", seed=cfg.seed)
+            self.datasets[split] = DramaLineDataset(
+                lines,
+                cfg.items,
+                token_loader=self.token_loader,
+                video_cache=video_cache,
+                tokenizer=self.tokenizer,
+                train=split == "train",
+                seed=cfg.seed,
+            )
 
     def collator(self) -> DramaCollator:
         return DramaCollator(self.speakers, self.scenes)
@@ -145,16 +170,29 @@ class DramaDataModule(pl.LightningDataModule):
         dataset = self.datasets[split]
         if len(dataset) == 0:
             where = self.splits.path if self.splits is not None else self.root
-            raise ValueError(f"{self.root}: the {split} split is empty ({where}); add dramas, or re-split "
-                             "with other fractions (`isdrama-data split ROOT --val V --test T --force`, then "
-                             "set data.val_fraction / data.test_fraction to match)")
-        sampler = FrameBudgetBatchSampler(dataset.approx_frames(), loader_cfg.max_frames,
-                                          max_batch_size=loader_cfg.max_batch_size, shuffle=shuffle,
-                                          seed=self.config.seed, bucket_size=loader_cfg.bucket_size,
-                                          drop_last=loader_cfg.drop_last, on_epoch=dataset.set_epoch)
-        return DataLoader(dataset, batch_sampler=sampler, collate_fn=self.collator(),
-                          num_workers=loader_cfg.num_workers, persistent_workers=False,
-                          pin_memory=False)
+            raise ValueError(
+                f"{self.root}: the {split} split is empty ({where}); add dramas, or re-split "
+                "with other fractions (`isdrama-data split ROOT --val V --test T --force`, then "
+                "set data.val_fraction / data.test_fraction to match)"
+            )
+        sampler = FrameBudgetBatchSampler(
+            dataset.approx_frames(),
+            loader_cfg.max_frames,
+            max_batch_size=loader_cfg.max_batch_size,
+            shuffle=shuffle,
+            seed=self.config.seed,
+            bucket_size=loader_cfg.bucket_size,
+            drop_last=loader_cfg.drop_last,
+            on_epoch=dataset.set_epoch,
+        )
+        return DataLoader(
+            dataset,
+            batch_sampler=sampler,
+            collate_fn=self.collator(),
+            num_workers=loader_cfg.num_workers,
+            persistent_workers=False,
+            pin_memory=False,
+        )
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", self.config.train, shuffle=True)

@@ -4,11 +4,11 @@ Everything is brought to the model time base (the codec frame rate) here: pose i
 ``isdrama.data.resample.resample_pose`` and word durations are turned into frame counts that sum
 exactly to the line's frame count.
 """
+
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, fields
-from pathlib import Path
 from typing import Callable, Optional, Sequence
 
 import numpy as np
@@ -82,15 +82,15 @@ class DramaItem:
     drama: str
     scene: Optional[str]
     words: list[str]
-    word_frames: torch.Tensor                   # (W,) long, sums to T
+    word_frames: torch.Tensor  # (W,) long, sums to T
     text: str
     language: str
     pose_prompt: Optional[str]
-    tokens: Optional[torch.Tensor] = None        # (2, n_q, T) long
-    pose: Optional[torch.Tensor] = None          # (T, 9) float
-    video: Optional[torch.Tensor] = None         # (F, 3, H, W) uint8
+    tokens: Optional[torch.Tensor] = None  # (2, n_q, T) long
+    pose: Optional[torch.Tensor] = None  # (T, 9) float
+    video: Optional[torch.Tensor] = None  # (F, 3, H, W) uint8
     prompt_tokens: Optional[torch.Tensor] = None  # (2, n_q, Tp) long
-    content_ids: Optional[torch.Tensor] = None    # (L,) long
+    content_ids: Optional[torch.Tensor] = None  # (L,) long
     content_frames: Optional[torch.Tensor] = None  # (L,) long, sums to T
 
 
@@ -107,9 +107,16 @@ class DramaLineDataset(Dataset):
         seed: base seed of the random choices.
     """
 
-    def __init__(self, lines: Sequence[DramaLine], options: ItemOptions, token_loader: Optional[TokenLoader] = None,
-                 video_cache: Optional[VideoFrameCache] = None, tokenizer: Optional[ContentTokenizer] = None,
-                 train: bool = False, seed: int = 0):
+    def __init__(
+        self,
+        lines: Sequence[DramaLine],
+        options: ItemOptions,
+        token_loader: Optional[TokenLoader] = None,
+        video_cache: Optional[VideoFrameCache] = None,
+        tokenizer: Optional[ContentTokenizer] = None,
+        train: bool = False,
+        seed: int = 0,
+    ):
         if options.load_tokens and token_loader is None:
             raise ValueError("load_tokens=True needs a token_loader (e.g. TokenCache.load)")
         if options.load_video and video_cache is None:
@@ -172,7 +179,7 @@ class DramaLineDataset(Dataset):
         length = tokens.shape[-1]
         span = min(length, self.options.prompt_max_frames)
         start = int(rng.integers(0, length - span + 1)) if self.train else 0
-        return tokens[..., start:start + span]
+        return tokens[..., start : start + span]
 
     def __getitem__(self, index: int) -> DramaItem:
         line = self.lines[index]
@@ -180,9 +187,19 @@ class DramaLineDataset(Dataset):
         tokens = self._load_tokens(line) if opts.load_tokens else None
         frames = int(tokens.shape[-1]) if tokens is not None else line_frames(line, opts.frame_rate)
         word_frames = torch.from_numpy(words_to_frames(line.word_durations, opts.frame_rate, frames))
-        item = DramaItem(key=line.key, frames=frames, speaker=line.speaker, drama=f"{line.set_name}/{line.drama_id}",
-                         scene=line.scene_id, words=list(line.words), word_frames=word_frames, text=line.text,
-                         language=line.language or "zh", pose_prompt=line.pose_prompt, tokens=tokens)
+        item = DramaItem(
+            key=line.key,
+            frames=frames,
+            speaker=line.speaker,
+            drama=f"{line.set_name}/{line.drama_id}",
+            scene=line.scene_id,
+            words=list(line.words),
+            word_frames=word_frames,
+            text=line.text,
+            language=line.language or "zh",
+            pose_prompt=line.pose_prompt,
+            tokens=tokens,
+        )
         if opts.load_pose:
             item.pose = self._load_pose(line, frames)
         if opts.load_video and line.video_path is not None:
@@ -200,26 +217,26 @@ class DramaBatch:
     """A padded batch. B = lines, T = frames (codec rate); masks are True on valid positions."""
 
     keys: list[str]
-    frames: torch.Tensor                          # (B,) long
-    mask: torch.Tensor                            # (B, T) bool
-    speaker_ids: torch.Tensor                     # (B,) long, index into ``speakers``
-    drama_ids: torch.Tensor                       # (B,) long, same value = same drama (hard negatives)
-    scene_ids: torch.Tensor                       # (B,) long, -1 when unknown
+    frames: torch.Tensor  # (B,) long
+    mask: torch.Tensor  # (B, T) bool
+    speaker_ids: torch.Tensor  # (B,) long, index into ``speakers``
+    drama_ids: torch.Tensor  # (B,) long, same value = same drama (hard negatives)
+    scene_ids: torch.Tensor  # (B,) long, -1 when unknown
     texts: list[str]
     languages: list[str]
     pose_prompts: list[Optional[str]]
     words: list[list[str]]
     word_frames: list[torch.Tensor]
-    tokens: Optional[torch.Tensor] = None          # (B, 2, n_q, T) long
-    pose: Optional[torch.Tensor] = None            # (B, T, 9) float
-    pose_mask: Optional[torch.Tensor] = None       # (B,) bool: line has a pose
-    video: Optional[torch.Tensor] = None           # (B, F, 3, H, W) uint8
-    video_mask: Optional[torch.Tensor] = None      # (B, F) bool
-    prompt_tokens: Optional[torch.Tensor] = None   # (B, 2, n_q, Tp) long
-    prompt_mask: Optional[torch.Tensor] = None     # (B, Tp) bool
-    content_ids: Optional[torch.Tensor] = None     # (B, L) long
+    tokens: Optional[torch.Tensor] = None  # (B, 2, n_q, T) long
+    pose: Optional[torch.Tensor] = None  # (B, T, 9) float
+    pose_mask: Optional[torch.Tensor] = None  # (B,) bool: line has a pose
+    video: Optional[torch.Tensor] = None  # (B, F, 3, H, W) uint8
+    video_mask: Optional[torch.Tensor] = None  # (B, F) bool
+    prompt_tokens: Optional[torch.Tensor] = None  # (B, 2, n_q, Tp) long
+    prompt_mask: Optional[torch.Tensor] = None  # (B, Tp) bool
+    content_ids: Optional[torch.Tensor] = None  # (B, L) long
     content_frames: Optional[torch.Tensor] = None  # (B, L) long
-    content_mask: Optional[torch.Tensor] = None    # (B, L) bool
+    content_mask: Optional[torch.Tensor] = None  # (B, L) bool
     speakers: list[str] = field(default_factory=list)
 
     def __len__(self) -> int:
@@ -250,13 +267,19 @@ class DramaCollator:
         mask = torch.arange(int(frames.max()))[None, :] < frames[:, None]
         dramas = {d: i for i, d in enumerate(dict.fromkeys(it.drama for it in items))}
         batch = DramaBatch(
-            keys=[it.key for it in items], frames=frames, mask=mask,
+            keys=[it.key for it in items],
+            frames=frames,
+            mask=mask,
             speaker_ids=torch.tensor([self.speaker_index.get(it.speaker, -1) for it in items]),
             drama_ids=torch.tensor([dramas[it.drama] for it in items]),
             scene_ids=torch.tensor([self.scene_index.get(it.scene, -1) for it in items]),
-            texts=[it.text for it in items], languages=[it.language for it in items],
-            pose_prompts=[it.pose_prompt for it in items], words=[it.words for it in items],
-            word_frames=[it.word_frames for it in items], speakers=self.speakers)
+            texts=[it.text for it in items],
+            languages=[it.language for it in items],
+            pose_prompts=[it.pose_prompt for it in items],
+            words=[it.words for it in items],
+            word_frames=[it.word_frames for it in items],
+            speakers=self.speakers,
+        )
         if all(it.tokens is not None for it in items):
             batch.tokens, _ = pad_stack([it.tokens for it in items], dim=-1)
         if any(it.pose is not None for it in items):

@@ -4,6 +4,7 @@
 set and the root holds no drama, and cached tokens when ``items.load_tokens`` and
 ``tokenize_on_prepare``.
 """
+
 from __future__ import annotations
 
 import logging
@@ -58,8 +59,9 @@ class TokenCacheOpener:
 class DatasetPreparer:
     """Picklable ``prepare_data`` step: synthesise a missing dataset, then fill the token cache."""
 
-    def __init__(self, root: Path, synth: Optional[Mapping[str, Any]], tokenize: bool,
-                 codec: Optional[Mapping[str, Any]]):
+    def __init__(
+        self, root: Path, synth: Optional[Mapping[str, Any]], tokenize: bool, codec: Optional[Mapping[str, Any]]
+    ):
         self.root, self.synth, self.tokenize = Path(root), synth, tokenize
         self.codec = None if codec is None else dict(codec)
 
@@ -67,8 +69,10 @@ class DatasetPreparer:
         if self.synth:
             synthesize_if_missing(self.root, self.synth)
         if not has_dramas(self.root):
-            raise FileNotFoundError(f"{self.root}: no dramas found. Generate a synthetic set with "
-                                    f"`isdrama-data synth {self.root} --dramas 24` or point data.root at MRSDrama")
+            raise FileNotFoundError(
+                f"{self.root}: no dramas found. Generate a synthetic set with "
+                f"`isdrama-data synth {self.root} --dramas 24` or point data.root at MRSDrama"
+            )
         if self.tokenize:
             from isdrama.data.mrsdrama import load_dataset
 
@@ -76,21 +80,36 @@ class DatasetPreparer:
             cache.tokenize(load_dataset(self.root).lines, progress=True)
 
 
-def build_datamodule(root: str, items: Mapping[str, Any], train: Mapping[str, Any], val: Mapping[str, Any],
-                     val_fraction: float = DEFAULT_VAL_FRACTION, test_fraction: float = DEFAULT_TEST_FRACTION,
-                     seed: int = DEFAULT_SEED,
-                     sets: Optional[list[str]] = None, cache_dir: Optional[str] = None,
-                     synth: Optional[Mapping[str, Any]] = None, tokenize_on_prepare: bool = True,
-                     content_tokenizer: Optional[Mapping[str, Any]] = None,
-                     codec: Optional[Mapping[str, Any]] = None,
-                     splits_file: Optional[str] = None) -> DramaDataModule:
+def build_datamodule(
+    root: str,
+    items: Mapping[str, Any],
+    train: Mapping[str, Any],
+    val: Mapping[str, Any],
+    val_fraction: float = DEFAULT_VAL_FRACTION,
+    test_fraction: float = DEFAULT_TEST_FRACTION,
+    seed: int = DEFAULT_SEED,
+    sets: Optional[list[str]] = None,
+    cache_dir: Optional[str] = None,
+    synth: Optional[Mapping[str, Any]] = None,
+    tokenize_on_prepare: bool = True,
+    content_tokenizer: Optional[Mapping[str, Any]] = None,
+    codec: Optional[Mapping[str, Any]] = None,
+    splits_file: Optional[str] = None,
+) -> DramaDataModule:
     """DramaDataModule from plain config values (see configs/data/synth_demo.yaml)."""
     items_opts = build_config(ItemOptions, items, "data.items")
-    config = DataConfig(root=str(root), val_fraction=val_fraction, test_fraction=test_fraction, seed=seed,
-                        sets=None if sets is None else list(sets), items=items_opts,
-                        train=build_config(LoaderConfig, train, "data.train"),
-                        val=build_config(LoaderConfig, val, "data.val"),
-                        cache_dir=cache_dir, splits_file=None if splits_file is None else str(splits_file))
+    config = DataConfig(
+        root=str(root),
+        val_fraction=val_fraction,
+        test_fraction=test_fraction,
+        seed=seed,
+        sets=None if sets is None else list(sets),
+        items=items_opts,
+        train=build_config(LoaderConfig, train, "data.train"),
+        val=build_config(LoaderConfig, val, "data.val"),
+        cache_dir=cache_dir,
+        splits_file=None if splits_file is None else str(splits_file),
+    )
     root_path = Path(root)
     synth_opts = to_plain(synth)
     codec_opts = to_plain(codec)
@@ -103,8 +122,9 @@ def build_datamodule(root: str, items: Mapping[str, Any], train: Mapping[str, An
 
     token_loader = TokenCacheOpener(root_path, codec_opts) if items_opts.load_tokens else None
     prepare = DatasetPreparer(root_path, synth_opts, items_opts.load_tokens and tokenize_on_prepare, codec_opts)
-    return DramaDataModule(config, token_loader=token_loader,
-                           tokenizer=tokenizer, prepare=prepare, lazy_token_loader=True)
+    return DramaDataModule(
+        config, token_loader=token_loader, tokenizer=tokenizer, prepare=prepare, lazy_token_loader=True
+    )
 
 
 __all__ = ["build_datamodule", "synthesize_if_missing", "make_token_cache", "has_dramas"]

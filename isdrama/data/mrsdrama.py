@@ -3,6 +3,7 @@
 Layout (docs/data-format.md): ROOT/[<set>/]<drama>/ holding one annotation JSON, wav/, an
 optional mp4 and geometric_pose/*.npy. Every error is a DataError naming the file and the key.
 """
+
 from __future__ import annotations
 
 import json
@@ -52,8 +53,7 @@ def find_drama_dirs(root: Path) -> list[tuple[str, Path]]:
     found: list[tuple[str, Path]] = []
 
     def subdirs(p: Path) -> list[Path]:
-        return sorted(d for d in p.iterdir()
-                      if d.is_dir() and not d.name.startswith(".") and d.name not in _SKIP_DIRS)
+        return sorted(d for d in p.iterdir() if d.is_dir() and not d.name.startswith(".") and d.name not in _SKIP_DIRS)
 
     for first in subdirs(root):
         if any(first.glob("*.json")):
@@ -98,8 +98,17 @@ def _number(item: dict, key: str, json_path: Path, where: str) -> float:
     return float(value)
 
 
-def _parse_item(item: dict, idx: int, defaults: dict, drama_id: str, set_name: str, drama_dir: Path,
-                root: Path, json_path: Path, video_path: Optional[Path]) -> DramaLine:
+def _parse_item(
+    item: dict,
+    idx: int,
+    defaults: dict,
+    drama_id: str,
+    set_name: str,
+    drama_dir: Path,
+    root: Path,
+    json_path: Path,
+    video_path: Optional[Path],
+) -> DramaLine:
     name = item.get("item_name")
     where = f"[{idx}]" if not isinstance(name, str) else str(name)
     if not isinstance(name, str) or not name:
@@ -116,8 +125,9 @@ def _parse_item(item: dict, idx: int, defaults: dict, drama_id: str, set_name: s
     words, durs = item["word"], item["word_dur"]
     if not isinstance(words, list) or not all(isinstance(w, str) for w in words):
         raise DataError(json_path, "expected a list of strings", f"{where}.word")
-    if not isinstance(durs, list) or not all(isinstance(d, (int, float)) and not isinstance(d, bool)
-                                             and math.isfinite(d) and d >= 0 for d in durs):
+    if not isinstance(durs, list) or not all(
+        isinstance(d, (int, float)) and not isinstance(d, bool) and math.isfinite(d) and d >= 0 for d in durs
+    ):
         raise DataError(json_path, "expected a list of non-negative finite numbers (seconds)", f"{where}.word_dur")
     if len(words) != len(durs):
         raise DataError(json_path, f"{len(words)} words but {len(durs)} durations", f"{where}.word_dur")
@@ -135,8 +145,11 @@ def _parse_item(item: dict, idx: int, defaults: dict, drama_id: str, set_name: s
         default_pose = drama_dir / "geometric_pose" / f"{name}.npy"
         pose_path = default_pose if default_pose.is_file() else None
     video_rel = get("video_fn")
-    line_video = (resolve_inside(root, drama_dir, video_rel, json_path, f"{where}.video_fn")
-                  if video_rel is not None else video_path)
+    line_video = (
+        resolve_inside(root, drama_dir, video_rel, json_path, f"{where}.video_fn")
+        if video_rel is not None
+        else video_path
+    )
     prompt = get("spatial_prompt")
     if prompt is not None and not isinstance(prompt, str):
         raise DataError(json_path, f"expected a string, got {prompt!r}", f"{where}.spatial_prompt")
@@ -147,11 +160,21 @@ def _parse_item(item: dict, idx: int, defaults: dict, drama_id: str, set_name: s
     if (phones is None) != (phone_durs is None) or (phones is not None and len(phones) != len(phone_durs)):
         raise DataError(json_path, "'ph' and 'ph_dur' must both be present with equal lengths", f"{where}.ph_dur")
     return DramaLine(
-        drama_id=drama_id, line_id=name, speaker=speaker, text=text,
-        words=tuple(words), word_durations=tuple(float(d) for d in durs),
-        start=start, end=end, wav_path=wav_path, pose_path=pose_path,
-        pose_prompt=prompt, scene_id=None if scene is None else str(scene),
-        video_path=line_video, set_name=set_name, language=str(language),
+        drama_id=drama_id,
+        line_id=name,
+        speaker=speaker,
+        text=text,
+        words=tuple(words),
+        word_durations=tuple(float(d) for d in durs),
+        start=start,
+        end=end,
+        wav_path=wav_path,
+        pose_path=pose_path,
+        pose_prompt=prompt,
+        scene_id=None if scene is None else str(scene),
+        video_path=line_video,
+        set_name=set_name,
+        language=str(language),
         phones=None if phones is None else tuple(str(p) for p in phones),
         phone_durations=None if phone_durs is None else tuple(float(d) for d in phone_durs),
     )
@@ -169,8 +192,9 @@ def load_scene(drama_dir: Path, root: Path, set_name: str = "") -> DramaScene:
         raise DataError(drama_dir, "no annotation JSON in the drama folder")
     preferred = drama_dir / f"{drama_dir.name}.json"
     if len(jsons) > 1 and preferred not in jsons:
-        raise DataError(drama_dir, f"several JSON files and none named {preferred.name}: "
-                                   f"{', '.join(p.name for p in jsons)}")
+        raise DataError(
+            drama_dir, f"several JSON files and none named {preferred.name}: {', '.join(p.name for p in jsons)}"
+        )
     json_path = preferred if preferred in jsons else jsons[0]
     try:
         obj = json.loads(json_path.read_text(encoding="utf-8"))
@@ -182,20 +206,31 @@ def load_scene(drama_dir: Path, root: Path, set_name: str = "") -> DramaScene:
     if not items:
         raise DataError(json_path, "no items (lines) in the annotation")
     mp4s = sorted(drama_dir.glob("*.mp4"))
-    video_path = (drama_dir / f"{drama_dir.name}.mp4") if (drama_dir / f"{drama_dir.name}.mp4") in mp4s \
+    video_path = (
+        (drama_dir / f"{drama_dir.name}.mp4")
+        if (drama_dir / f"{drama_dir.name}.mp4") in mp4s
         else (mp4s[0] if len(mp4s) == 1 else None)
+    )
     drama_id = drama_dir.name
-    lines = [_parse_item(item, i, defaults, drama_id, set_name, drama_dir, Path(root), json_path, video_path)
-             for i, item in enumerate(items)]
+    lines = [
+        _parse_item(item, i, defaults, drama_id, set_name, drama_dir, Path(root), json_path, video_path)
+        for i, item in enumerate(items)
+    ]
     names = [line.line_id for line in lines]
     dup = sorted({n for n in names if names.count(n) > 1})
     if dup:
         raise DataError(json_path, f"duplicate item names: {', '.join(dup[:5])}", "item_name")
     lines.sort(key=lambda line: (line.start, line.line_id))
     scene_ids = {line.scene_id for line in lines if line.scene_id is not None}
-    return DramaScene(drama_id=drama_id, directory=drama_dir.resolve(), json_path=json_path,
-                      lines=tuple(lines), set_name=set_name, video_path=video_path,
-                      scene_id=next(iter(scene_ids)) if len(scene_ids) == 1 else None)
+    return DramaScene(
+        drama_id=drama_id,
+        directory=drama_dir.resolve(),
+        json_path=json_path,
+        lines=tuple(lines),
+        set_name=set_name,
+        video_path=video_path,
+        scene_id=next(iter(scene_ids)) if len(scene_ids) == 1 else None,
+    )
 
 
 def scan_dataset(root: Path | str) -> ScanResult:
@@ -218,8 +253,11 @@ def load_dataset(root: Path | str) -> DatasetIndex:
     if result.problems:
         first = result.problems[0]
         if len(result.problems) > 1:
-            raise DataError(root, f"{len(result.problems)} problems, the first: {first} "
-                                  "(run `isdrama-data check ROOT` for the full list)")
+            raise DataError(
+                root,
+                f"{len(result.problems)} problems, the first: {first} "
+                "(run `isdrama-data check ROOT` for the full list)",
+            )
         raise first
     return result.index
 

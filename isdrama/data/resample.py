@@ -7,6 +7,7 @@ last source frame beyond the ends. Quaternions are interpolated by normalised le
 shorter arc (the second quaternion is negated when the two point into opposite hemispheres).
 Linear interpolation does not low-pass: fine for smooth trajectories, not for audio.
 """
+
 from __future__ import annotations
 
 import math
@@ -28,8 +29,9 @@ def output_length(n_src: int, src_rate: float, dst_rate: float) -> int:
     return max(1, math.ceil(n_src * dst_rate / src_rate - 1e-9))
 
 
-def _positions(n_src: int, n_dst: int, src_rate: float, dst_rate: float, device
-               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _positions(
+    n_src: int, n_dst: int, src_rate: float, dst_rate: float, device
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     if src_rate <= 0 or dst_rate <= 0:
         raise ValueError(f"frame rates must be > 0, got src={src_rate}, dst={dst_rate}")
     if n_src < 1:
@@ -55,8 +57,7 @@ def _back(y: torch.Tensor, like: ArrayT, was_numpy: bool) -> ArrayT:
     return y.to(like.dtype if like.is_floating_point() else torch.float32)
 
 
-def resample_linear(x: ArrayT, src_rate: float, dst_rate: float,
-                    n_frames: Optional[int] = None) -> ArrayT:
+def resample_linear(x: ArrayT, src_rate: float, dst_rate: float, n_frames: Optional[int] = None) -> ArrayT:
     """Linearly resample x (..., T, C) from src_rate to dst_rate -> (..., n_frames, C)."""
     t, was_numpy = _as_torch(x)
     if t.dim() < 2:
@@ -68,8 +69,7 @@ def resample_linear(x: ArrayT, src_rate: float, dst_rate: float,
     return _back(y, x, was_numpy)
 
 
-def resample_pose(pose: ArrayT, src_rate: float, dst_rate: float,
-                  n_frames: Optional[int] = None) -> ArrayT:
+def resample_pose(pose: ArrayT, src_rate: float, dst_rate: float, n_frames: Optional[int] = None) -> ArrayT:
     """Resample a geometric pose (..., T, 9) (schema.POSE_COLUMNS) to dst_rate.
 
     Positions and radial velocities: linear interpolation. Quaternions (qw, qx, qy, qz):
@@ -85,8 +85,10 @@ def resample_pose(pose: ArrayT, src_rate: float, dst_rate: float,
     """
     t, was_numpy = _as_torch(pose)
     if t.dim() < 2 or t.shape[-1] != len(POSE_COLUMNS):
-        raise ValueError(f"pose must have shape (..., T, {len(POSE_COLUMNS)}) with columns "
-                         f"{', '.join(POSE_COLUMNS)}; got {tuple(t.shape)}")
+        raise ValueError(
+            f"pose must have shape (..., T, {len(POSE_COLUMNS)}) with columns "
+            f"{', '.join(POSE_COLUMNS)}; got {tuple(t.shape)}"
+        )
     n_src = t.shape[-2]
     n_dst = output_length(n_src, src_rate, dst_rate) if n_frames is None else int(n_frames)
     i0, i1, w = _positions(n_src, n_dst, src_rate, dst_rate, t.device)
@@ -98,5 +100,5 @@ def resample_pose(pose: ArrayT, src_rate: float, dst_rate: float,
     norm = q.norm(dim=-1, keepdim=True)
     identity = torch.tensor([1.0, 0.0, 0.0, 0.0], dtype=q.dtype, device=q.device)
     q = torch.where(norm > 1e-12, q / norm.clamp_min(1e-12), identity)
-    y = torch.cat([y[..., :POSE_QUAT.start], q, y[..., POSE_QUAT.stop:]], dim=-1)
+    y = torch.cat([y[..., : POSE_QUAT.start], q, y[..., POSE_QUAT.stop :]], dim=-1)
     return _back(y, pose, was_numpy)

@@ -1,4 +1,5 @@
 """Batches by total frames (the paper's "12 k frames per GPU"), distributed-aware."""
+
 from __future__ import annotations
 
 from typing import Callable, Iterator, Optional, Sequence
@@ -26,10 +27,19 @@ class FrameBudgetBatchSampler(Sampler[list[int]]):
         on_epoch: called with the epoch by ``set_epoch`` (e.g. the dataset's own ``set_epoch``).
     """
 
-    def __init__(self, lengths: Sequence[int], max_frames: int, max_batch_size: Optional[int] = None,
-                 shuffle: bool = True, seed: int = 0, bucket_size: int = 256, drop_last: bool = False,
-                 num_replicas: Optional[int] = None, rank: Optional[int] = None,
-                 on_epoch: Optional[Callable[[int], None]] = None):
+    def __init__(
+        self,
+        lengths: Sequence[int],
+        max_frames: int,
+        max_batch_size: Optional[int] = None,
+        shuffle: bool = True,
+        seed: int = 0,
+        bucket_size: int = 256,
+        drop_last: bool = False,
+        num_replicas: Optional[int] = None,
+        rank: Optional[int] = None,
+        on_epoch: Optional[Callable[[int], None]] = None,
+    ):
         if max_frames <= 0:
             raise ValueError(f"max_frames must be positive, got {max_frames}")
         self.lengths = np.asarray(lengths, dtype=np.int64)
@@ -68,7 +78,7 @@ class FrameBudgetBatchSampler(Sampler[list[int]]):
             order = np.random.default_rng(self.seed + self.epoch).permutation(order)
         batches: list[list[int]] = []
         for start in range(0, len(order), self.bucket_size):
-            bucket = order[start:start + self.bucket_size]
+            bucket = order[start : start + self.bucket_size]
             bucket = bucket[np.argsort(self.lengths[bucket], kind="stable")]
             batch: list[int] = []
             longest = 0
@@ -94,7 +104,7 @@ class FrameBudgetBatchSampler(Sampler[list[int]]):
             per_rank = len(batches) // world if self.drop_last else -(-len(batches) // world)
             if len(batches) < per_rank * world:  # pad by repeating batches so every rank steps equally
                 batches = batches + batches[: per_rank * world - len(batches)]
-            batches = batches[self.rank: per_rank * world: world]
+            batches = batches[self.rank : per_rank * world : world]
         return batches
 
     def __iter__(self) -> Iterator[list[int]]:

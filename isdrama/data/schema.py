@@ -5,6 +5,7 @@ binaural wav at 48 kHz (channel 0 = left, 1 = right) and a geometric pose per fr
 48 kHz / hop 256 = 187.5 frames/s with 9 columns in listener-centric metres
 (x right, y front, z up, head at the origin facing +y, ears at x = -/+0.11 m).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -126,8 +127,11 @@ class DatasetIndex:
 def validate_pose_array(pose: np.ndarray, path: Path | str) -> np.ndarray:
     """Check a geometric pose array: (T, 9) finite floats. Returns it as float32."""
     if pose.ndim != 2 or pose.shape[1] != len(POSE_COLUMNS):
-        raise DataError(path, f"pose must have shape (T, {len(POSE_COLUMNS)}) with columns "
-                              f"{', '.join(POSE_COLUMNS)}; got {tuple(pose.shape)}")
+        raise DataError(
+            path,
+            f"pose must have shape (T, {len(POSE_COLUMNS)}) with columns "
+            f"{', '.join(POSE_COLUMNS)}; got {tuple(pose.shape)}",
+        )
     if pose.shape[0] == 0:
         raise DataError(path, "pose array is empty (0 frames)")
     if not np.isfinite(pose).all():

@@ -37,6 +37,7 @@ for other fractions or another seed than the file holds stops with an error nami
 the fields instead of re-splitting. Inference batch mode (not built yet) is meant to call
 ``load_splits(root).split_of(drama_id)`` the same way.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -74,15 +75,17 @@ class SplitsError(DataError):
 def split_point(drama_id: str, seed: int) -> float:
     """The drama's uniform point in [0, 1): ``sha1(f"{seed}:{drama_id}")`` as an integer / 2**160."""
     digest = hashlib.sha1(f"{seed}:{drama_id}".encode("utf-8")).digest()
-    return int.from_bytes(digest, "big") / 2 ** 160
+    return int.from_bytes(digest, "big") / 2**160
 
 
 def check_fractions(val_fraction: float, test_fraction: float) -> None:
     """Raise ValueError unless both fractions are in [0, 1) and sum below 1."""
     ok = all(isinstance(f, (int, float)) and not isinstance(f, bool) for f in (val_fraction, test_fraction))
     if not (ok and 0 <= val_fraction < 1 and 0 <= test_fraction < 1 and val_fraction + test_fraction < 1):
-        raise ValueError(f"split fractions must be numbers in [0, 1) that sum below 1; got val={val_fraction!r}, "
-                         f"test={test_fraction!r}")
+        raise ValueError(
+            f"split fractions must be numbers in [0, 1) that sum below 1; got val={val_fraction!r}, "
+            f"test={test_fraction!r}"
+        )
 
 
 def threshold_split(drama_id: str, val_fraction: float, test_fraction: float, seed: int = 0) -> str:
@@ -95,8 +98,7 @@ def threshold_split(drama_id: str, val_fraction: float, test_fraction: float, se
     return "train"
 
 
-def assign_splits(drama_ids: Iterable[str], val_fraction: float, test_fraction: float,
-                  seed: int = 0) -> dict[str, str]:
+def assign_splits(drama_ids: Iterable[str], val_fraction: float, test_fraction: float, seed: int = 0) -> dict[str, str]:
     """drama id -> split for a split computed from scratch: the pure rule, then the small-dataset
     rule (module docstring) for a requested split left empty."""
     check_fractions(val_fraction, test_fraction)
@@ -133,11 +135,22 @@ class Splits:
     path: Optional[Path] = None
 
     @classmethod
-    def create(cls, drama_ids: Iterable[str], val_fraction: float, test_fraction: float, seed: int = 0,
-               path: Optional[Path] = None) -> "Splits":
+    def create(
+        cls,
+        drama_ids: Iterable[str],
+        val_fraction: float,
+        test_fraction: float,
+        seed: int = 0,
+        path: Optional[Path] = None,
+    ) -> "Splits":
         """A split from scratch (pure rule + small-dataset rule)."""
-        return cls(int(seed), float(val_fraction), float(test_fraction),
-                   assign_splits(drama_ids, val_fraction, test_fraction, seed), path)
+        return cls(
+            int(seed),
+            float(val_fraction),
+            float(test_fraction),
+            assign_splits(drama_ids, val_fraction, test_fraction, seed),
+            path,
+        )
 
     @property
     def digest(self) -> str:
@@ -155,8 +168,10 @@ class Splits:
         try:
             return self.assignment[drama_id]
         except KeyError:
-            raise SplitsError(self.path or "splits", f"drama '{drama_id}' is not listed (load the dataset with "
-                              "ensure_splits to add new dramas)") from None
+            raise SplitsError(
+                self.path or "splits",
+                f"drama '{drama_id}' is not listed (load the dataset with ensure_splits to add new dramas)",
+            ) from None
 
     def partition(self, scenes: Sequence[DramaScene]) -> dict[str, list[DramaScene]]:
         """split -> the given scenes in it (scenes keep their order)."""
@@ -165,13 +180,14 @@ class Splits:
             out[self.split_of(scene.key)].append(scene)
         return out
 
-    def matches(self, val_fraction: Optional[float], test_fraction: Optional[float],
-                seed: Optional[int]) -> list[str]:
+    def matches(self, val_fraction: Optional[float], test_fraction: Optional[float], seed: Optional[int]) -> list[str]:
         """Fields that differ from the given values (None = not asked, matches anything)."""
         bad = []
-        for name, asked, have in (("val_fraction", val_fraction, self.val_fraction),
-                                  ("test_fraction", test_fraction, self.test_fraction),
-                                  ("seed", seed, self.seed)):
+        for name, asked, have in (
+            ("val_fraction", val_fraction, self.val_fraction),
+            ("test_fraction", test_fraction, self.test_fraction),
+            ("seed", seed, self.seed),
+        ):
             if asked is not None and abs(float(asked) - float(have)) > _TOL:
                 bad.append(f"{name}={have!r} (asked for {asked!r})")
         return bad
@@ -190,9 +206,14 @@ class Splits:
         return {s: len(self.ids(s)) for s in SPLITS}
 
     def to_json(self) -> dict:
-        return {"version": SPLITS_VERSION, "seed": self.seed, "val_fraction": self.val_fraction,
-                "test_fraction": self.test_fraction, "digest": self.digest,
-                **{s: self.ids(s) for s in SPLITS}}
+        return {
+            "version": SPLITS_VERSION,
+            "seed": self.seed,
+            "val_fraction": self.val_fraction,
+            "test_fraction": self.test_fraction,
+            "digest": self.digest,
+            **{s: self.ids(s) for s in SPLITS},
+        }
 
     def drama_of_name(self, name: str) -> Optional[str]:
         """The listed drama a file name belongs to: a line key (``set/drama/line``) or its flat form
@@ -252,15 +273,15 @@ def parse_splits(data: object, path: Path | str = "splits.json") -> Splits:
     if missing:
         raise SplitsError(path, f"missing field(s) {', '.join(missing)}", missing[0])
     if data["version"] != SPLITS_VERSION:
-        raise SplitsError(path, f"unsupported version {data['version']!r} (this isdrama reads {SPLITS_VERSION})",
-                          "version")
+        raise SplitsError(
+            path, f"unsupported version {data['version']!r} (this isdrama reads {SPLITS_VERSION})", "version"
+        )
     seed = data["seed"]
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise SplitsError(path, f"expected an integer, got {seed!r}", "seed")
     val, test = _number(path, data, "val_fraction"), _number(path, data, "test_fraction")
     if val + test >= 1:
-        raise SplitsError(path, f"val_fraction + test_fraction must be below 1, got {val} + {test}",
-                          "val_fraction")
+        raise SplitsError(path, f"val_fraction + test_fraction must be below 1, got {val} + {test}", "val_fraction")
     assignment: dict[str, str] = {}
     for split in SPLITS:
         ids = data[split]
@@ -272,9 +293,13 @@ def parse_splits(data: object, path: Path | str = "splits.json") -> Splits:
             assignment[i] = split
     splits = Splits(seed, val, test, assignment, path)
     if "digest" in data and data["digest"] != splits.digest:
-        raise SplitsError(path, "does not match the listed dramas (the lists were edited, or the file is damaged); "
-                          "delete the 'digest' field to accept the lists as they are, or rewrite the file with "
-                          "`isdrama-data split ROOT --force`", "digest")
+        raise SplitsError(
+            path,
+            "does not match the listed dramas (the lists were edited, or the file is damaged); "
+            "delete the 'digest' field to accept the lists as they are, or rewrite the file with "
+            "`isdrama-data split ROOT --force`",
+            "digest",
+        )
     return splits
 
 
@@ -284,8 +309,9 @@ def read_splits(path: Path | str) -> Splits:
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise SplitsError(path, "split file not found; write it with `isdrama-data split ROOT` "
-                          "(or let training create it)") from None
+        raise SplitsError(
+            path, "split file not found; write it with `isdrama-data split ROOT` (or let training create it)"
+        ) from None
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
@@ -301,8 +327,11 @@ def write_splits(path: Path | str, splits: Splits) -> Splits:
     try:
         atomic_write_json(path, splits.to_json())
     except OSError as exc:
-        raise SplitsError(path, f"cannot write the split file ({exc.strerror or exc}); point the tool at a "
-                          "writable path (data.splits_file=PATH, or --splits PATH)") from exc
+        raise SplitsError(
+            path,
+            f"cannot write the split file ({exc.strerror or exc}); point the tool at a "
+            "writable path (data.splits_file=PATH, or --splits PATH)",
+        ) from exc
     return Splits(splits.seed, splits.val_fraction, splits.test_fraction, splits.assignment, path)
 
 
@@ -314,9 +343,15 @@ def load_splits(root_or_file: Path | str) -> Splits:
     return read_splits(splits_path(root_or_file))
 
 
-def ensure_splits(root: Path | str, drama_ids: Iterable[str], val_fraction: Optional[float] = None,
-                  test_fraction: Optional[float] = None, seed: Optional[int] = None,
-                  path: Optional[Path | str] = None, hint: str = "") -> Splits:
+def ensure_splits(
+    root: Path | str,
+    drama_ids: Iterable[str],
+    val_fraction: Optional[float] = None,
+    test_fraction: Optional[float] = None,
+    seed: Optional[int] = None,
+    path: Optional[Path | str] = None,
+    hint: str = "",
+) -> Splits:
     """The dataset's split, creating or extending its file as needed.
 
     Args:
@@ -337,24 +372,39 @@ def ensure_splits(root: Path | str, drama_ids: Iterable[str], val_fraction: Opti
     suffix = f" {hint}" if hint else ""
     if not file.is_file():
         if val_fraction is None or test_fraction is None or seed is None:
-            raise SplitsError(file, "split file not found; write it with `isdrama-data split ROOT [--val V "
-                              f"--test T --seed S]`{suffix}")
+            raise SplitsError(
+                file,
+                f"split file not found; write it with `isdrama-data split ROOT [--val V --test T --seed S]`{suffix}",
+            )
         splits = write_splits(file, Splits.create(ids, val_fraction, test_fraction, seed))
         c = splits.counts()
-        log.info("%s: new split of %d dramas (train %d, val %d, test %d; seed %d, val %.3g, test %.3g)",
-                 file, len(ids), c["train"], c["val"], c["test"], splits.seed, splits.val_fraction,
-                 splits.test_fraction)
+        log.info(
+            "%s: new split of %d dramas (train %d, val %d, test %d; seed %d, val %.3g, test %.3g)",
+            file,
+            len(ids),
+            c["train"],
+            c["val"],
+            c["test"],
+            splits.seed,
+            splits.val_fraction,
+            splits.test_fraction,
+        )
         return splits
     splits = read_splits(file)
     bad = splits.matches(val_fraction, test_fraction, seed)
     if bad:
-        want = [splits.val_fraction if val_fraction is None else val_fraction,
-                splits.test_fraction if test_fraction is None else test_fraction,
-                splits.seed if seed is None else seed]
-        raise SplitsError(file, f"the split file holds {', '.join(bad)}. Use the file's values, or re-split "
-                          f"on purpose with `isdrama-data split {Path(root)} --val {want[0]} --test {want[1]} "
-                          f"--seed {want[2]} --force` (moves dramas between splits; results on the old split "
-                          f"stop being comparable).{suffix}")
+        want = [
+            splits.val_fraction if val_fraction is None else val_fraction,
+            splits.test_fraction if test_fraction is None else test_fraction,
+            splits.seed if seed is None else seed,
+        ]
+        raise SplitsError(
+            file,
+            f"the split file holds {', '.join(bad)}. Use the file's values, or re-split "
+            f"on purpose with `isdrama-data split {Path(root)} --val {want[0]} --test {want[1]} "
+            f"--seed {want[2]} --force` (moves dramas between splits; results on the old split "
+            f"stop being comparable).{suffix}",
+        )
     grown, added = splits.with_dramas(ids)
     if added:
         log.info("%s: %d new drama(s) assigned by the threshold rule: %s", file, len(added), _show(added))
@@ -378,13 +428,35 @@ def update_splits(root: Path | str, path: Optional[Path | str] = None) -> Splits
     return ensure_splits(root, dataset_drama_ids(root), *defaults, path=file)
 
 
-def split_scenes(scenes: Sequence[DramaScene], val_fraction: float, test_fraction: float, seed: int = 0,
-                 ) -> dict[str, list[DramaScene]]:
+def split_scenes(
+    scenes: Sequence[DramaScene],
+    val_fraction: float,
+    test_fraction: float,
+    seed: int = 0,
+) -> dict[str, list[DramaScene]]:
     """Scenes by split for a split computed from scratch, in memory (no file; see ``assign_splits``)."""
     return Splits.create([s.key for s in scenes], val_fraction, test_fraction, seed).partition(scenes)
 
 
-__all__ = ["SPLITS", "SPLITS_FILE", "DEFAULT_VAL_FRACTION", "DEFAULT_TEST_FRACTION", "DEFAULT_SEED", "Splits",
-           "SplitsError", "split_point", "threshold_split", "assign_splits", "split_scenes", "splits_path",
-           "parse_splits", "read_splits", "write_splits", "load_splits", "ensure_splits", "update_splits",
-           "dataset_drama_ids", "check_fractions"]
+__all__ = [
+    "SPLITS",
+    "SPLITS_FILE",
+    "DEFAULT_VAL_FRACTION",
+    "DEFAULT_TEST_FRACTION",
+    "DEFAULT_SEED",
+    "Splits",
+    "SplitsError",
+    "split_point",
+    "threshold_split",
+    "assign_splits",
+    "split_scenes",
+    "splits_path",
+    "parse_splits",
+    "read_splits",
+    "write_splits",
+    "load_splits",
+    "ensure_splits",
+    "update_splits",
+    "dataset_drama_ids",
+    "check_fractions",
+]

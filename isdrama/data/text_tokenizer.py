@@ -10,11 +10,13 @@ Tokenisation (``mode``):
 - ``"byte"``: every character -> its UTF-8 bytes (``<0xE5>`` ...).
 
 Latin letters share ids with the pinyin initials spelt the same way (b, m, n ...): a deliberate,
-harmless overlap of similar sounds. Any character whose token is not in the vocabulary falls back to its UTF-8 byte tokens, which
-the default vocabulary always holds, so nothing needs a download and nothing becomes ``<UNK>``.
+harmless overlap of similar sounds. Any character whose token is not in the vocabulary falls back
+to its UTF-8 byte tokens, which the default vocabulary always holds, so nothing needs a download
+and nothing becomes ``<UNK>``.
 Words of the form ``<...>`` (MRSDrama's ``<SP>``) are special tokens; a word that yields no
 token at all becomes ``<SP>`` so its duration is never lost.
 """
+
 from __future__ import annotations
 
 import json
@@ -35,22 +37,96 @@ SIL_TOKEN = SILENCE_TOKEN  # "<SP>"
 SPECIAL_TOKENS = (PAD_TOKEN, UNK_TOKEN, SIL_TOKEN)
 
 #: Pinyin initials (pypinyin strict mode: y/w are not initials).
-PINYIN_INITIALS = ("b", "p", "m", "f", "d", "t", "n", "l", "g", "k", "h", "j", "q", "x",
-                   "zh", "ch", "sh", "r", "z", "c", "s")
+PINYIN_INITIALS = (
+    "b",
+    "p",
+    "m",
+    "f",
+    "d",
+    "t",
+    "n",
+    "l",
+    "g",
+    "k",
+    "h",
+    "j",
+    "q",
+    "x",
+    "zh",
+    "ch",
+    "sh",
+    "r",
+    "z",
+    "c",
+    "s",
+)
 #: Pinyin finals without tone (pypinyin strict mode), plus syllabic interjections (m, n, ng,
 #: hm, hng) that pypinyin cannot split.
-PINYIN_FINALS = ("a", "ai", "an", "ang", "ao", "e", "ei", "en", "eng", "er", "i", "ia", "ian",
-                 "iang", "iao", "ie", "in", "ing", "iong", "iou", "o", "ong", "ou", "u", "ua",
-                 "uai", "uan", "uang", "uei", "uen", "ueng", "uo", "v", "van", "ve", "vn", "ê",
-                 "m", "n", "ng", "hm", "hng")
+PINYIN_FINALS = (
+    "a",
+    "ai",
+    "an",
+    "ang",
+    "ao",
+    "e",
+    "ei",
+    "en",
+    "eng",
+    "er",
+    "i",
+    "ia",
+    "ian",
+    "iang",
+    "iao",
+    "ie",
+    "in",
+    "ing",
+    "iong",
+    "iou",
+    "o",
+    "ong",
+    "ou",
+    "u",
+    "ua",
+    "uai",
+    "uan",
+    "uang",
+    "uei",
+    "uen",
+    "ueng",
+    "uo",
+    "v",
+    "van",
+    "ve",
+    "vn",
+    "ê",
+    "m",
+    "n",
+    "ng",
+    "hm",
+    "hng",
+)
 PINYIN_TONES = ("1", "2", "3", "4", "5")
 #: Characters of the default char inventory (after lower-casing).
 DEFAULT_CHARS = tuple("abcdefghijklmnopqrstuvwxyz0123456789" + "'-,.!?:;\"()")
 
 _HAN = re.compile(r"([\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0003134f]+)")
 _SPECIAL_WORD = re.compile(r"^<[^<>\s]+>$")
-_PUNCT_MAP = {"。": ".", "、": ",", "“": '"', "”": '"', "‘": "'", "’": "'", "—": "-",
-              "《": '"', "》": '"', "「": '"', "」": '"', "『": '"', "』": '"'}
+_PUNCT_MAP = {
+    "。": ".",
+    "、": ",",
+    "“": '"',
+    "”": '"',
+    "‘": "'",
+    "’": "'",
+    "—": "-",
+    "《": '"',
+    "》": '"',
+    "「": '"',
+    "」": '"',
+    "『": '"',
+    "』": '"',
+}
 _MODES = ("auto", "char", "byte")
 
 
@@ -85,8 +161,7 @@ class Vocabulary:
     def default(cls) -> "Vocabulary":
         """Fixed inventory: specials, pinyin initials, toned finals, chars, 256 byte tokens."""
         finals = [f + t for f in PINYIN_FINALS for t in PINYIN_TONES]
-        return cls([*PINYIN_INITIALS, *finals, *DEFAULT_CHARS,
-                    *(byte_token(b) for b in range(256))])
+        return cls([*PINYIN_INITIALS, *finals, *DEFAULT_CHARS, *(byte_token(b) for b in range(256))])
 
     def extended(self, tokens: Iterable[str]) -> "Vocabulary":
         """A new vocabulary with ``tokens`` appended (existing ids unchanged)."""
@@ -137,15 +212,14 @@ class Vocabulary:
     @classmethod
     def from_state_dict(cls, state: dict, source: str = "vocabulary state") -> "Vocabulary":
         if not isinstance(state, dict) or state.get("format") != cls.FORMAT:
-            raise ValueError(f"{source}: not an isdrama vocabulary (expected key 'format' = "
-                             f"'{cls.FORMAT}')")
+            raise ValueError(f"{source}: not an isdrama vocabulary (expected key 'format' = '{cls.FORMAT}')")
         if state.get("version") != cls.VERSION:
-            raise ValueError(f"{source} [key 'version']: unsupported version "
-                             f"{state.get('version')!r}, expected {cls.VERSION}")
+            raise ValueError(
+                f"{source} [key 'version']: unsupported version {state.get('version')!r}, expected {cls.VERSION}"
+            )
         tokens = state.get("tokens")
-        if not isinstance(tokens, list) or tuple(tokens[:len(SPECIAL_TOKENS)]) != SPECIAL_TOKENS:
-            raise ValueError(f"{source} [key 'tokens']: expected a list starting with "
-                             f"{list(SPECIAL_TOKENS)}")
+        if not isinstance(tokens, list) or tuple(tokens[: len(SPECIAL_TOKENS)]) != SPECIAL_TOKENS:
+            raise ValueError(f"{source} [key 'tokens']: expected a list starting with {list(SPECIAL_TOKENS)}")
         if len(set(tokens)) != len(tokens):
             raise ValueError(f"{source} [key 'tokens']: duplicate tokens")
         return cls(tokens)
@@ -188,8 +262,7 @@ class PhoneTokenizer:
         lowercase: lower-case non-Han characters.
     """
 
-    def __init__(self, vocab: Optional[Vocabulary] = None, mode: str = "auto",
-                 lowercase: bool = True):
+    def __init__(self, vocab: Optional[Vocabulary] = None, mode: str = "auto", lowercase: bool = True):
         if mode not in _MODES:
             raise ValueError(f"tokenizer mode must be one of {_MODES}, got {mode!r}")
         self.vocab = vocab if vocab is not None else Vocabulary.default()
@@ -214,11 +287,11 @@ class PhoneTokenizer:
         from pypinyin import Style, lazy_pinyin
         from pypinyin.contrib.tone_convert import to_finals_tone3, to_initials
 
-        syllables = lazy_pinyin(run, style=Style.TONE3, neutral_tone_with_five=True,
-                                errors=lambda s: [None] * len(s))
+        syllables = lazy_pinyin(run, style=Style.TONE3, neutral_tone_with_five=True, errors=lambda s: [None] * len(s))
         if len(syllables) != len(run):  # never seen; keep one result per character
-            syllables = [lazy_pinyin(c, style=Style.TONE3, neutral_tone_with_five=True,
-                                     errors=lambda s: [None])[0] for c in run]
+            syllables = [
+                lazy_pinyin(c, style=Style.TONE3, neutral_tone_with_five=True, errors=lambda s: [None])[0] for c in run
+            ]
         out: list[str] = []
         for ch, syl in zip(run, syllables):
             if not syl or not syl.isascii():
@@ -271,10 +344,13 @@ class PhoneTokenizer:
         """Raw text -> words (whitespace split), as used at inference without a word list."""
         return text.split()
 
-    def encode_words(self, words: Sequence[str],
-                     word_durations: Optional[Sequence[float]] = None,
-                     frame_rate: Optional[float] = None,
-                     total_frames: Optional[int] = None) -> TokenizedLine:
+    def encode_words(
+        self,
+        words: Sequence[str],
+        word_durations: Optional[Sequence[float]] = None,
+        frame_rate: Optional[float] = None,
+        total_frames: Optional[int] = None,
+    ) -> TokenizedLine:
         """Words (+ their durations in seconds) -> :class:`TokenizedLine`.
 
         With ``word_durations`` and ``frame_rate`` the token durations are frames whose sum is
@@ -290,8 +366,7 @@ class PhoneTokenizer:
             durations = word_to_token_frames(word_durations, counts, frame_rate, total_frames)
         return TokenizedLine(tokens, ids, word_index, durations)
 
-    def __call__(self, words: Sequence[str], word_frames: Sequence[int],
-                 language: Optional[str] = None):
+    def __call__(self, words: Sequence[str], word_frames: Sequence[int], language: Optional[str] = None):
         """Data-module hook: (words, integer frames per word, language) ->
         (token ids (L,) long tensor, token frames (L,) long tensor, same total).
 
@@ -302,16 +377,16 @@ class PhoneTokenizer:
 
         tokens, counts = self.tokenize_words(words)
         frames = split_word_frames(word_frames, counts)
-        return (torch.as_tensor(self.vocab.encode(tokens), dtype=torch.long),
-                torch.as_tensor(frames, dtype=torch.long))
+        return (torch.as_tensor(self.vocab.encode(tokens), dtype=torch.long), torch.as_tensor(frames, dtype=torch.long))
 
     def encode_text(self, text: str) -> TokenizedLine:
         """Raw text -> :class:`TokenizedLine` without durations (inference)."""
         return self.encode_words(self.split_text(text))
 
 
-def seconds_to_frames(durations: Sequence[float] | np.ndarray, frame_rate: float,
-                      total_frames: Optional[int] = None) -> np.ndarray:
+def seconds_to_frames(
+    durations: Sequence[float] | np.ndarray, frame_rate: float, total_frames: Optional[int] = None
+) -> np.ndarray:
     """Durations in seconds (L,) -> integer frames (L,) by rounding cumulative end times.
 
     The sum is exactly ``round(sum(durations) * frame_rate)``, or ``total_frames`` when given
@@ -345,8 +420,7 @@ def split_word_frames(word_frames: Sequence[int], tokens_per_word: Sequence[int]
     wf = np.asarray(word_frames, dtype=np.int64)
     counts = np.asarray(tokens_per_word, dtype=np.int64)
     if wf.shape != counts.shape:
-        raise ValueError(f"word_frames ({wf.size}) and tokens_per_word ({counts.size}) must "
-                         f"have the same length")
+        raise ValueError(f"word_frames ({wf.size}) and tokens_per_word ({counts.size}) must have the same length")
     if (counts < 1).any() or (wf < 0).any():
         raise ValueError("every word needs >= 1 token and >= 0 frames")
     out = []
@@ -356,8 +430,12 @@ def split_word_frames(word_frames: Sequence[int], tokens_per_word: Sequence[int]
     return np.concatenate(out) if out else np.zeros(0, dtype=np.int64)
 
 
-def word_to_token_frames(word_durations: Sequence[float], tokens_per_word: Sequence[int],
-                         frame_rate: float, total_frames: Optional[int] = None) -> np.ndarray:
+def word_to_token_frames(
+    word_durations: Sequence[float],
+    tokens_per_word: Sequence[int],
+    frame_rate: float,
+    total_frames: Optional[int] = None,
+) -> np.ndarray:
     """Split each word's duration (s) evenly over its tokens; return token frames (L,).
 
     Total preserved exactly (see :func:`seconds_to_frames`).
@@ -365,9 +443,11 @@ def word_to_token_frames(word_durations: Sequence[float], tokens_per_word: Seque
     wd = np.asarray(word_durations, dtype=np.float64)
     counts = np.asarray(tokens_per_word, dtype=np.int64)
     if wd.shape != counts.shape:
-        raise ValueError(f"word_durations ({wd.shape[0] if wd.ndim else 0}) and "
-                         f"tokens_per_word ({counts.shape[0] if counts.ndim else 0}) "
-                         f"must have the same length")
+        raise ValueError(
+            f"word_durations ({wd.shape[0] if wd.ndim else 0}) and "
+            f"tokens_per_word ({counts.shape[0] if counts.ndim else 0}) "
+            f"must have the same length"
+        )
     if (counts < 1).any():
         raise ValueError("every word needs at least one token")
     token_seconds = np.repeat(wd / counts, counts)

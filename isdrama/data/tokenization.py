@@ -5,6 +5,7 @@ initialised on the dataset's own audio once and the result is saved under
 ROOT/.isdrama_cache/codec/, so later runs (tokenize, training, inference) reuse it and the cache
 key stays the same.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -51,9 +52,15 @@ def existing_kmeans_checkpoints(cache_root: Path, codec) -> list[Path]:
     return sorted(found, key=lambda p: p.stat().st_mtime, reverse=True)
 
 
-def open_dataset_codec(root: Path, config, lines: Sequence, device: str = "cpu",
-                       kmeans_seconds: Optional[float] = None, progress: bool = True,
-                       log: Callable[[str], None] = print):
+def open_dataset_codec(
+    root: Path,
+    config,
+    lines: Sequence,
+    device: str = "cpu",
+    kmeans_seconds: Optional[float] = None,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+):
     """The BinauralCodec for ``config``, k-means-initialised on ``lines`` when its codebooks are empty.
 
     ``kmeans_seconds``: None = only when uninitialised, on ``config.kmeans.seconds`` (reusing any
@@ -66,13 +73,17 @@ def open_dataset_codec(root: Path, config, lines: Sequence, device: str = "cpu",
     from isdrama.data.cache import CACHE_DIRNAME
 
     codec = BinauralCodec(config).to(torch.device(device))
-    log(f"[codec] {config.model} at {config.bandwidth:g} kbps: n_q={codec.n_q}, "
-        f"{codec.frame_rate:g} frames/s, weights: {codec.weights_source}")
+    log(
+        f"[codec] {config.model} at {config.bandwidth:g} kbps: n_q={codec.n_q}, "
+        f"{codec.frame_rate:g} frames/s, weights: {codec.weights_source}"
+    )
     uninit = codec.uninitialised_layers
     forced = kmeans_seconds is not None and kmeans_seconds > 0
     if uninit and kmeans_seconds == 0:
-        raise RuntimeError(f"codebooks {uninit} are uninitialised (every token would be 0) and "
-                           "--kmeans-init 0 forbids initialising them")
+        raise RuntimeError(
+            f"codebooks {uninit} are uninitialised (every token would be 0) and "
+            "--kmeans-init 0 forbids initialising them"
+        )
     if not (uninit or forced):
         return codec
     seconds = float(kmeans_seconds) if forced else float(config.kmeans.seconds)
@@ -84,19 +95,28 @@ def open_dataset_codec(root: Path, config, lines: Sequence, device: str = "cpu",
         log(f"[codec] reusing the k-means-initialised codec {ckpt}")
         return BinauralCodec.load(ckpt).to(torch.device(device))
     why = "codebooks are uninitialised (random weights)" if uninit else "k-means requested"
-    log(f"[codec] {why}: k-means on up to {seconds:g} s of this dataset's audio, "
-        f"{config.kmeans.n_iters} iterations per RVQ layer ...")
-    report = init_codebooks_kmeans(codec, kmeans_audio(codec, lines, seconds, config.kmeans.seed),
-                                   config.kmeans, progress=progress)
+    log(
+        f"[codec] {why}: k-means on up to {seconds:g} s of this dataset's audio, "
+        f"{config.kmeans.n_iters} iterations per RVQ layer ..."
+    )
+    report = init_codebooks_kmeans(
+        codec, kmeans_audio(codec, lines, seconds, config.kmeans.seed), config.kmeans, progress=progress
+    )
     log(f"[codec] {report.format()}")
-    codec.save(ckpt, extra={"kmeans_seconds": seconds, "dataset_root": str(Path(root).resolve()),
-                            "n_frames": report.n_frames})
+    codec.save(
+        ckpt, extra={"kmeans_seconds": seconds, "dataset_root": str(Path(root).resolve()), "n_frames": report.n_frames}
+    )
     log(f"[codec] saved the initialised codec to {ckpt} (later runs reuse it)")
     return codec
 
 
-def open_token_cache(root: Path, codec_config: Mapping[str, Any], device: str = "cpu",
-                     lines: Optional[Sequence] = None, progress: bool = True):
+def open_token_cache(
+    root: Path,
+    codec_config: Mapping[str, Any],
+    device: str = "cpu",
+    lines: Optional[Sequence] = None,
+    progress: bool = True,
+):
     """TokenCache of ``root`` for a codec config dict (configs/codec/*.yaml)."""
     from isdrama.codec import CodecConfig
     from isdrama.data.cache import TokenCache
@@ -109,6 +129,8 @@ def open_token_cache(root: Path, codec_config: Mapping[str, Any], device: str = 
         lines = load_dataset(root).lines
     codec = open_dataset_codec(root, config, lines, device=device, progress=progress)
     if frame_rate is not None and abs(float(frame_rate) - codec.frame_rate) > 1e-6:
-        raise ValueError(f"codec.frame_rate is {frame_rate} in the config but {config.model} runs at "
-                         f"{codec.frame_rate} frames/s; fix configs/codec/*.yaml")
+        raise ValueError(
+            f"codec.frame_rate is {frame_rate} in the config but {config.model} runs at "
+            f"{codec.frame_rate} frames/s; fix configs/codec/*.yaml"
+        )
     return TokenCache(root, codec)

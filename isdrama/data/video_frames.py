@@ -4,6 +4,7 @@ Frames of a line are taken from the drama video over the line's time span (``sta
 seconds) at ``fps`` (4 in the paper), resized to ``size`` and cached on disk as uint8 .npy so a
 video is decoded once per (span, rate, size).
 """
+
 from __future__ import annotations
 
 import hashlib

@@ -13,6 +13,7 @@ The split comes from the dataset's ``splits.json`` (the file training reads and 
 from fractions of its own: ``--val-fraction`` / ``--test-fraction`` / ``--seed`` are only checked
 against the file, or used to create it when there is none.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -33,9 +34,15 @@ def line_name(line: DramaLine) -> str:
 CLI_HINT = "(resynth: --val-fraction, --test-fraction, --seed; --splits PATH for another file)"
 
 
-def select_lines(root: Path, split: str, limit: Optional[int], val_fraction: Optional[float] = None,
-                 test_fraction: Optional[float] = None, seed: Optional[int] = None,
-                 splits_file: Optional[Path] = None) -> tuple[list[DramaLine], list[DramaLine]]:
+def select_lines(
+    root: Path,
+    split: str,
+    limit: Optional[int],
+    val_fraction: Optional[float] = None,
+    test_fraction: Optional[float] = None,
+    seed: Optional[int] = None,
+    splits_file: Optional[Path] = None,
+) -> tuple[list[DramaLine], list[DramaLine]]:
     """(chosen lines of ``split``, all lines), the split read from the dataset's split file.
 
     ``split="all"`` needs no split file. The fractions and seed, when given, must match the file
@@ -48,25 +55,35 @@ def select_lines(root: Path, split: str, limit: Optional[int], val_fraction: Opt
     if split == "all":
         chosen = index.lines
     else:
-        splits = ensure_splits(root, [s.key for s in index.scenes], val_fraction, test_fraction, seed,
-                               path=splits_file, hint=CLI_HINT)
+        splits = ensure_splits(
+            root, [s.key for s in index.scenes], val_fraction, test_fraction, seed, path=splits_file, hint=CLI_HINT
+        )
         chosen = [ln for s in splits.partition(index.scenes)[split] for ln in s.lines]
     return (chosen[:limit] if limit else chosen), index.lines
 
 
-def resynthesize(root: Path, out: Path, codec_config: dict, split: str = "test", limit: Optional[int] = None,
-                 val_fraction: Optional[float] = None, test_fraction: Optional[float] = None,
-                 seed: Optional[int] = None, device: str = "cpu", progress: bool = True,
-                 splits_file: Optional[Path] = None) -> int:
+def resynthesize(
+    root: Path,
+    out: Path,
+    codec_config: dict,
+    split: str = "test",
+    limit: Optional[int] = None,
+    val_fraction: Optional[float] = None,
+    test_fraction: Optional[float] = None,
+    seed: Optional[int] = None,
+    device: str = "cpu",
+    progress: bool = True,
+    splits_file: Optional[Path] = None,
+) -> int:
     """Write gt/, infer/, prompt/ and texts.json for the chosen lines; returns how many lines."""
     import numpy as np
     import torch
     import torchaudio.functional as AF
     from tqdm import tqdm
 
-    from isdrama.data.tokenization import open_token_cache
-    from isdrama.utils.io import atomic_write_json, atomic_path
     from isdrama.data.audio import write_audio
+    from isdrama.data.tokenization import open_token_cache
+    from isdrama.utils.io import atomic_path, atomic_write_json
 
     lines, all_lines = select_lines(root, split, limit, val_fraction, test_fraction, seed, splits_file)
     if not lines:
@@ -100,14 +117,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of `isdrama-data resynth`."""
     parser.add_argument("root", type=Path, help="dataset root (MRSDrama layout)")
     parser.add_argument("out", type=Path, help="output folder (gt/, infer/, prompt/, texts.json)")
-    parser.add_argument("--split", default="test", choices=["train", "val", "test", "all"],
-                        help="which drama split of ROOT/splits.json (the one training uses; default test)")
+    parser.add_argument(
+        "--split",
+        default="test",
+        choices=["train", "val", "test", "all"],
+        help="which drama split of ROOT/splits.json (the one training uses; default test)",
+    )
     parser.add_argument("--limit", type=int, default=None, help="at most this many lines")
     parser.add_argument("--splits", type=Path, default=None, help="split file (default ROOT/splits.json)")
-    parser.add_argument("--val-fraction", type=float, default=None,
-                        help="only checked against the split file (or used to create a missing one)")
-    parser.add_argument("--test-fraction", type=float, default=None,
-                        help="only checked against the split file (or used to create a missing one)")
+    parser.add_argument(
+        "--val-fraction",
+        type=float,
+        default=None,
+        help="only checked against the split file (or used to create a missing one)",
+    )
+    parser.add_argument(
+        "--test-fraction",
+        type=float,
+        default=None,
+        help="only checked against the split file (or used to create a missing one)",
+    )
     parser.add_argument("--seed", type=int, default=None, help="split seed, as --val-fraction")
     parser.add_argument("--bandwidth", type=float, default=6.0, help="codec kbps")
     parser.add_argument("--model", default="encodec_24khz")
@@ -121,16 +150,28 @@ def run(args: argparse.Namespace) -> int:
 
     codec_config = {"model": args.model, "bandwidth": args.bandwidth, "pretrained": args.pretrained}
     try:
-        n = resynthesize(args.root, args.out, codec_config, split=args.split, limit=args.limit,
-                         val_fraction=args.val_fraction, test_fraction=args.test_fraction, seed=args.seed,
-                         device=args.device, progress=not args.quiet, splits_file=args.splits)
+        n = resynthesize(
+            args.root,
+            args.out,
+            codec_config,
+            split=args.split,
+            limit=args.limit,
+            val_fraction=args.val_fraction,
+            test_fraction=args.test_fraction,
+            seed=args.seed,
+            device=args.device,
+            progress=not args.quiet,
+            splits_file=args.splits,
+        )
     except (DataError, ValueError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     check = "" if args.split == "all" else f" --splits {args.splits or args.root} --split {args.split}"
-    print(f"[resynth] {n} line(s) -> {args.out}/gt, {args.out}/infer (evaluate with: "
-          f"isdrama-eval {args.out}/gt {args.out}/infer --prompt-dir {args.out}/prompt --texts {args.out}/texts.json"
-          f"{check})")
+    print(
+        f"[resynth] {n} line(s) -> {args.out}/gt, {args.out}/infer (evaluate with: "
+        f"isdrama-eval {args.out}/gt {args.out}/infer --prompt-dir {args.out}/prompt --texts {args.out}/texts.json"
+        f"{check})"
+    )
     return 0
 
 

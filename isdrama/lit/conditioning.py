@@ -1,6 +1,7 @@
 """The LightningModules' side of the conditioning front end: a :class:`DramaBatch` -> the
 tensors :class:`~isdrama.models.conditioning.ConditioningFrontEnd` takes, and the video
 standardiser fitted over a data loader."""
+
 from __future__ import annotations
 
 from typing import Any, Iterable
@@ -16,10 +17,19 @@ def frontend_inputs(batch: DramaBatch, with_chunks: bool = True) -> dict[str, An
     """Keyword arguments of ``ConditioningFrontEnd.forward`` from a batch (ground-truth durations)."""
     if batch.content_ids is None:
         raise ValueError("the batch has no content tokens: set data.content_tokenizer (e.g. mode: auto)")
-    return {"tokens": batch.content_ids, "token_mask": batch.content_mask, "frame_mask": batch.mask,
-            "durations": batch.content_frames, "pose": batch.pose, "pose_present": batch.pose_mask,
-            "video": batch.video, "video_mask": batch.video_mask, "prompts": list(batch.pose_prompts),
-            "keys": list(batch.keys), "with_chunks": with_chunks}
+    return {
+        "tokens": batch.content_ids,
+        "token_mask": batch.content_mask,
+        "frame_mask": batch.mask,
+        "durations": batch.content_frames,
+        "pose": batch.pose,
+        "pose_present": batch.pose_mask,
+        "video": batch.video,
+        "video_mask": batch.video_mask,
+        "prompts": list(batch.pose_prompts),
+        "keys": list(batch.keys),
+        "with_chunks": with_chunks,
+    }
 
 
 @torch.no_grad()

@@ -7,6 +7,7 @@ Schedule: lr(step) = lr * min(1, (step + 1) / warmup_steps), then constant (the 
 recipe), or, with ``decay: cosine``, a cosine from lr down to ``min_lr_ratio * lr`` at
 ``decay_steps`` (held there afterwards).
 """
+
 from __future__ import annotations
 
 import math
@@ -50,8 +51,10 @@ class AdamConfig:
         if self.decay not in DECAYS:
             raise ValueError(f"model.optimizer.decay must be one of {DECAYS}, got {self.decay!r}")
         if self.decay == "cosine" and (self.decay_steps is None or self.decay_steps <= self.warmup_steps):
-            raise ValueError("model.optimizer.decay=cosine needs decay_steps > warmup_steps, got "
-                             f"decay_steps={self.decay_steps}, warmup_steps={self.warmup_steps}")
+            raise ValueError(
+                "model.optimizer.decay=cosine needs decay_steps > warmup_steps, got "
+                f"decay_steps={self.decay_steps}, warmup_steps={self.warmup_steps}"
+            )
         if not 0.0 <= self.min_lr_ratio <= 1.0:
             raise ValueError(f"model.optimizer.min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
 
@@ -76,8 +79,10 @@ def configure_adam(parameters: Iterable[torch.nn.Parameter], **config: Any) -> d
     cls = torch.optim.AdamW if cfg.decoupled else torch.optim.Adam
     optimizer = cls(params, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, cfg))
-    return {"optimizer": optimizer,
-            "lr_scheduler": {"scheduler": scheduler, "interval": "step", "frequency": 1, "name": "lr"}}
+    return {
+        "optimizer": optimizer,
+        "lr_scheduler": {"scheduler": scheduler, "interval": "step", "frequency": 1, "name": "lr"},
+    }
 
 
 __all__ = ["AdamConfig", "configure_adam", "lr_factor"]

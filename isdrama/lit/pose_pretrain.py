@@ -18,6 +18,7 @@ every branch: probes are fitted on training-split embeddings and scored on the v
 split (see :mod:`isdrama.lit.probes`). Everything goes through ``self.log`` (every Lightning
 logger, W&B included); a W&B / TensorBoard logger also gets a retrieval-matrix + embedding image.
 """
+
 from __future__ import annotations
 
 import logging
@@ -30,7 +31,7 @@ import torch
 from isdrama.data.dataset import DramaBatch
 from isdrama.lit.conditioning import fit_video_norm, frontend_inputs
 from isdrama.lit.optim import configure_adam
-from isdrama.lit.probes import LabelConfig, ProbeConfig, TASKS, grouped_retrieval, pose_labels, summarize_probes
+from isdrama.lit.probes import TASKS, LabelConfig, ProbeConfig, grouped_retrieval, pose_labels, summarize_probes
 from isdrama.models.conditioning import FRONTEND_KEYS, ConditioningFrontEnd, FrontEndConfig, upgrade_state_dict
 from isdrama.models.contrastive import MultimodalContrastiveLoss
 from isdrama.models.layers import masked_mean
@@ -102,15 +103,34 @@ class PosePretrainModule(pl.LightningModule):
     end (``self.frontend``); a later stage loads it with ``ConditioningFrontEnd.from_pretrained``.
     """
 
-    def __init__(self, content: Mapping, pose_encoder: Mapping, contrastive: Mapping, optimizer: Mapping,
-                 duration_weight: float, false_negative_radius_m: Optional[float], feature_cache: bool,
-                 video_feature_norm: bool, probes: Mapping, retrieval: Mapping, log_images: bool):
+    def __init__(
+        self,
+        content: Mapping,
+        pose_encoder: Mapping,
+        contrastive: Mapping,
+        optimizer: Mapping,
+        duration_weight: float,
+        false_negative_radius_m: Optional[float],
+        feature_cache: bool,
+        video_feature_norm: bool,
+        probes: Mapping,
+        retrieval: Mapping,
+        log_images: bool,
+    ):
         super().__init__()
-        hp = {"content": to_plain(content), "pose_encoder": to_plain(pose_encoder),
-              "contrastive": to_plain(contrastive), "optimizer": to_plain(optimizer),
-              "duration_weight": float(duration_weight), "false_negative_radius_m": false_negative_radius_m,
-              "feature_cache": bool(feature_cache), "video_feature_norm": bool(video_feature_norm),
-              "probes": to_plain(probes), "retrieval": to_plain(retrieval), "log_images": bool(log_images)}
+        hp = {
+            "content": to_plain(content),
+            "pose_encoder": to_plain(pose_encoder),
+            "contrastive": to_plain(contrastive),
+            "optimizer": to_plain(optimizer),
+            "duration_weight": float(duration_weight),
+            "false_negative_radius_m": false_negative_radius_m,
+            "feature_cache": bool(feature_cache),
+            "video_feature_norm": bool(video_feature_norm),
+            "probes": to_plain(probes),
+            "retrieval": to_plain(retrieval),
+            "log_images": bool(log_images),
+        }
         self.save_hyperparameters(hp)
         self.frontend = ConditioningFrontEnd(build_config(FrontEndConfig, {k: hp[k] for k in FRONTEND_KEYS}, "model"))
         self.contrastive = MultimodalContrastiveLoss(**hp["contrastive"])
@@ -162,9 +182,14 @@ class PosePretrainModule(pl.LightningModule):
 
     def losses(self, batch: DramaBatch, out: Mapping[str, Any]) -> dict[str, torch.Tensor]:
         """Contrastive terms + duration loss -> dict with ``loss`` (the total)."""
-        c = self.contrastive(out["pooled"], present=out["present"], chunks=out.get("chunks"),
-                             chunk_mask=out.get("chunk_mask"), groups=batch.drama_ids,
-                             valid_negatives=self.valid_negatives(batch))
+        c = self.contrastive(
+            out["pooled"],
+            present=out["present"],
+            chunks=out.get("chunks"),
+            chunk_mask=out.get("chunk_mask"),
+            groups=batch.drama_ids,
+            valid_negatives=self.valid_negatives(batch),
+        )
         total = c["loss"] + self.hparams.duration_weight * out["duration_loss"]
         result = {f"contrastive/{k}": v for k, v in c.items() if k != "loss"}
         result.update(loss=total, contrastive=c["loss"], duration=out["duration_loss"])
@@ -175,10 +200,12 @@ class PosePretrainModule(pl.LightningModule):
         out = self(batch)
         losses = self.losses(batch, out)
         loss = losses["loss"]
-        self.log("train/loss", losses.pop("loss").detach(), batch_size=len(batch), on_step=True,
-                 on_epoch=True, prog_bar=True)
-        self.log_dict({f"train/{k}": v.detach() for k, v in losses.items()}, batch_size=len(batch),
-                      on_step=True, on_epoch=True)
+        self.log(
+            "train/loss", losses.pop("loss").detach(), batch_size=len(batch), on_step=True, on_epoch=True, prog_bar=True
+        )
+        self.log_dict(
+            {f"train/{k}": v.detach() for k, v in losses.items()}, batch_size=len(batch), on_step=True, on_epoch=True
+        )
         return loss
 
     def on_validation_epoch_start(self) -> None:
@@ -187,8 +214,7 @@ class PosePretrainModule(pl.LightningModule):
     def validation_step(self, batch: DramaBatch, batch_idx: int) -> None:
         out = self(batch)
         losses = self.losses(batch, out)
-        self.log_dict({f"val/{k}": v for k, v in losses.items()}, batch_size=len(batch), on_epoch=True,
-                      sync_dist=True)
+        self.log_dict({f"val/{k}": v for k, v in losses.items()}, batch_size=len(batch), on_epoch=True, sync_dist=True)
         self._val_rows.append(self._rows(batch, out))
 
     def _rows(self, batch: DramaBatch, out: Mapping[str, Any]) -> dict[str, Any]:
@@ -216,16 +242,28 @@ class PosePretrainModule(pl.LightningModule):
             parts = [r["emb"].get(b) for r in rows]
             if any(p is None for p in parts):  # a batch without this branch: mark absent
                 dims = next(p for p in parts if p is not None)
-                parts = [p if p is not None else (dims[0].new_zeros(n, dims[0].shape[1]),
-                                                  dims[1].new_zeros(n, dims[1].shape[1]),
-                                                  torch.zeros(n, dtype=torch.bool))
-                         for p, n in zip(parts, n_rows)]
+                parts = [
+                    p
+                    if p is not None
+                    else (
+                        dims[0].new_zeros(n, dims[0].shape[1]),
+                        dims[1].new_zeros(n, dims[1].shape[1]),
+                        torch.zeros(n, dtype=torch.bool),
+                    )
+                    for p, n in zip(parts, n_rows)
+                ]
             ret[b] = (torch.cat([p[0] for p in parts]), torch.cat([p[2] for p in parts]))
             present = ret[b][1]
             probe[b] = torch.cat([p[1] for p in parts])[present]
-            labels[b] = {t: torch.cat([r["labels"][t] if r["labels"] is not None else
-                                       torch.full((n,), -1, dtype=torch.long)
-                                       for r, n in zip(rows, n_rows)])[present] for t in TASKS}
+            labels[b] = {
+                t: torch.cat(
+                    [
+                        r["labels"][t] if r["labels"] is not None else torch.full((n,), -1, dtype=torch.long)
+                        for r, n in zip(rows, n_rows)
+                    ]
+                )[present]
+                for t in TASKS
+            }
         return ret, probe, labels, keys
 
     def on_validation_epoch_end(self) -> None:
@@ -235,16 +273,20 @@ class PosePretrainModule(pl.LightningModule):
             return
         ret, probe, labels, _ = self._collect(rows)
         metrics = self.retrieval_metrics(ret)
-        run_probes = (self.probes.enabled and not self.trainer.sanity_checking
-                      and self._val_count % max(self.probes.every_n_val, 1) == 0)
+        run_probes = (
+            self.probes.enabled
+            and not self.trainer.sanity_checking
+            and self._val_count % max(self.probes.every_n_val, 1) == 0
+        )
         if not self.trainer.sanity_checking:
             self._val_count += 1
         if run_probes:
             train = self.train_embeddings()
             if train is not None:
                 _, train_probe, train_labels, _ = self._collect(train)
-                for name, acc in summarize_probes(train_probe, train_labels, probe, labels,
-                                                  self.probes.labels, self.probes.fit).items():
+                for name, acc in summarize_probes(
+                    train_probe, train_labels, probe, labels, self.probes.labels, self.probes.fit
+                ).items():
                     metrics[f"val/probe/{name}"] = acc
         for name, value in metrics.items():
             self.log(name, value, rank_zero_only=True)
@@ -298,8 +340,9 @@ class PosePretrainModule(pl.LightningModule):
 
         return [lg for lg in self.loggers if isinstance(lg, (WandbLogger, TensorBoardLogger))]
 
-    def _log_images(self, ret: Mapping[str, tuple[torch.Tensor, torch.Tensor]],
-                    labels: Mapping[str, Mapping[str, torch.Tensor]]) -> None:
+    def _log_images(
+        self, ret: Mapping[str, tuple[torch.Tensor, torch.Tensor]], labels: Mapping[str, Mapping[str, torch.Tensor]]
+    ) -> None:
         loggers = self._image_loggers()
         if not loggers or not self.trainer.is_global_zero:
             return
@@ -319,9 +362,12 @@ class PosePretrainModule(pl.LightningModule):
                 lg.experiment.add_image("val/retrieval_matrix", image, self.global_step, dataformats="HWC")
 
 
-def retrieval_figure(ret: Mapping[str, tuple[torch.Tensor, torch.Tensor]],
-                     labels: Mapping[str, Mapping[str, torch.Tensor]], pairs: Iterable[tuple[str, str]],
-                     size: int) -> Optional[Any]:
+def retrieval_figure(
+    ret: Mapping[str, tuple[torch.Tensor, torch.Tensor]],
+    labels: Mapping[str, Mapping[str, torch.Tensor]],
+    pairs: Iterable[tuple[str, str]],
+    size: int,
+) -> Optional[Any]:
     """An RGB image (H, W, 3) uint8: cosine matrices of the first ``size`` lines per pair and a
     2-D PCA of each branch's embeddings coloured by left/right; None without a pair."""
     import matplotlib
@@ -334,8 +380,7 @@ def retrieval_figure(ret: Mapping[str, tuple[torch.Tensor, torch.Tensor]],
     pairs = [(a, b) for a, b in pairs if a in ret and b in ret]
     if not pairs:
         return None
-    fig, axes = plt.subplots(2, max(len(pairs), len(ret)), figsize=(4 * max(len(pairs), len(ret)), 8),
-                             squeeze=False)
+    fig, axes = plt.subplots(2, max(len(pairs), len(ret)), figsize=(4 * max(len(pairs), len(ret)), 8), squeeze=False)
     for ax in axes.ravel():
         ax.set_axis_off()
     for i, (a, b) in enumerate(pairs):

@@ -21,6 +21,7 @@ on training-split embeddings and scored on held-out ones. Retrieval is scored in
 fixed number of candidates so that the figure reads "among ``group_size`` candidates" whatever
 the size of the validation set.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -72,20 +73,18 @@ def _side(value: torch.Tensor, across: torch.Tensor, margin_deg: float) -> torch
     return label.masked_fill(undefined, -1)
 
 
-def pose_labels(pose: torch.Tensor, mask: torch.Tensor, cfg: Optional[LabelConfig] = None
-                ) -> dict[str, torch.Tensor]:
+def pose_labels(pose: torch.Tensor, mask: torch.Tensor, cfg: Optional[LabelConfig] = None) -> dict[str, torch.Tensor]:
     """Probe labels from poses (B, T, 9) and frame masks (B, T) -> task -> (B,) long (-1 = none)."""
     cfg = cfg or LabelConfig()
     if pose.dim() != 3 or pose.shape[-1] < 3 or pose.shape[:2] != mask.shape:
-        raise ValueError(f"pose must be (B, T, 9) with mask (B, T), got {tuple(pose.shape)} and "
-                         f"{tuple(mask.shape)}")
+        raise ValueError(f"pose must be (B, T, 9) with mask (B, T), got {tuple(pose.shape)} and {tuple(mask.shape)}")
     xyz = pose[..., :3].double()
     m = mask.to(xyz.dtype)
     count = m.sum(1).clamp_min(1.0)
-    mean = (xyz * m[..., None]).sum(1) / count[:, None]                    # (B, 3)
+    mean = (xyz * m[..., None]).sum(1) / count[:, None]  # (B, 3)
     step = (xyz[:, 1:] - xyz[:, :-1]).norm(dim=-1) * (m[:, 1:] * m[:, :-1])
-    path = step.sum(1)                                                       # (B,)
-    distance = (xyz.norm(dim=-1) * m).sum(1) / count                         # (B,)
+    path = step.sum(1)  # (B,)
+    distance = (xyz.norm(dim=-1) * m).sum(1) / count  # (B,)
     edges = torch.tensor(list(cfg.distance_edges_m), dtype=xyz.dtype, device=pose.device)
     x, y = mean[:, 0], mean[:, 1]
     labels = {
@@ -116,8 +115,9 @@ def _prepare(x: torch.Tensor, normalize: bool) -> torch.Tensor:
     return F.normalize(x, dim=-1) if normalize else x
 
 
-def fit_logistic(x: torch.Tensor, y: torch.Tensor, n_classes: int, cfg: Optional[ProbeConfig] = None
-                 ) -> dict[str, torch.Tensor]:
+def fit_logistic(
+    x: torch.Tensor, y: torch.Tensor, n_classes: int, cfg: Optional[ProbeConfig] = None
+) -> dict[str, torch.Tensor]:
     """Fit a multinomial logistic regression on x (N, D), labels y (N,) in [0, n_classes).
 
     Minimises mean cross-entropy + l2 * |W|^2 on standardised inputs with L-BFGS. Returns the
@@ -141,8 +141,15 @@ def _fit_logistic(x: torch.Tensor, y: torch.Tensor, n_classes: int, cfg: ProbeCo
     with torch.enable_grad():
         weight = torch.zeros(x.shape[1], n_classes, dtype=x.dtype, requires_grad=True)
         bias = torch.zeros(n_classes, dtype=x.dtype, requires_grad=True)
-        opt = torch.optim.LBFGS([weight, bias], lr=1.0, max_iter=cfg.max_iter, tolerance_grad=1e-9,
-                                tolerance_change=1e-12, history_size=20, line_search_fn="strong_wolfe")
+        opt = torch.optim.LBFGS(
+            [weight, bias],
+            lr=1.0,
+            max_iter=cfg.max_iter,
+            tolerance_grad=1e-9,
+            tolerance_change=1e-12,
+            history_size=20,
+            line_search_fn="strong_wolfe",
+        )
 
         def closure() -> torch.Tensor:
             opt.zero_grad()
@@ -151,8 +158,13 @@ def _fit_logistic(x: torch.Tensor, y: torch.Tensor, n_classes: int, cfg: ProbeCo
             return loss
 
         opt.step(closure)
-    return {"mean": mean, "std": std, "weight": weight.detach(), "bias": bias.detach(),
-            "normalize": torch.tensor(cfg.normalize)}
+    return {
+        "mean": mean,
+        "std": std,
+        "weight": weight.detach(),
+        "bias": bias.detach(),
+        "normalize": torch.tensor(cfg.normalize),
+    }
 
 
 def predict_logistic(params: Mapping[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
@@ -162,8 +174,14 @@ def predict_logistic(params: Mapping[str, torch.Tensor], x: torch.Tensor) -> tor
     return (z @ params["weight"] + params["bias"]).argmax(-1)
 
 
-def probe_accuracy(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor,
-                   test_y: torch.Tensor, n_classes: int, cfg: Optional[ProbeConfig] = None) -> float:
+def probe_accuracy(
+    train_x: torch.Tensor,
+    train_y: torch.Tensor,
+    test_x: torch.Tensor,
+    test_y: torch.Tensor,
+    n_classes: int,
+    cfg: Optional[ProbeConfig] = None,
+) -> float:
     """Held-out accuracy of a probe fitted on (train_x, train_y); rows labelled -1 are left out.
 
     NaN when either side has no labelled row; a training set with one class predicts that class.
@@ -196,13 +214,14 @@ def retrieval_groups(n: int, group_size: int, seed: int = 0) -> list[tuple[np.nd
     groups = []
     for start in range(0, n, group_size):
         end = min(start + group_size, n)
-        cand = order[max(0, end - group_size):end]
+        cand = order[max(0, end - group_size) : end]
         groups.append((cand, order[start:end]))
     return groups
 
 
-def grouped_retrieval(a: torch.Tensor, b: torch.Tensor, group_size: int = 32,
-                      ks: Sequence[int] = (1, 5), seed: int = 0) -> dict[str, float]:
+def grouped_retrieval(
+    a: torch.Tensor, b: torch.Tensor, group_size: int = 32, ks: Sequence[int] = (1, 5), seed: int = 0
+) -> dict[str, float]:
     """Recall@k of finding b_i from a_i (cosine) among ``group_size`` candidates of b.
 
     a, b: (N, D) paired rows. Returns {"R@k": recall, ..., "candidates": group size used,
@@ -217,7 +236,7 @@ def grouped_retrieval(a: torch.Tensor, b: torch.Tensor, group_size: int = 32,
     size = 0
     for cand, scored in retrieval_groups(n, group_size, seed):
         cand_t, scored_t = torch.as_tensor(cand), torch.as_tensor(scored)
-        sim = a[scored_t] @ b[cand_t].T                               # (S, G)
+        sim = a[scored_t] @ b[cand_t].T  # (S, G)
         positive = sim[torch.arange(len(scored)), _positions(cand, scored)]
         rank = (sim > positive[:, None]).sum(1)
         for k in ks:
@@ -233,10 +252,15 @@ def _positions(cand: np.ndarray, scored: np.ndarray) -> torch.Tensor:
     return torch.tensor([where[int(s)] for s in scored])
 
 
-def summarize_probes(train: Mapping[str, torch.Tensor], train_labels: Mapping[str, Mapping[str, torch.Tensor]],
-                     test: Mapping[str, torch.Tensor], test_labels: Mapping[str, Mapping[str, torch.Tensor]],
-                     labels: Optional[LabelConfig] = None, probe: Optional[ProbeConfig] = None,
-                     tasks: Sequence[str] = TASKS) -> dict[str, float]:
+def summarize_probes(
+    train: Mapping[str, torch.Tensor],
+    train_labels: Mapping[str, Mapping[str, torch.Tensor]],
+    test: Mapping[str, torch.Tensor],
+    test_labels: Mapping[str, Mapping[str, torch.Tensor]],
+    labels: Optional[LabelConfig] = None,
+    probe: Optional[ProbeConfig] = None,
+    tasks: Sequence[str] = TASKS,
+) -> dict[str, float]:
     """Accuracy per (branch, task): embeddings branch -> (N, D), labels branch -> task -> (N,).
 
     Returns {"branch/task": accuracy}. A branch's rows must be those it was present for (the
@@ -248,11 +272,26 @@ def summarize_probes(train: Mapping[str, torch.Tensor], train_labels: Mapping[st
         if branch not in train:
             continue
         for task in tasks:
-            out[f"{branch}/{task}"] = probe_accuracy(train[branch], train_labels[branch][task],
-                                                     test[branch], test_labels[branch][task],
-                                                     labels.n_classes(task), probe)
+            out[f"{branch}/{task}"] = probe_accuracy(
+                train[branch],
+                train_labels[branch][task],
+                test[branch],
+                test_labels[branch][task],
+                labels.n_classes(task),
+                probe,
+            )
     return out
 
 
-__all__ = ["TASKS", "LabelConfig", "ProbeConfig", "pose_labels", "fit_logistic", "predict_logistic",
-           "probe_accuracy", "retrieval_groups", "grouped_retrieval", "summarize_probes"]
+__all__ = [
+    "TASKS",
+    "LabelConfig",
+    "ProbeConfig",
+    "pose_labels",
+    "fit_logistic",
+    "predict_logistic",
+    "probe_accuracy",
+    "retrieval_groups",
+    "grouped_retrieval",
+    "summarize_probes",
+]

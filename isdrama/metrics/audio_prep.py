@@ -19,6 +19,7 @@ to a binaural file before it scores it (the published gen_ipd_ild.py and Spatial
 
 Shapes: B files, C channels (2), N samples, F = n_fft // 2 + 1 bins, T frames, M mel bands.
 """
+
 from __future__ import annotations
 
 import math
@@ -75,8 +76,9 @@ def load_binaural(path: Path | str, min_samples: int = 1) -> tuple[np.ndarray, i
     return wav, sr
 
 
-def read_binaural_frames(path: Path | str, workspace: "Workspace | None" = None, slot: str = "frames"
-                         ) -> tuple[np.ndarray, int]:
+def read_binaural_frames(
+    path: Path | str, workspace: "Workspace | None" = None, slot: str = "frames"
+) -> tuple[np.ndarray, int]:
     """Read a binaural file as its interleaved samples (N, 2) plus its sample rate, without copies.
 
     With a `Workspace` the samples land in its reused buffer ``slot`` (no fresh allocation, no page
@@ -88,8 +90,10 @@ def read_binaural_frames(path: Path | str, workspace: "Workspace | None" = None,
     """
     alloc = None
     if workspace is not None:
+
         def alloc(shape, dtype):
             return workspace.tensor(slot, shape, torch.int16 if dtype == "int16" else torch.float32).numpy()
+
     try:
         return read_frames(path, expect_channels=2, pcm16_as_int=True, alloc=alloc)
     except DataError as exc:
@@ -148,8 +152,9 @@ class SincResampler:
         g = math.gcd(int(orig_sr), int(new_sr))
         self.orig_sr, self.new_sr = int(orig_sr), int(new_sr)
         o, n = self.orig_sr // g, self.new_sr // g
-        kernel, width = _get_sinc_resample_kernel(self.orig_sr, self.new_sr, g, device=torch.device("cpu"),
-                                                  dtype=dtype)  # (n, 1, K), K = 2 width + o
+        kernel, width = _get_sinc_resample_kernel(
+            self.orig_sr, self.new_sr, g, device=torch.device("cpu"), dtype=dtype
+        )  # (n, 1, K), K = 2 width + o
         K = kernel.shape[-1]
         R = max(1, -(-32 // n), -(-(K - o) // o))  # >= 32 outputs per row; overlap <= one row step
         M = torch.zeros(o * R + K - o, n * R, dtype=dtype)
@@ -172,8 +177,9 @@ class SincResampler:
         total = oR * max(rows + 1, -(-(self.width + int(length)) // oR))
         return nout, rows, total
 
-    def run(self, padded: torch.Tensor, rows: int, out: torch.Tensor,
-            scratch: "torch.Tensor | None" = None) -> torch.Tensor:
+    def run(
+        self, padded: torch.Tensor, rows: int, out: torch.Tensor, scratch: "torch.Tensor | None" = None
+    ) -> torch.Tensor:
         """padded (total, C) interleaved channels (as read from a file): zeros, the signal at rows
         [width, width + N), zeros (see `layout`); int16 PCM (scaled by 1/32768 through the matrix,
         exact: a power of two) or the matrix's float dtype. out (C, >= rows * n R), each row
@@ -214,8 +220,9 @@ def sinc_resampler(orig_sr: int, new_sr: int, dtype: torch.dtype = torch.float32
 def check_binaural_tensor(wav: torch.Tensor, what: str = "waveform") -> None:
     """Validate a (B, 2, N) batch: 2 channels, N > 0, all finite. Errors name the batch item."""
     if wav.ndim != 3 or wav.shape[1] != 2:
-        raise AudioInputError(what, f"expected shape (B, 2, N) with channel 0 = left, 1 = right, "
-                                    f"got {tuple(wav.shape)}")
+        raise AudioInputError(
+            what, f"expected shape (B, 2, N) with channel 0 = left, 1 = right, got {tuple(wav.shape)}"
+        )
     if wav.shape[-1] == 0:
         raise AudioInputError(what, "audio is empty (0 samples)")
     finite = torch.isfinite(wav).flatten(1).all(dim=1)
@@ -224,8 +231,9 @@ def check_binaural_tensor(wav: torch.Tensor, what: str = "waveform") -> None:
         raise AudioInputError(what, f"batch item(s) {bad} contain NaN or inf samples")
 
 
-def pad_stack(wavs: Sequence[np.ndarray | torch.Tensor], dtype: torch.dtype = torch.float32,
-              device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+def pad_stack(
+    wavs: Sequence[np.ndarray | torch.Tensor], dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu"
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Stack (C, N_i) signals into a zero-padded (B, C, max N_i) tensor and lengths (B,)."""
     lengths = torch.tensor([w.shape[-1] for w in wavs], dtype=torch.long)
     out = torch.zeros(len(wavs), wavs[0].shape[0], int(lengths.max()), dtype=dtype)
@@ -241,8 +249,9 @@ def resampled_length(length: int, orig_sr: int, new_sr: int) -> int:
     return -(-n * int(length) // o)
 
 
-def resample_batch(wav: torch.Tensor, lengths: torch.Tensor, orig_sr: int, new_sr: int
-                   ) -> tuple[torch.Tensor, torch.Tensor]:
+def resample_batch(
+    wav: torch.Tensor, lengths: torch.Tensor, orig_sr: int, new_sr: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """torchaudio windowed-sinc resampling (its defaults) of a zero-padded batch.
 
     wav (..., N) with true lengths (...,) -> (..., N') and new lengths. Equal to resampling each
@@ -253,8 +262,11 @@ def resample_batch(wav: torch.Tensor, lengths: torch.Tensor, orig_sr: int, new_s
     if orig_sr == new_sr:
         return wav, lengths
     out = AF.resample(wav, int(orig_sr), int(new_sr))
-    new_len = torch.tensor([resampled_length(int(n), orig_sr, new_sr) for n in lengths.flatten().tolist()],
-                           dtype=torch.long, device=lengths.device).view_as(lengths)
+    new_len = torch.tensor(
+        [resampled_length(int(n), orig_sr, new_sr) for n in lengths.flatten().tolist()],
+        dtype=torch.long,
+        device=lengths.device,
+    ).view_as(lengths)
     t = torch.arange(out.shape[-1], device=out.device)
     valid = t < new_len.unsqueeze(-1)
     if wav.ndim == 3:
@@ -313,8 +325,9 @@ def _reflect_pad(x: torch.Tensor, half: int) -> torch.Tensor:
     return torch.cat([x[:, 1 : half + 1].flip(-1), x, x[:, n - half - 1 : n - 1].flip(-1)], dim=-1)
 
 
-def stft_batch(x: torch.Tensor, lengths: torch.Tensor, n_fft: int, hop_length: int,
-               win_length: int) -> tuple[torch.Tensor, torch.Tensor]:
+def stft_batch(
+    x: torch.Tensor, lengths: torch.Tensor, n_fft: int, hop_length: int, win_length: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Centred Hann STFT with reflect padding applied to each signal at its own length.
 
     x (B, N) zero-padded signals, lengths (B,) -> (complex (B, T_max, F) time-major, frames (B,)).
@@ -327,8 +340,10 @@ def stft_batch(x: torch.Tensor, lengths: torch.Tensor, n_fft: int, hop_length: i
     half = n_fft // 2
     short = (lengths <= half).nonzero().flatten().tolist()
     if short:
-        raise ValueError(f"batch item(s) {short} have <= {half} samples: too short for a centred "
-                         f"STFT with n_fft {n_fft} (reflect padding)")
+        raise ValueError(
+            f"batch item(s) {short} have <= {half} samples: too short for a centred "
+            f"STFT with n_fft {n_fft} (reflect padding)"
+        )
     B, N = x.shape
     if bool((lengths == N).all()):
         padded = _reflect_pad(x, half)
@@ -342,15 +357,22 @@ def stft_batch(x: torch.Tensor, lengths: torch.Tensor, n_fft: int, hop_length: i
 
 
 @lru_cache(maxsize=16)
-def _slaney_mel_cached(sample_rate: int, n_fft: int, n_mels: int, f_min: float, f_max: float
-                       ) -> torch.Tensor:
-    return AF.melscale_fbanks(n_fft // 2 + 1, float(f_min), float(f_max), int(n_mels), int(sample_rate),
-                              norm="slaney", mel_scale="slaney")
+def _slaney_mel_cached(sample_rate: int, n_fft: int, n_mels: int, f_min: float, f_max: float) -> torch.Tensor:
+    return AF.melscale_fbanks(
+        n_fft // 2 + 1, float(f_min), float(f_max), int(n_mels), int(sample_rate), norm="slaney", mel_scale="slaney"
+    )
 
 
-def slaney_mel_matrix(sample_rate: int, n_fft: int, n_mels: int, f_min: float, f_max: float,
-                      dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu"
-                      ) -> torch.Tensor:
+def slaney_mel_matrix(
+    sample_rate: int,
+    n_fft: int,
+    n_mels: int,
+    f_min: float,
+    f_max: float,
+    dtype: torch.dtype = torch.float32,
+    device: torch.device | str = "cpu",
+) -> torch.Tensor:
     """(F, M) Slaney-scale, Slaney-normalised mel matrix = librosa.filters.mel(...).T (to 1e-6)."""
-    return _slaney_mel_cached(int(sample_rate), int(n_fft), int(n_mels), float(f_min),
-                              float(f_max)).to(dtype=dtype, device=device)
+    return _slaney_mel_cached(int(sample_rate), int(n_fft), int(n_mels), float(f_min), float(f_max)).to(
+        dtype=dtype, device=device
+    )

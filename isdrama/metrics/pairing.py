@@ -1,4 +1,5 @@
 """Pair ground-truth and generated files by name (gt/NAME.wav <-> infer/NAME.wav)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -35,8 +36,9 @@ def list_audio(folder: Path) -> dict[str, Path]:
     return files
 
 
-def pair_folders(gt_dir: Path, infer_dir: Path, prompt_dir: Optional[Path] = None,
-                 texts: Optional[dict[str, str]] = None) -> list[FilePair]:
+def pair_folders(
+    gt_dir: Path, infer_dir: Path, prompt_dir: Optional[Path] = None, texts: Optional[dict[str, str]] = None
+) -> list[FilePair]:
     """Pairs of equal names; refuses differing name sets with the list of differences.
 
     ``prompt_dir`` (optional) holds the speaker prompt of each name; ``texts`` maps names to the
@@ -47,8 +49,10 @@ def pair_folders(gt_dir: Path, infer_dir: Path, prompt_dir: Optional[Path] = Non
         raise PairingError(f"{gt_dir}: no audio files ({', '.join(AUDIO_SUFFIXES)})")
     only_gt, only_inf = sorted(set(gt) - set(inf)), sorted(set(inf) - set(gt))
     if only_gt or only_inf:
+
         def show(names: list[str]) -> str:
             return ", ".join(names[:10]) + (f" ... ({len(names)} in all)" if len(names) > 10 else "")
+
         msg = [f"{gt_dir} has {len(gt)} files and {infer_dir} has {len(inf)}; names must match."]
         if only_gt:
             msg.append(f"only in {gt_dir}: {show(only_gt)}")
@@ -60,5 +64,6 @@ def pair_folders(gt_dir: Path, infer_dir: Path, prompt_dir: Optional[Path] = Non
         missing = sorted(set(gt) - set(prompts))
         if missing:
             raise PairingError(f"{prompt_dir}: no prompt for {', '.join(missing[:10])}")
-    return [FilePair(name=n, gt=gt[n], infer=inf[n], prompt=prompts.get(n), text=(texts or {}).get(n))
-            for n in sorted(gt)]
+    return [
+        FilePair(name=n, gt=gt[n], infer=inf[n], prompt=prompts.get(n), text=(texts or {}).get(n)) for n in sorted(gt)
+    ]

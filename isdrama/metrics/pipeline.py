@@ -10,6 +10,7 @@ Metric names in results:
 
 A metric whose model is not available is skipped with the reason, never given a made-up value.
 """
+
 from __future__ import annotations
 
 import json
@@ -28,8 +29,15 @@ from isdrama.metrics.spatial_ast import SpatialASTMetricConfig
 log = logging.getLogger(__name__)
 
 #: The seven metrics of the paper and the names the CLI accepts.
-METRIC_GROUPS = {"ipd": "spatial", "ild": "spatial", "ang": "spatial_ast", "dis": "spatial_ast",
-                 "cer": "speech", "sim": "speech", "ffe": "speech"}
+METRIC_GROUPS = {
+    "ipd": "spatial",
+    "ild": "spatial",
+    "ang": "spatial_ast",
+    "dis": "spatial_ast",
+    "cer": "speech",
+    "sim": "speech",
+    "ffe": "speech",
+}
 ALL_METRICS = tuple(METRIC_GROUPS)
 
 
@@ -65,8 +73,13 @@ class EvalConfig:
 
 
 def _run_spatial(pairs: Sequence[FilePair], cfg: EvalConfig, result: EvaluationResult) -> None:
-    res = spatial_mae_files([p.gt for p in pairs], [p.infer for p in pairs], cfg.spatial,
-                            names=[p.name for p in pairs], progress=cfg.progress)
+    res = spatial_mae_files(
+        [p.gt for p in pairs],
+        [p.infer for p in pairs],
+        cfg.spatial,
+        names=[p.name for p in pairs],
+        progress=cfg.progress,
+    )
     for i, pair in enumerate(pairs):
         if "ipd" in cfg.metrics:
             result.add(pair.name, "ipd_mae", res.ipd[i] * res.scale)
@@ -85,12 +98,14 @@ def _run_spatial_ast(pairs: Sequence[FilePair], cfg: EvalConfig, result: Evaluat
     wanted = [m for m in ("ang", "dis") if m in cfg.metrics]
     if not cfg.spatial_ast_checkpoint:
         for m in wanted:
-            result.skipped[f"{m}_cos"] = ("no SpatialAST checkpoint: pass --spatial-ast-checkpoint "
-                                          "PATH/finetuned.pth (BAT's released model)")
+            result.skipped[f"{m}_cos"] = (
+                "no SpatialAST checkpoint: pass --spatial-ast-checkpoint PATH/finetuned.pth (BAT's released model)"
+            )
         return
     model, report = load_spatial_ast(cfg.spatial_ast_checkpoint, device=cfg.spatial_ast.device)
-    res = spatial_ast_scores(model, [p.gt for p in pairs], [p.infer for p in pairs], cfg.spatial_ast,
-                             report=report, progress=cfg.progress)
+    res = spatial_ast_scores(
+        model, [p.gt for p in pairs], [p.infer for p in pairs], cfg.spatial_ast, report=report, progress=cfg.progress
+    )
     for i, pair in enumerate(pairs):
         if "ang" in wanted:
             result.add(pair.name, "ang_cos", res.ang_cos[i])
@@ -135,8 +150,9 @@ def _run_speech(pairs: Sequence[FilePair], cfg: EvalConfig, result: EvaluationRe
         gen, gen_sr = read_audio(pair.infer)
         gt, gt_sr = read_audio(pair.gt)
         prompt, prompt_sr = read_audio(pair.prompt) if pair.prompt is not None else (None, None)
-        item = SpeechItem(pair.name, gen, gen_sr, gt=gt, gt_sr=gt_sr, prompt=prompt, prompt_sr=prompt_sr,
-                          text=pair.text)
+        item = SpeechItem(
+            pair.name, gen, gen_sr, gt=gt, gt_sr=gt_sr, prompt=prompt, prompt_sr=prompt_sr, text=pair.text
+        )
         for metric, suite in active.items():
             try:
                 row = suite.score([item])[0]
@@ -153,8 +169,14 @@ def _run_speech(pairs: Sequence[FilePair], cfg: EvalConfig, result: EvaluationRe
 
 def evaluate_pairs(pairs: Sequence[FilePair], cfg: EvalConfig) -> EvaluationResult:
     """Compute the configured metrics over ``pairs``; returns a finalised EvaluationResult."""
-    result = EvaluationResult(settings={"mode": cfg.mode, "metrics": ",".join(cfg.metrics), "files": len(pairs),
-                                        "spatial_ast_checkpoint": cfg.spatial_ast_checkpoint or "none"})
+    result = EvaluationResult(
+        settings={
+            "mode": cfg.mode,
+            "metrics": ",".join(cfg.metrics),
+            "files": len(pairs),
+            "spatial_ast_checkpoint": cfg.spatial_ast_checkpoint or "none",
+        }
+    )
     groups = {METRIC_GROUPS[m] for m in cfg.metrics}
     if "spatial" in groups:
         _run_spatial(pairs, cfg, result)

@@ -1,4 +1,5 @@
 """Aggregate per-file metric values and write the evaluation report (JSON, CSV, Markdown, PNG)."""
+
 from __future__ import annotations
 
 import csv
@@ -49,10 +50,10 @@ class EvaluationResult:
     per_file: dict[str, dict[str, float]] = field(default_factory=dict)
     aggregates: dict[str, Aggregate] = field(default_factory=dict)
     skipped: dict[str, str] = field(default_factory=dict)
-    problems: dict[str, list[str]] = field(default_factory=dict)        # file -> metrics it could not get
+    problems: dict[str, list[str]] = field(default_factory=dict)  # file -> metrics it could not get
     settings: dict[str, object] = field(default_factory=dict)
-    band_errors: dict[str, np.ndarray] = field(default_factory=dict)   # e.g. "ipd" -> (128,)
-    angle_errors: Optional[np.ndarray] = None                          # degrees per file
+    band_errors: dict[str, np.ndarray] = field(default_factory=dict)  # e.g. "ipd" -> (128,)
+    angle_errors: Optional[np.ndarray] = None  # degrees per file
 
     def add(self, name: str, metric: str, value: float) -> None:
         self.per_file.setdefault(name, {})[metric] = float(value)
@@ -65,16 +66,19 @@ class EvaluationResult:
         return list(seen)
 
     def finalize(self) -> "EvaluationResult":
-        self.aggregates = {m: aggregate([v.get(m, float("nan")) for v in self.per_file.values()])
-                           for m in self.metrics()}
+        self.aggregates = {
+            m: aggregate([v.get(m, float("nan")) for v in self.per_file.values()]) for m in self.metrics()
+        }
         return self
 
     def to_json(self) -> dict:
-        return {"settings": self.settings,
-                "aggregate": {k: v.as_dict() for k, v in self.aggregates.items()},
-                "skipped": self.skipped,
-                "problems": self.problems,
-                "per_file": self.per_file}
+        return {
+            "settings": self.settings,
+            "aggregate": {k: v.as_dict() for k, v in self.aggregates.items()},
+            "skipped": self.skipped,
+            "problems": self.problems,
+            "per_file": self.per_file,
+        }
 
     def markdown(self) -> str:
         lines = ["| metric | mean | 95% CI | n |", "|---|---|---|---|"]
@@ -105,10 +109,19 @@ def write_report(result: EvaluationResult, out_dir: Path, plots: bool = True) ->
     metrics = result.metrics()
     written = [out_dir / n for n in ("results.json", "per_file.csv", "summary.csv", "report.md")]
     atomic_write_json(written[0], result.to_json())
-    atomic_write_text(written[1], _csv_text(["name"] + metrics, [[name] + [vals.get(m, "") for m in metrics]
-                                                                 for name, vals in result.per_file.items()]))
-    atomic_write_text(written[2], _csv_text(["metric", "mean", "ci95", "n", "std"],
-                                            [[m, a.mean, a.ci95, a.n, a.std] for m, a in result.aggregates.items()]))
+    atomic_write_text(
+        written[1],
+        _csv_text(
+            ["name"] + metrics, [[name] + [vals.get(m, "") for m in metrics] for name, vals in result.per_file.items()]
+        ),
+    )
+    atomic_write_text(
+        written[2],
+        _csv_text(
+            ["metric", "mean", "ci95", "n", "std"],
+            [[m, a.mean, a.ci95, a.n, a.std] for m, a in result.aggregates.items()],
+        ),
+    )
     atomic_write_text(written[3], result.markdown())
     if plots:
         written += write_plots(result, out_dir)
@@ -124,8 +137,7 @@ def write_plots(result: EvaluationResult, out_dir: Path) -> list[Path]:
 
     paths = []
     if result.band_errors:
-        fig, axes = plt.subplots(len(result.band_errors), 1, figsize=(7, 2.6 * len(result.band_errors)),
-                                 squeeze=False)
+        fig, axes = plt.subplots(len(result.band_errors), 1, figsize=(7, 2.6 * len(result.band_errors)), squeeze=False)
         for ax, (name, err) in zip(axes[:, 0], result.band_errors.items()):
             ax.plot(np.arange(len(err)), err)
             ax.set_title(f"{name.upper()} mean absolute error per mel band")

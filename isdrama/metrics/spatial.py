@@ -30,6 +30,7 @@ buffers reused; per-file values agree with the batched path to ~1e-7 relative.
 
 Shapes: B pairs, N samples, F = 513 bins, T frames, M = 128 mel bands.
 """
+
 from __future__ import annotations
 
 import math
@@ -117,8 +118,10 @@ class SpatialMAEConfig:
         if self.dtype not in ("float32", "float64"):
             raise ValueError(f"SpatialMAEConfig.dtype: expected 'float32' or 'float64', got {self.dtype!r}")
         if self.mode == "reference" and self.dtype != "float32":
-            raise ValueError("SpatialMAEConfig.dtype: reference mode computes in float32 as the published "
-                             f"script does (its numbers depend on it), got {self.dtype!r}")
+            raise ValueError(
+                "SpatialMAEConfig.dtype: reference mode computes in float32 as the published "
+                f"script does (its numbers depend on it), got {self.dtype!r}"
+            )
         if self.batch_size < 1:
             raise ValueError(f"SpatialMAEConfig.batch_size: expected >= 1, got {self.batch_size}")
         if self.workers is not None and self.workers < 1:
@@ -184,14 +187,17 @@ class SpatialMAEResult:
         band that no file had energy in (corrected mode)."""
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN bands stay NaN
-            return (np.nanmean(self.ipd_bands, axis=0) * self.scale,
-                    np.nanmean(self.ild_bands, axis=0) * self.scale)
+            return (np.nanmean(self.ipd_bands, axis=0) * self.scale, np.nanmean(self.ild_bands, axis=0) * self.scale)
 
     def summary(self) -> dict:
-        unit = ("published x100 units (scales as 1 / clip length)" if self.mode == "reference"
-                else "IPD radians, ILD dB")
-        return {"mode": self.mode, "n_files": len(self.names), "ipd_mae": self.ipd_mae,
-                "ild_mae": self.ild_mae, "unit": unit}
+        unit = "published x100 units (scales as 1 / clip length)" if self.mode == "reference" else "IPD radians, ILD dB"
+        return {
+            "mode": self.mode,
+            "n_files": len(self.names),
+            "ipd_mae": self.ipd_mae,
+            "ild_mae": self.ild_mae,
+            "unit": unit,
+        }
 
 
 class SpatialCueExtractor:
@@ -200,13 +206,13 @@ class SpatialCueExtractor:
     The ILD difference of a pair is one log: 20 log10((|R_g|+e)(|L_h|+e) / ((|L_g|+e)(|R_h|+e))).
     """
 
-    def __init__(self, cfg: SpatialCueConfig, device: torch.device | str = "cpu",
-                 dtype: torch.dtype = torch.float32):
+    def __init__(self, cfg: SpatialCueConfig, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32):
         self.cfg = cfg
         self.device = torch.device(device)
         self.dtype = dtype
-        mel = slaney_mel_matrix(cfg.sample_rate, cfg.n_fft, cfg.n_mels, cfg.f_min, cfg.f_max,
-                                dtype=dtype, device=self.device)  # (F, M)
+        mel = slaney_mel_matrix(
+            cfg.sample_rate, cfg.n_fft, cfg.n_mels, cfg.f_min, cfg.f_max, dtype=dtype, device=self.device
+        )  # (F, M)
         self.mel = mel
         used = torch.nonzero(mel.abs().sum(dim=1) > 0).flatten()
         self.lo, self.hi = int(used.min()), int(used.max()) + 1  # bins with a non-zero weight
@@ -218,8 +224,9 @@ class SpatialCueExtractor:
         """(B, T, F') values on the used bins -> (B, T, M) = x @ mel (weighted band sums)."""
         return torch.matmul(x, self._mel_norm if normalised else self._mel)
 
-    def to_analysis_rate(self, wav: torch.Tensor, lengths: torch.Tensor, sample_rate: int
-                         ) -> tuple[torch.Tensor, torch.Tensor]:
+    def to_analysis_rate(
+        self, wav: torch.Tensor, lengths: torch.Tensor, sample_rate: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, 2, N) at ``sample_rate`` -> (B, 2, N') at cfg.sample_rate (torchaudio sinc)."""
         wav = wav.to(device=self.device, dtype=self.dtype)
         return resample_batch(wav, lengths.to(self.device), int(sample_rate), self.cfg.sample_rate)
@@ -227,8 +234,13 @@ class SpatialCueExtractor:
     def spectra(self, wav: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(B, 2, N) at the analysis rate -> real, imag (B, 2, T, F') on the used bins, frames (B,)."""
         B = wav.shape[0]
-        spec, frames = stft_batch(wav.reshape(B * 2, -1), lengths.repeat_interleave(2),
-                                  self.cfg.n_fft, self.cfg.hop_length, self.cfg.win_length)
+        spec, frames = stft_batch(
+            wav.reshape(B * 2, -1),
+            lengths.repeat_interleave(2),
+            self.cfg.n_fft,
+            self.cfg.hop_length,
+            self.cfg.win_length,
+        )
         ri = torch.view_as_real(spec[..., self.lo : self.hi])  # (2B, T, F', 2)
         re = ri[..., 0].contiguous()  # contiguous planes: strided atan2 is several times slower
         im = ri[..., 1].contiguous()
@@ -240,9 +252,16 @@ class SpatialCueExtractor:
         mag = torch.hypot(re, im)
         return phase, mag
 
-    def pair_errors(self, gt: torch.Tensor, gt_len: torch.Tensor, gt_sr: int,
-                    gen: torch.Tensor, gen_len: torch.Tensor, gen_sr: int,
-                    energy_mask_db: Optional[float]) -> PairErrors:
+    def pair_errors(
+        self,
+        gt: torch.Tensor,
+        gt_len: torch.Tensor,
+        gt_sr: int,
+        gen: torch.Tensor,
+        gen_len: torch.Tensor,
+        gen_sr: int,
+        energy_mask_db: Optional[float],
+    ) -> PairErrors:
         """Corrected errors of B pairs: gt, gen (B, 2, N*) with lengths (B,) at their sample rates."""
         gt, gt_len = self.to_analysis_rate(gt, gt_len, gt_sr)
         gen, gen_len = self.to_analysis_rate(gen, gen_len, gen_sr)
@@ -254,8 +273,9 @@ class SpatialCueExtractor:
         re, im, frames = self.spectra(both, torch.cat([gt_len, gen_len]))
         return self.errors_from_spectra(re, im, frames, energy_mask_db)
 
-    def errors_from_spectra(self, re: torch.Tensor, im: torch.Tensor, frames: torch.Tensor,
-                            energy_mask_db: Optional[float]) -> PairErrors:
+    def errors_from_spectra(
+        self, re: torch.Tensor, im: torch.Tensor, frames: torch.Tensor, energy_mask_db: Optional[float]
+    ) -> PairErrors:
         """re, im (2B, 2, T, F'): rows [:B] ground truth, [B:] generated; frames (2B,)."""
         B = re.shape[0] // 2
         T = re.shape[2]
@@ -293,8 +313,11 @@ class SpatialCueExtractor:
         bands = []
         for e in (e_ipd, e_ild):
             num = self.project(e.mul_(mask).sum(1), normalised=True)
-            bands.append(torch.where(den > 0, num / den.clamp_min(torch.finfo(self.dtype).tiny),
-                                     torch.full_like(num, float("nan"))))
+            bands.append(
+                torch.where(
+                    den > 0, num / den.clamp_min(torch.finfo(self.dtype).tiny), torch.full_like(num, float("nan"))
+                )
+            )
         ipd_b, ild_b = bands
         return PairErrors(ipd_b.nanmean(-1), ild_b.nanmean(-1), ipd_b, ild_b, common)
 
@@ -319,8 +342,13 @@ def spatial_extractor(cfg: SpatialMAEConfig, device: Optional[torch.device | str
     return SpatialCueExtractor(cfg.cues, device, _torch_dtype(cfg.dtype))
 
 
-def ipd_ild_features(wav: torch.Tensor, sample_rate: int, lengths: Optional[torch.Tensor] = None,
-                     cfg: Optional[SpatialCueConfig] = None, device: str = "cpu") -> SpatialFeatures:
+def ipd_ild_features(
+    wav: torch.Tensor,
+    sample_rate: int,
+    lengths: Optional[torch.Tensor] = None,
+    cfg: Optional[SpatialCueConfig] = None,
+    device: str = "cpu",
+) -> SpatialFeatures:
     """Published IPD/ILD mel features of a batch (computed per item, as published).
 
     wav (B, 2, N) binaural (0 = left) at ``sample_rate``; lengths (B,) true lengths (default N)
@@ -329,8 +357,10 @@ def ipd_ild_features(wav: torch.Tensor, sample_rate: int, lengths: Optional[torc
     check_binaural_tensor(wav)
     pub = PublishedSpatialCues.from_config(cfg or SpatialCueConfig(), device)
     lengths = _lengths(wav, lengths)
-    feats = [pub.signal_features(wav[b, :, : int(lengths[b])].float().cpu().contiguous(), sample_rate,
-                                 f"batch item {b}") for b in range(wav.shape[0])]
+    feats = [
+        pub.signal_features(wav[b, :, : int(lengths[b])].float().cpu().contiguous(), sample_rate, f"batch item {b}")
+        for b in range(wav.shape[0])
+    ]
     frames = torch.tensor([f[0].shape[0] for f in feats], dtype=torch.long)
     T, M = int(frames.max()), feats[0][0].shape[1]
     ipd, ild = torch.zeros(len(feats), T, M), torch.zeros(len(feats), T, M)
@@ -342,18 +372,29 @@ def ipd_ild_features(wav: torch.Tensor, sample_rate: int, lengths: Optional[torc
 
 def _stack_published(errors: Sequence[PublishedPairError], device: torch.device | str = "cpu") -> PairErrors:
     """Per-pair published figures -> PairErrors (float32, as published)."""
+
     def t(values):
         return torch.as_tensor(np.asarray(values, dtype=np.float32), device=device)
 
-    return PairErrors(t([e.ipd for e in errors]), t([e.ild for e in errors]),
-                      t(np.stack([e.ipd_bands for e in errors])), t(np.stack([e.ild_bands for e in errors])),
-                      torch.tensor([e.frames for e in errors], dtype=torch.long, device=device))
+    return PairErrors(
+        t([e.ipd for e in errors]),
+        t([e.ild for e in errors]),
+        t(np.stack([e.ipd_bands for e in errors])),
+        t(np.stack([e.ild_bands for e in errors])),
+        torch.tensor([e.frames for e in errors], dtype=torch.long, device=device),
+    )
 
 
-def spatial_errors(gt: torch.Tensor, gen: torch.Tensor, sample_rate: int,
-                   gt_lengths: Optional[torch.Tensor] = None, gen_lengths: Optional[torch.Tensor] = None,
-                   cfg: Optional[SpatialMAEConfig] = None, gen_sample_rate: Optional[int] = None,
-                   extractor=None) -> PairErrors:
+def spatial_errors(
+    gt: torch.Tensor,
+    gen: torch.Tensor,
+    sample_rate: int,
+    gt_lengths: Optional[torch.Tensor] = None,
+    gen_lengths: Optional[torch.Tensor] = None,
+    cfg: Optional[SpatialMAEConfig] = None,
+    gen_sample_rate: Optional[int] = None,
+    extractor=None,
+) -> PairErrors:
     """IPD/ILD errors of B pairs of waveforms (for validation callbacks).
 
     gt, gen (B, 2, N) binaural (0 = left), zero-padded, with optional true lengths (B,), at
@@ -370,12 +411,16 @@ def spatial_errors(gt: torch.Tensor, gen: torch.Tensor, sample_rate: int,
     gt_len, gen_len = _lengths(gt, gt_lengths), _lengths(gen, gen_lengths)
     gen_sr = gen_sample_rate or sample_rate
     if cfg.mode == "reference":
+
         def item(x: torch.Tensor, n: torch.Tensor, sr: int, what: str):
             return ext.signal_features(x[:, : int(n)].float().contiguous(), sr, what)
 
-        errors = [published_pair_error(item(gt[b], gt_len[b], sample_rate, f"gt item {b}"),
-                                       item(gen[b], gen_len[b], gen_sr, f"gen item {b}"))
-                  for b in range(gt.shape[0])]
+        errors = [
+            published_pair_error(
+                item(gt[b], gt_len[b], sample_rate, f"gt item {b}"), item(gen[b], gen_len[b], gen_sr, f"gen item {b}")
+            )
+            for b in range(gt.shape[0])
+        ]
         return _stack_published(errors, cfg.device)
     return ext.pair_errors(gt, gt_len, sample_rate, gen, gen_len, gen_sr, cfg.energy_mask_db)
 
@@ -387,14 +432,20 @@ def _load_at_rate(path: Path, sample_rate: int, min_samples: int, dtype: str) ->
     if sr != sample_rate:  # one file at a time: torchaudio's conv is slower on stacked batches
         wav = AF.resample(torch.from_numpy(wav), sr, sample_rate).numpy()
     if wav.shape[-1] < min_samples:
-        raise AudioInputError(path, f"{wav.shape[-1]} samples at {sample_rate} Hz: too short for a "
-                                    f"centred STFT, need at least {min_samples}")
+        raise AudioInputError(
+            path,
+            f"{wav.shape[-1]} samples at {sample_rate} Hz: too short for a centred STFT, need at least {min_samples}",
+        )
     return wav
 
 
-def spatial_mae_files(gt_paths: Sequence[Path | str], gen_paths: Sequence[Path | str],
-                      cfg: Optional[SpatialMAEConfig] = None, names: Optional[Sequence[str]] = None,
-                      progress: bool = False) -> SpatialMAEResult:
+def spatial_mae_files(
+    gt_paths: Sequence[Path | str],
+    gen_paths: Sequence[Path | str],
+    cfg: Optional[SpatialMAEConfig] = None,
+    names: Optional[Sequence[str]] = None,
+    progress: bool = False,
+) -> SpatialMAEResult:
     """IPD/ILD MAE over paired binaural files (gt_paths[i] vs gen_paths[i]).
 
     Reference mode: the published computation per file (:mod:`isdrama.metrics.spatial_reference`),
@@ -433,20 +484,19 @@ def spatial_mae_files(gt_paths: Sequence[Path | str], gen_paths: Sequence[Path |
     def cat(attr: str) -> np.ndarray:
         return torch.cat([getattr(r, attr) for r in results]).cpu().numpy()
 
-    return SpatialMAEResult(cfg.mode, names, cat("ipd"), cat("ild"), cat("ipd_bands"), cat("ild_bands"),
-                            cat("frames"))
+    return SpatialMAEResult(cfg.mode, names, cat("ipd"), cat("ild"), cat("ipd_bands"), cat("ild_bands"), cat("frames"))
 
 
-def _run_batched(ext: SpatialCueExtractor, pairs: list[tuple[Path, Path]], cfg: SpatialMAEConfig,
-                 bar) -> list[PairErrors]:
+def _run_batched(
+    ext: SpatialCueExtractor, pairs: list[tuple[Path, Path]], cfg: SpatialMAEConfig, bar
+) -> list[PairErrors]:
     """Accelerator path (corrected mode): files read + resampled on threads, computed in batches."""
     chunks = [pairs[i : i + cfg.batch_size] for i in range(0, len(pairs), cfg.batch_size)]
     results: list[PairErrors] = []
     need = cfg.cues.n_fft // 2 + 1
 
     def submit(chunk):  # one future per file, in gt/gen interleaved order
-        return [readers.submit(_load_at_rate, p, cfg.cues.sample_rate, need, cfg.dtype)
-                for pair in chunk for p in pair]
+        return [readers.submit(_load_at_rate, p, cfg.cues.sample_rate, need, cfg.dtype) for pair in chunk for p in pair]
 
     with ThreadPoolExecutor(max_workers=max(1, cfg.io_threads)) as readers:
         window = [submit(c) for c in chunks[: cfg.prefetch_batches + 1]]  # read ahead while computing
@@ -491,8 +541,7 @@ def _single_threaded_ops(active: bool) -> Iterator[None]:
         torch.set_num_threads(prev)
 
 
-def _map_pairs(fn: Callable[[Path, Path], R], pairs: list[tuple[Path, Path]], workers: Optional[int],
-               bar) -> list[R]:
+def _map_pairs(fn: Callable[[Path, Path], R], pairs: list[tuple[Path, Path]], workers: Optional[int], bar) -> list[R]:
     """fn over the pairs, in order: on this thread with torch's threads as they are when one worker
     is asked for, else on ``workers`` threads (default torch.get_num_threads()) computing whole
     pairs, each single-threaded (parallel over pairs, not inside ops: no oversubscription)."""
@@ -510,8 +559,7 @@ def _map_pairs(fn: Callable[[Path, Path], R], pairs: list[tuple[Path, Path]], wo
     return out
 
 
-def _run_cpu(ext: SpatialCueExtractor, pairs: list[tuple[Path, Path]], cfg: SpatialMAEConfig,
-             bar) -> list[PairErrors]:
+def _run_cpu(ext: SpatialCueExtractor, pairs: list[tuple[Path, Path]], cfg: SpatialMAEConfig, bar) -> list[PairErrors]:
     """Corrected mode on CPU: one Workspace of scratch buffers per worker thread."""
     local = threading.local()  # one Workspace per thread, freed with this call
 
@@ -532,8 +580,9 @@ def _read_for_analysis(path: Path, cues: SpatialCueConfig, dtype: torch.dtype, w
     n = rs.output_length(frames.shape[0]) if rs is not None else frames.shape[0]
     half = cues.n_fft // 2
     if n < half + 1:
-        raise AudioInputError(path, f"{n} samples at {cues.sample_rate} Hz: too short for a centred STFT, "
-                                    f"need at least {half + 1}")
+        raise AudioInputError(
+            path, f"{n} samples at {cues.sample_rate} Hz: too short for a centred STFT, need at least {half + 1}"
+        )
     return frames, sr, rs, n
 
 
@@ -545,8 +594,9 @@ def _signal_span(rs, N: int, n: int, half: int) -> int:
     return n + 2 * half
 
 
-def _analysis_signal(frames: np.ndarray, sr: int, rs, n: int, P: torch.Tensor, slot: int,
-                     cues: SpatialCueConfig, ws: Workspace) -> None:
+def _analysis_signal(
+    frames: np.ndarray, sr: int, rs, n: int, P: torch.Tensor, slot: int, cues: SpatialCueConfig, ws: Workspace
+) -> None:
     """Write a file's reflect-padded 32 kHz signal into P (2, >= `_signal_span`) at
     [n_fft // 2, n_fft // 2 + n). Resampling as torchaudio's (bit-identical where the banded
     product is, torchaudio itself otherwise)."""
@@ -572,8 +622,9 @@ def _analysis_signal(frames: np.ndarray, sr: int, rs, n: int, P: torch.Tensor, s
     P[:, half + n : n + 2 * half] = P[:, n - 1 : n - 1 + half].flip(-1)
 
 
-def _pair_errors_cpu(ext: SpatialCueExtractor, gt_path: Path, gen_path: Path, cfg: SpatialMAEConfig,
-                     ws: Workspace) -> PairErrors:
+def _pair_errors_cpu(
+    ext: SpatialCueExtractor, gt_path: Path, gen_path: Path, cfg: SpatialMAEConfig, ws: Workspace
+) -> PairErrors:
     """Corrected errors of one pair, computed on the calling thread (see the module notes)."""
     cues, dtype = cfg.cues, ext.dtype
     half = cues.n_fft // 2

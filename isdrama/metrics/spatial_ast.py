@@ -42,6 +42,7 @@ reference mode, OFF in corrected mode. ``segment_seconds`` gives the paper's per
 variant (the published script does one embedding per file). Besides the cosines, the decoded
 positions give readable errors: great-circle angle (degrees) and distance (m).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -220,14 +221,15 @@ class SpatialAST(nn.Module):
         self.logmel_extractor = _LogMel(cfg)
         self.bn = nn.BatchNorm2d(2, affine=False)
         self.conv_downsample = nn.Sequential(
-            nn.Conv2d(4, 1, kernel_size=3, padding=1, bias=False), nn.BatchNorm2d(1), nn.GELU())
+            nn.Conv2d(4, 1, kernel_size=3, padding=1, bias=False), nn.BatchNorm2d(1), nn.GELU()
+        )
         self.patch_embed = _PatchEmbed(cfg)
         h, w = cfg.grid
         self.pos_embed = nn.Parameter(sincos_pos_embed_2d(d, (h, w))[None], requires_grad=False)
         self.cls_tokens = nn.Parameter(torch.randn(1, cfg.num_tokens, d) * 0.02)
-        self.blocks = nn.ModuleList([
-            vit.Block(d, cfg.num_heads, cfg.mlp_ratio, qkv_bias=True, norm_layer=norm)
-            for _ in range(cfg.depth)])
+        self.blocks = nn.ModuleList(
+            [vit.Block(d, cfg.num_heads, cfg.mlp_ratio, qkv_bias=True, norm_layer=norm) for _ in range(cfg.depth)]
+        )
         self.dis_norm = norm(d)
         self.doa_norm = norm(d)
         self.fc_norm = norm(d)
@@ -241,7 +243,7 @@ class SpatialAST(nn.Module):
         """(B, 2, N) at 32 kHz -> (B, 4, 1024, 128): BN'd log-mel L/R, cos/sin IPD @ melW."""
         B = wav.shape[0]
         real, imag = self.spectrogram_extractor(rearrange(wav, "b c n -> (b c) n"))  # (2B, T, F)
-        mag = torch.sqrt(real ** 2 + imag ** 2)
+        mag = torch.sqrt(real**2 + imag**2)
         log_mel = rearrange(self.logmel_extractor(mag), "(b c) t m -> b c t m", b=B)
         log_mel = self.bn(log_mel)
         real = rearrange(real, "(b c) t f -> b c t f", b=B)
@@ -265,20 +267,30 @@ class SpatialAST(nn.Module):
         dis = self.dis_norm(x[:, 0])
         doa = self.doa_norm(x[:, 1])
         cls = self.fc_norm(x[:, 2])
-        return SpatialASTOutput(dis, doa, cls, self.distance_head(dis), self.azimuth_head(doa),
-                                self.elevation_head(doa), self.head(cls))
+        return SpatialASTOutput(
+            dis, doa, cls, self.distance_head(dis), self.azimuth_head(doa), self.elevation_head(doa), self.head(cls)
+        )
 
 
 # ----------------------------------------------------------------------------------------------
 # checkpoints
+
 
 class CheckpointMismatchError(ValueError):
     """The checkpoint's encoder parameters do not match SpatialAST; the message lists them."""
 
 
 #: parameters that must be in a checkpoint, with matching shapes, for embeddings to mean anything
-_ENCODER_PREFIXES = ("conv_downsample.", "bn.", "patch_embed.", "cls_tokens", "pos_embed", "blocks.",
-                     "dis_norm.", "doa_norm.")
+_ENCODER_PREFIXES = (
+    "conv_downsample.",
+    "bn.",
+    "patch_embed.",
+    "cls_tokens",
+    "pos_embed",
+    "blocks.",
+    "dis_norm.",
+    "doa_norm.",
+)
 #: deterministic front-end constants: recomputed when absent
 _FRONTEND_PREFIXES = ("spectrogram_extractor.", "logmel_extractor.")
 #: heads: needed only to decode positions
@@ -288,8 +300,11 @@ _HEAD_PREFIXES = ("distance_head.", "azimuth_head.", "elevation_head.", "head.",
 def _group(key: str) -> str:
     if key.endswith("num_batches_tracked"):
         return "bookkeeping"
-    for group, prefixes in (("encoder", _ENCODER_PREFIXES), ("frontend", _FRONTEND_PREFIXES),
-                            ("heads", _HEAD_PREFIXES)):
+    for group, prefixes in (
+        ("encoder", _ENCODER_PREFIXES),
+        ("frontend", _FRONTEND_PREFIXES),
+        ("heads", _HEAD_PREFIXES),
+    ):
         if key.startswith(prefixes):
             return group
     return "other"
@@ -308,10 +323,12 @@ class LoadReport:
         def short(keys: list[str]) -> str:
             return ", ".join(keys[:8]) + (f" ... (+{len(keys) - 8})" if len(keys) > 8 else "")
 
-        return (f"{self.path}: {len(self.missing)} missing non-encoder key(s)"
-                + (f" [{short(self.missing)}]" if self.missing else "")
-                + f", {len(self.unexpected)} unexpected key(s) ignored"
-                + (f" [{short(self.unexpected)}]" if self.unexpected else ""))
+        return (
+            f"{self.path}: {len(self.missing)} missing non-encoder key(s)"
+            + (f" [{short(self.missing)}]" if self.missing else "")
+            + f", {len(self.unexpected)} unexpected key(s) ignored"
+            + (f" [{short(self.unexpected)}]" if self.unexpected else "")
+        )
 
 
 def _read_checkpoint(path: Path, allow_pickle: bool) -> dict:
@@ -327,8 +344,8 @@ def _read_checkpoint(path: Path, allow_pickle: bool) -> dict:
     if allow_pickle:
         return torch.load(path, map_location="cpu", weights_only=False)
     raise CheckpointMismatchError(
-        f"{path}: cannot be read as a weights-only checkpoint ({first}); if you trust the file, "
-        "pass allow_pickle=True")
+        f"{path}: cannot be read as a weights-only checkpoint ({first}); if you trust the file, pass allow_pickle=True"
+    )
 
 
 def _state_dict_of(obj, path: Path) -> dict[str, torch.Tensor]:
@@ -338,14 +355,19 @@ def _state_dict_of(obj, path: Path) -> dict[str, torch.Tensor]:
         sd = obj  # a bare state_dict
     else:
         keys = list(obj.keys())[:10] if isinstance(obj, dict) else type(obj).__name__
-        raise CheckpointMismatchError(f"{path}: expected a dict with a 'model' state_dict (released "
-                                      f"SpatialAST format), found {keys}")
-    return {(k[len("module."):] if k.startswith("module.") else k): v for k, v in sd.items()}
+        raise CheckpointMismatchError(
+            f"{path}: expected a dict with a 'model' state_dict (released SpatialAST format), found {keys}"
+        )
+    return {(k[len("module.") :] if k.startswith("module.") else k): v for k, v in sd.items()}
 
 
-def load_spatial_ast(path: Path | str, device: torch.device | str = "cpu",
-                     cfg: Optional[SpatialASTConfig] = None, allow_pickle: bool = False,
-                     verbose: bool = True) -> tuple[SpatialAST, LoadReport]:
+def load_spatial_ast(
+    path: Path | str,
+    device: torch.device | str = "cpu",
+    cfg: Optional[SpatialASTConfig] = None,
+    allow_pickle: bool = False,
+    verbose: bool = True,
+) -> tuple[SpatialAST, LoadReport]:
     """Load the released SpatialAST checkpoint (``{'model': state_dict}``) into SpatialAST.
 
     Refuses (CheckpointMismatchError listing the keys) a file whose encoder parameters are
@@ -361,19 +383,26 @@ def load_spatial_ast(path: Path | str, device: torch.device | str = "cpu",
     own = model.state_dict()
     missing = sorted(k for k in own if k not in sd)
     unexpected = sorted(k for k in sd if k not in own)
-    bad_shape = sorted(f"{k} (file {tuple(sd[k].shape)}, model {tuple(own[k].shape)})"
-                       for k in own if k in sd and tuple(sd[k].shape) != tuple(own[k].shape))
+    bad_shape = sorted(
+        f"{k} (file {tuple(sd[k].shape)}, model {tuple(own[k].shape)})"
+        for k in own
+        if k in sd and tuple(sd[k].shape) != tuple(own[k].shape)
+    )
     missing_encoder = [k for k in missing if _group(k) == "encoder"]
     if missing_encoder or bad_shape:
         raise CheckpointMismatchError(
             f"{path}: not a SpatialAST checkpoint of this configuration: "
             + (f"missing encoder key(s) {missing_encoder}" if missing_encoder else "")
             + ("; " if missing_encoder and bad_shape else "")
-            + (f"shape mismatch {bad_shape}" if bad_shape else ""))
+            + (f"shape mismatch {bad_shape}" if bad_shape else "")
+        )
     model.load_state_dict({k: v for k, v in sd.items() if k in own}, strict=False)
-    report = LoadReport(str(path), missing=[k for k in missing if _group(k) != "bookkeeping"],
-                        unexpected=unexpected,
-                        heads_loaded=not any(_group(k) == "heads" for k in missing))
+    report = LoadReport(
+        str(path),
+        missing=[k for k in missing if _group(k) != "bookkeeping"],
+        unexpected=unexpected,
+        heads_loaded=not any(_group(k) == "heads" for k in missing),
+    )
     if verbose and (report.missing or report.unexpected):
         warnings.warn(str(report), stacklevel=2)
     return model.to(device).eval(), report
@@ -390,8 +419,10 @@ def save_spatial_ast(model: SpatialAST, path: Path | str) -> None:
 # ----------------------------------------------------------------------------------------------
 # preprocessing
 
-def prepare_waveform(wav: np.ndarray, sample_rate: int, cfg: Optional[SpatialASTConfig] = None,
-                     crop: bool = True) -> np.ndarray:
+
+def prepare_waveform(
+    wav: np.ndarray, sample_rate: int, cfg: Optional[SpatialASTConfig] = None, crop: bool = True
+) -> np.ndarray:
     """Published preprocessing of one (2, N) float array -> (2, clip_samples) float32.
 
     scipy.signal.resample_poly to 32 kHz (float64), one gain to -14 dBFS RMS over both channels,
@@ -415,6 +446,7 @@ def prepare_file(path: Path | str, cfg: Optional[SpatialASTConfig] = None, crop:
 # ----------------------------------------------------------------------------------------------
 # decoding and comparisons
 
+
 @dataclass
 class Positions:
     """Decoded source positions, each (B,): degrees and metres (Spatial-AST label conventions)."""
@@ -433,9 +465,9 @@ def decode_positions(out: SpatialASTOutput, cfg: Optional[SpatialASTConfig] = No
     return Positions(az, el, dist)
 
 
-def angular_error_deg(az_a: torch.Tensor, el_a: torch.Tensor, az_b: torch.Tensor, el_b: torch.Tensor
-                      ) -> torch.Tensor:
+def angular_error_deg(az_a: torch.Tensor, el_a: torch.Tensor, az_b: torch.Tensor, el_b: torch.Tensor) -> torch.Tensor:
     """Great-circle angle (degrees) between directions given in degrees; any broadcastable shapes."""
+
     def unit(az, el):
         az, el = torch.deg2rad(az.double()), torch.deg2rad(el.double())
         return torch.stack([el.cos() * az.cos(), el.cos() * az.sin(), el.sin()], dim=-1)
@@ -512,8 +544,13 @@ def _segments(x: np.ndarray, cfg: SpatialASTConfig, seconds: float) -> list[np.n
 
 
 @torch.no_grad()
-def embed_files(model: SpatialAST, paths: Sequence[Path | str], batch_size: int = 8,
-                segment_seconds: Optional[float] = None, progress: bool = False) -> FileEmbeddings:
+def embed_files(
+    model: SpatialAST,
+    paths: Sequence[Path | str],
+    batch_size: int = 8,
+    segment_seconds: Optional[float] = None,
+    progress: bool = False,
+) -> FileEmbeddings:
     """Tokens + decoded positions of binaural files (published preprocessing), batched."""
     cfg = model.cfg
     device = next(model.parameters()).device
@@ -533,14 +570,20 @@ def embed_files(model: SpatialAST, paths: Sequence[Path | str], batch_size: int 
         x = torch.from_numpy(np.stack([it[1] for it in items[s : s + batch_size]])).to(device)
         out = model(x)
         pos = decode_positions(out, cfg)
-        for k, v in (("dis", out.distance_token), ("doa", out.doa_token), ("az", pos.azimuth_deg),
-                     ("el", pos.elevation_deg), ("dm", pos.distance_m)):
+        for k, v in (
+            ("dis", out.distance_token),
+            ("doa", out.doa_token),
+            ("az", pos.azimuth_deg),
+            ("el", pos.elevation_deg),
+            ("dm", pos.distance_m),
+        ):
             outs[k].append(v.float().cpu())
     cat = {k: torch.cat(v).numpy() for k, v in outs.items()}
     owner = np.array([it[0] for it in items])
     rows = [np.nonzero(owner == i)[0] for i in range(len(paths))]
-    return FileEmbeddings([Path(p).stem for p in paths], *([cat[k][r] for r in rows]
-                                                            for k in ("dis", "doa", "az", "el", "dm")))
+    return FileEmbeddings(
+        [Path(p).stem for p in paths], *([cat[k][r] for r in rows] for k in ("dis", "doa", "az", "el", "dm"))
+    )
 
 
 @dataclass
@@ -556,15 +599,23 @@ class SpatialASTResult:
     gen: FileEmbeddings
 
     def summary(self) -> dict:
-        return {"n_files": len(self.names), "ang_cos": float(np.mean(self.ang_cos)),
-                "dis_cos": float(np.mean(self.dis_cos)),
-                "angle_error_deg": float(np.mean(self.angle_error_deg)),
-                "distance_error_m": float(np.mean(self.distance_error_m))}
+        return {
+            "n_files": len(self.names),
+            "ang_cos": float(np.mean(self.ang_cos)),
+            "dis_cos": float(np.mean(self.dis_cos)),
+            "angle_error_deg": float(np.mean(self.angle_error_deg)),
+            "distance_error_m": float(np.mean(self.distance_error_m)),
+        }
 
 
-def spatial_ast_scores(model: SpatialAST, gt_paths: Sequence[Path | str], gen_paths: Sequence[Path | str],
-                       cfg: Optional[SpatialASTMetricConfig] = None, report: Optional[LoadReport] = None,
-                       progress: bool = False) -> SpatialASTResult:
+def spatial_ast_scores(
+    model: SpatialAST,
+    gt_paths: Sequence[Path | str],
+    gen_paths: Sequence[Path | str],
+    cfg: Optional[SpatialASTMetricConfig] = None,
+    report: Optional[LoadReport] = None,
+    progress: bool = False,
+) -> SpatialASTResult:
     """ANG Cos, DIS Cos, angle error and distance error of paired files (gt_paths[i] vs gen_paths[i])."""
     cfg = cfg or SpatialASTMetricConfig()
     if len(gt_paths) != len(gen_paths):
@@ -583,11 +634,16 @@ def spatial_ast_scores(model: SpatialAST, gt_paths: Sequence[Path | str], gen_pa
             dis.append(token_cosine(gt.distance[i], gen.distance[i], cfg.wrap))
         else:
             ang.append(float(np.mean([token_cosine(gt.doa[i][j], gen.doa[i][j], cfg.wrap) for j in range(s)])))
-            dis.append(float(np.mean([token_cosine(gt.distance[i][j], gen.distance[i][j], cfg.wrap)
-                                      for j in range(s)])))
+            dis.append(
+                float(np.mean([token_cosine(gt.distance[i][j], gen.distance[i][j], cfg.wrap) for j in range(s)]))
+            )
         if heads:
-            e = angular_error_deg(torch.from_numpy(gt.azimuth_deg[i][:s]), torch.from_numpy(gt.elevation_deg[i][:s]),
-                                  torch.from_numpy(gen.azimuth_deg[i][:s]), torch.from_numpy(gen.elevation_deg[i][:s]))
+            e = angular_error_deg(
+                torch.from_numpy(gt.azimuth_deg[i][:s]),
+                torch.from_numpy(gt.elevation_deg[i][:s]),
+                torch.from_numpy(gen.azimuth_deg[i][:s]),
+                torch.from_numpy(gen.elevation_deg[i][:s]),
+            )
             aerr.append(float(e.mean()))
             derr.append(float(np.mean(np.abs(gt.distance_m[i][:s] - gen.distance_m[i][:s]))))
         else:

@@ -26,6 +26,7 @@ order are gone (pairs run on worker threads, see :mod:`isdrama.metrics.spatial`)
 
 Shapes: N samples, T frames, F = 513 bins, M = 128 mel bands.
 """
+
 from __future__ import annotations
 
 import threading
@@ -59,13 +60,11 @@ def _mae_time(a: np.ndarray, b: np.ndarray) -> tuple[float, np.ndarray]:
     return np.mean(diff) / rows, diff.mean(axis=0) / rows
 
 
-def published_pair_error(gt: tuple[np.ndarray, np.ndarray], gen: tuple[np.ndarray, np.ndarray]
-                         ) -> PublishedPairError:
+def published_pair_error(gt: tuple[np.ndarray, np.ndarray], gen: tuple[np.ndarray, np.ndarray]) -> PublishedPairError:
     """Published per-pair error of two (ipd, ild) feature pairs, each (T, M)."""
     ipd, ipd_bands = _mae_time(gt[0], gen[0])
     ild, ild_bands = _mae_time(gt[1], gen[1])
-    return PublishedPairError(float(ipd), float(ild), ipd_bands, ild_bands,
-                              min(gt[0].shape[0], gen[0].shape[0]))
+    return PublishedPairError(float(ipd), float(ild), ipd_bands, ild_bands, min(gt[0].shape[0], gen[0].shape[0]))
 
 
 class PublishedSpatialCues:
@@ -80,20 +79,48 @@ class PublishedSpatialCues:
     under a lock.
     """
 
-    def __init__(self, sample_rate: int, n_fft: int, hop_length: int, win_length: int, n_mels: int,
-                 f_min: float, f_max: float, ild_eps: float, device: torch.device | str = "cpu"):
+    def __init__(
+        self,
+        sample_rate: int,
+        n_fft: int,
+        hop_length: int,
+        win_length: int,
+        n_mels: int,
+        f_min: float,
+        f_max: float,
+        ild_eps: float,
+        device: torch.device | str = "cpu",
+    ):
         try:
             from torchlibrosa.stft import STFT, LogmelFilterBank
         except ImportError as exc:  # a declared dependency; say what to install if it is missing
-            raise ImportError("IPD/ILD reference mode computes with torchlibrosa, as the published "
-                              "script does: pip install torchlibrosa==0.1.0") from exc
+            raise ImportError(
+                "IPD/ILD reference mode computes with torchlibrosa, as the published "
+                "script does: pip install torchlibrosa==0.1.0"
+            ) from exc
         self.sample_rate = int(sample_rate)
         self.ild_eps = float(ild_eps)
         self.device = torch.device(device)
-        self.stft = STFT(n_fft=n_fft, hop_length=hop_length, win_length=win_length, window="hann",
-                         center=True, pad_mode="reflect", freeze_parameters=True).to(self.device)
-        mel = LogmelFilterBank(sr=sample_rate, n_fft=n_fft, n_mels=n_mels, fmin=f_min, fmax=f_max, ref=1.0,
-                               amin=1e-10, top_db=None, freeze_parameters=True)
+        self.stft = STFT(
+            n_fft=n_fft,
+            hop_length=hop_length,
+            win_length=win_length,
+            window="hann",
+            center=True,
+            pad_mode="reflect",
+            freeze_parameters=True,
+        ).to(self.device)
+        mel = LogmelFilterBank(
+            sr=sample_rate,
+            n_fft=n_fft,
+            n_mels=n_mels,
+            fmin=f_min,
+            fmax=f_max,
+            ref=1.0,
+            amin=1e-10,
+            top_db=None,
+            freeze_parameters=True,
+        )
         self.mel = mel.melW.detach().to(self.device)  # (F, M) the published melW
         self._min_samples = n_fft // 2 + 1  # reflect padding needs more samples than n_fft // 2
         self._resamplers: dict[int, torch.nn.Module] = {}
@@ -102,8 +129,17 @@ class PublishedSpatialCues:
     @classmethod
     def from_config(cls, cues, device: torch.device | str = "cpu") -> "PublishedSpatialCues":
         """From a :class:`isdrama.metrics.spatial.SpatialCueConfig`."""
-        return cls(cues.sample_rate, cues.n_fft, cues.hop_length, cues.win_length, cues.n_mels, cues.f_min,
-                   cues.f_max, cues.ild_eps, device)
+        return cls(
+            cues.sample_rate,
+            cues.n_fft,
+            cues.hop_length,
+            cues.win_length,
+            cues.n_mels,
+            cues.f_min,
+            cues.f_max,
+            cues.ild_eps,
+            device,
+        )
 
     def _resampler(self, orig_sr: int) -> torch.nn.Module:
         with self._lock:
@@ -111,8 +147,9 @@ class PublishedSpatialCues:
             if rs is None:
                 import torchaudio
 
-                rs = torchaudio.transforms.Resample(orig_freq=orig_sr, new_freq=self.sample_rate,
-                                                    dtype=torch.float32).to(self.device)
+                rs = torchaudio.transforms.Resample(
+                    orig_freq=orig_sr, new_freq=self.sample_rate, dtype=torch.float32
+                ).to(self.device)
                 self._resamplers[orig_sr] = rs
             return rs
 
@@ -143,13 +180,17 @@ class PublishedSpatialCues:
         ild = 20 * torch.log10((mag_right + eps) / (mag_left + eps))
         return torch.matmul(ipd.squeeze(0), self.mel), torch.matmul(ild.squeeze(0), self.mel)
 
-    def signal_features(self, wav: torch.Tensor, sample_rate: int, what: str = "waveform"
-                        ) -> tuple[np.ndarray, np.ndarray]:
+    def signal_features(
+        self, wav: torch.Tensor, sample_rate: int, what: str = "waveform"
+    ) -> tuple[np.ndarray, np.ndarray]:
         """(2, N) float32 at ``sample_rate`` -> published (ipd, ild) features as numpy (T, M)."""
         wav = self.resample(wav.to(self.device, torch.float32), sample_rate)
         if wav.shape[-1] < self._min_samples:
-            raise AudioInputError(what, f"{wav.shape[-1]} samples at {self.sample_rate} Hz: too short for a "
-                                        f"centred STFT, need at least {self._min_samples}")
+            raise AudioInputError(
+                what,
+                f"{wav.shape[-1]} samples at {self.sample_rate} Hz: too short for a "
+                f"centred STFT, need at least {self._min_samples}",
+            )
         ipd, ild = self.features(wav)
         return ipd.cpu().numpy(), ild.cpu().numpy()
 

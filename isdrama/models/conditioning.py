@@ -10,6 +10,7 @@ State-dict names: in a pose-pretrain checkpoint the front end sits under ``front
 checkpoints written before it existed hold the same entries without the prefix
 (``content.``, ``pose_encoder.``, ``video_norm.``), which :func:`upgrade_state_dict` maps.
 """
+
 from __future__ import annotations
 
 import logging
@@ -59,8 +60,7 @@ FRONTEND_KEYS = tuple(f.name for f in fields(FrontEndConfig))
 def upgrade_state_dict(state_dict: Mapping[str, Any]) -> dict[str, Any]:
     """A pose-pretrain state dict with the front end's entries under ``frontend.``: entries of a
     checkpoint written before the front end existed (``content.*`` ...) get the prefix."""
-    return {(FRONTEND_PREFIX + k if k.split(".", 1)[0] in FRONTEND_MODULES else k): v
-            for k, v in state_dict.items()}
+    return {(FRONTEND_PREFIX + k if k.split(".", 1)[0] in FRONTEND_MODULES else k): v for k, v in state_dict.items()}
 
 
 def _clear_cache_after_load(module: "ConditioningFrontEnd", incompatible_keys: Any) -> None:
@@ -83,16 +83,22 @@ class ConditioningFrontEnd(nn.Module):
         self.pose_encoder = MultimodalPoseEncoder(config.pose_encoder)
         pe = self.pose_encoder.config
         if config.content.d_model != pe.content_dim:
-            raise ValueError(f"model.pose_encoder.content_dim ({pe.content_dim}) must "
-                             f"equal model.content.d_model ({config.content.d_model})")
+            raise ValueError(
+                f"model.pose_encoder.content_dim ({pe.content_dim}) must "
+                f"equal model.content.d_model ({config.content.d_model})"
+            )
         if config.content.frame_rate != pe.frame_rate:
-            raise ValueError("model.content.frame_rate and model.pose_encoder.frame_rate differ: "
-                             f"{config.content.frame_rate} vs {pe.frame_rate}")
+            raise ValueError(
+                "model.content.frame_rate and model.pose_encoder.frame_rate differ: "
+                f"{config.content.frame_rate} vs {pe.frame_rate}"
+            )
         self.video_norm: Optional[FeatureStandardizer] = None
         if config.video_feature_norm and "video" in pe.branches:
             if not pe.video_freeze:
-                raise ValueError("model.video_feature_norm needs a frozen video backbone "
-                                 "(model.pose_encoder.video_freeze=true); set it false otherwise")
+                raise ValueError(
+                    "model.video_feature_norm needs a frozen video backbone "
+                    "(model.pose_encoder.video_freeze=true); set it false otherwise"
+                )
             self.video_norm = FeatureStandardizer(self.pose_encoder.video_encoder.dim)
         self._video_cache: dict[str, torch.Tensor] = {}
         self._text_cache: dict[str, torch.Tensor] = {}
@@ -112,14 +118,19 @@ class ConditioningFrontEnd(nn.Module):
         hp = ckpt["hyper_parameters"]
         missing = [k for k in FRONTEND_KEYS if k not in hp]
         if missing:
-            raise ValueError(f"{path}: not a pose-pretrain checkpoint: hyper_parameters lack {missing} "
-                             f"(has {sorted(hp)})")
+            raise ValueError(
+                f"{path}: not a pose-pretrain checkpoint: hyper_parameters lack {missing} (has {sorted(hp)})"
+            )
         config = build_config(FrontEndConfig, {k: hp[k] for k in FRONTEND_KEYS}, f"{path} hyper_parameters")
-        state = {k[len(FRONTEND_PREFIX):]: v for k, v in upgrade_state_dict(ckpt["state_dict"]).items()
-                 if k.startswith(FRONTEND_PREFIX)}
+        state = {
+            k[len(FRONTEND_PREFIX) :]: v
+            for k, v in upgrade_state_dict(ckpt["state_dict"]).items()
+            if k.startswith(FRONTEND_PREFIX)
+        }
         if not state:
-            raise ValueError(f"{path}: not a pose-pretrain checkpoint: its state_dict has no "
-                             f"'{FRONTEND_PREFIX}*' entries")
+            raise ValueError(
+                f"{path}: not a pose-pretrain checkpoint: its state_dict has no '{FRONTEND_PREFIX}*' entries"
+            )
         model = cls(config, vocab=ContentEncoder.vocab_from_state_dict(state, "content."))
         model.load_state_dict(state)
         return model.eval()
@@ -150,8 +161,9 @@ class ConditioningFrontEnd(nn.Module):
         return self.config.feature_cache and self.pose_encoder.config.text_freeze
 
     # ---------------------------------------------------------------------------- features
-    def raw_video_features(self, video: torch.Tensor, video_mask: torch.Tensor,
-                           keys: Optional[Sequence[str]] = None) -> torch.Tensor:
+    def raw_video_features(
+        self, video: torch.Tensor, video_mask: torch.Tensor, keys: Optional[Sequence[str]] = None
+    ) -> torch.Tensor:
         """Backbone features (B, F, C) of frames (B, F, 3, H, W) with mask (B, F); cached per
         line key when the backbone is frozen and ``keys`` (B) are given."""
         if keys is None or not self._caches_video():
@@ -168,11 +180,12 @@ class ConditioningFrontEnd(nn.Module):
         rows = [self._video_cache[k].to(video.device) for k in keys]
         out = torch.zeros(len(rows), video.shape[1], rows[0].shape[-1], device=video.device)
         for i, r in enumerate(rows):
-            out[i, :r.shape[0]] = r
+            out[i, : r.shape[0]] = r
         return out
 
-    def video_features(self, video: torch.Tensor, video_mask: torch.Tensor,
-                       keys: Optional[Sequence[str]] = None) -> torch.Tensor:
+    def video_features(
+        self, video: torch.Tensor, video_mask: torch.Tensor, keys: Optional[Sequence[str]] = None
+    ) -> torch.Tensor:
         """(B, F, C) video features for the pose encoder: backbone features, standardised when
         ``video_feature_norm`` (fitted from these frames if nothing fitted it before)."""
         feats = self.raw_video_features(video, video_mask, keys)
@@ -184,8 +197,9 @@ class ConditioningFrontEnd(nn.Module):
         return self.video_norm(feats, video_mask)
 
     @torch.no_grad()
-    def video_feature_moments(self, video: torch.Tensor, video_mask: torch.Tensor,
-                              keys: Optional[Sequence[str]] = None) -> torch.Tensor:
+    def video_feature_moments(
+        self, video: torch.Tensor, video_mask: torch.Tensor, keys: Optional[Sequence[str]] = None
+    ) -> torch.Tensor:
         """(3, C) moments of the backbone features of the valid frames, for :meth:`fit_video_norm`."""
         return FeatureStandardizer.moments(self.raw_video_features(video, video_mask, keys)[video_mask])
 
@@ -198,11 +212,15 @@ class ConditioningFrontEnd(nn.Module):
         if not parts:
             raise ValueError("model.video_feature_norm: the training split has no video frames")
         self.video_norm.fit_moments(parts)
-        log.info("video features standardised: mean |offset| %.3g, mean std %.3g",
-                 float(self.video_norm.mean.abs().mean()), float(self.video_norm.std.mean()))
+        log.info(
+            "video features standardised: mean |offset| %.3g, mean std %.3g",
+            float(self.video_norm.mean.abs().mean()),
+            float(self.video_norm.std.mean()),
+        )
 
-    def text_features(self, prompts: Sequence[Optional[str]], device: torch.device
-                      ) -> tuple[torch.Tensor, torch.Tensor]:
+    def text_features(
+        self, prompts: Sequence[Optional[str]], device: torch.device
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """B prompts (None = none) -> (B, S, C) text features and (B, S) mask (cached per
         prompt string when the text encoder is frozen)."""
         if not self._caches_text():
@@ -223,11 +241,20 @@ class ConditioningFrontEnd(nn.Module):
         return feats, mask.to(device)
 
     # ---------------------------------------------------------------------------- forward
-    def forward(self, tokens: torch.Tensor, token_mask: torch.Tensor, frame_mask: torch.Tensor,
-                durations: Optional[torch.Tensor] = None, pose: Optional[torch.Tensor] = None,
-                pose_present: Optional[torch.Tensor] = None, video: Optional[torch.Tensor] = None,
-                video_mask: Optional[torch.Tensor] = None, prompts: Optional[Sequence[Optional[str]]] = None,
-                keys: Optional[Sequence[str]] = None, with_chunks: bool = True) -> dict[str, Any]:
+    def forward(
+        self,
+        tokens: torch.Tensor,
+        token_mask: torch.Tensor,
+        frame_mask: torch.Tensor,
+        durations: Optional[torch.Tensor] = None,
+        pose: Optional[torch.Tensor] = None,
+        pose_present: Optional[torch.Tensor] = None,
+        video: Optional[torch.Tensor] = None,
+        video_mask: Optional[torch.Tensor] = None,
+        prompts: Optional[Sequence[Optional[str]]] = None,
+        keys: Optional[Sequence[str]] = None,
+        with_chunks: bool = True,
+    ) -> dict[str, Any]:
         """Content and pose conditioning of B lines of T model frames.
 
         Args:
@@ -256,8 +283,10 @@ class ConditioningFrontEnd(nn.Module):
         if not torch.equal(content["frame_mask"], frame_mask):
             bad = (content["frame_mask"] != frame_mask).any(dim=1).nonzero().flatten().tolist()
             named = [keys[i] for i in bad[:3]] if keys is not None else bad[:3]
-            raise ValueError(f"content durations do not add up to the lines' frame counts (lines {named}"
-                             f"{'...' if len(bad) > 3 else ''}): the tokenizer's frames must sum to the line's frames")
+            raise ValueError(
+                f"content durations do not add up to the lines' frame counts (lines {named}"
+                f"{'...' if len(bad) > 3 else ''}): the tokenizer's frames must sum to the line's frames"
+            )
         kwargs: dict[str, Any] = {"frame_mask": frame_mask, "z_c": content["z_c"], "with_chunks": with_chunks}
         if "geo" in self.branches and pose is not None:
             kwargs.update(pose=pose, pose_present=pose_present)

@@ -6,6 +6,7 @@ ground-truth token durations in frames (from :class:`~isdrama.data.text_tokenize
 ``encode_words``); inference predicts them, optionally constrained to an exact total per line.
 The vocabulary travels inside the module's state dict (``get_extra_state``).
 """
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
@@ -15,9 +16,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from isdrama.models.layers import (ConvStack, FreezableBackbone, SinusoidalEncoding, Transformer,
-                                   check_mask, masked_fill_invalid)
 from isdrama.data.text_tokenizer import PhoneTokenizer, TokenizedLine, Vocabulary
+from isdrama.models.layers import (
+    ConvStack,
+    FreezableBackbone,
+    SinusoidalEncoding,
+    Transformer,
+    check_mask,
+    masked_fill_invalid,
+)
 
 
 @dataclass
@@ -72,8 +79,9 @@ class DurationPredictor(nn.Module):
 
     def __init__(self, in_dim: int, channels: int, n_layers: int, kernel_size: int, dropout: float):
         super().__init__()
-        self.convs = ConvStack(in_dim, channels, n_blocks=max(n_layers - 1, 0),
-                               kernel_size=kernel_size, dropout=dropout)
+        self.convs = ConvStack(
+            in_dim, channels, n_blocks=max(n_layers - 1, 0), kernel_size=kernel_size, dropout=dropout
+        )
         self.out = nn.Linear(channels, 1)
 
     def forward(self, x: torch.Tensor, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
@@ -81,8 +89,9 @@ class DurationPredictor(nn.Module):
         return masked_fill_invalid(self.out(h).squeeze(-1), mask)
 
 
-def duration_loss(log_pred: torch.Tensor, durations: torch.Tensor, mask: torch.Tensor,
-                  log_offset: float = 1.0) -> torch.Tensor:
+def duration_loss(
+    log_pred: torch.Tensor, durations: torch.Tensor, mask: torch.Tensor, log_offset: float = 1.0
+) -> torch.Tensor:
     """Masked MSE between predicted log durations (B, L) and log(frames + offset) (B, L)."""
     target = torch.log(durations.to(log_pred.dtype) + log_offset)
     m = mask.to(log_pred.dtype)
@@ -96,9 +105,13 @@ def _round_by_cumsum(frames: torch.Tensor) -> torch.Tensor:
     return torch.diff(ends, dim=-1, prepend=torch.zeros_like(ends[:, :1]))
 
 
-def durations_from_log(log_pred: torch.Tensor, mask: torch.Tensor,
-                       total_frames: Optional[torch.Tensor] = None, log_offset: float = 1.0,
-                       speed: float = 1.0) -> torch.Tensor:
+def durations_from_log(
+    log_pred: torch.Tensor,
+    mask: torch.Tensor,
+    total_frames: Optional[torch.Tensor] = None,
+    log_offset: float = 1.0,
+    speed: float = 1.0,
+) -> torch.Tensor:
     """Predicted log durations (B, L) -> integer frames (B, L), 0 at padding.
 
     Without ``total_frames`` the real-valued durations (divided by ``speed``) are rounded by
@@ -113,8 +126,7 @@ def durations_from_log(log_pred: torch.Tensor, mask: torch.Tensor,
         return _round_by_cumsum(d / speed)
     total = total_frames.to(torch.float64).reshape(-1)
     if total.shape[0] != d.shape[0]:
-        raise ValueError(f"total_frames must have shape ({d.shape[0]},), "
-                         f"got {tuple(total_frames.shape)}")
+        raise ValueError(f"total_frames must have shape ({d.shape[0]},), got {tuple(total_frames.shape)}")
     if (total < 0).any():
         raise ValueError("total_frames must be >= 0")
     s = d.sum(dim=-1, keepdim=True)
@@ -126,9 +138,9 @@ def durations_from_log(log_pred: torch.Tensor, mask: torch.Tensor,
 
 
 # ------------------------------------------------------------------------ length regulator
-def length_regulate(x: torch.Tensor, durations: torch.Tensor,
-                    n_frames: Optional[int] = None) -> tuple[torch.Tensor, torch.Tensor,
-                                                             torch.Tensor]:
+def length_regulate(
+    x: torch.Tensor, durations: torch.Tensor, n_frames: Optional[int] = None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Repeat each token's vector by its duration.
 
     Args:
@@ -142,8 +154,7 @@ def length_regulate(x: torch.Tensor, durations: torch.Tensor,
         frame_token_index (B, T) the source token of each frame (0 at padding).
     """
     if durations.shape != x.shape[:2]:
-        raise ValueError(f"durations shape {tuple(durations.shape)} must match tokens "
-                         f"{tuple(x.shape[:2])}")
+        raise ValueError(f"durations shape {tuple(durations.shape)} must match tokens {tuple(x.shape[:2])}")
     durations = durations.to(torch.long)
     if (durations < 0).any():
         raise ValueError("durations must be >= 0")
@@ -179,24 +190,28 @@ class SemanticFeatures(FreezableBackbone):
             self.tokenizer = AutoTokenizer.from_pretrained(name_or_path)
             self.model = AutoModel.from_pretrained(name_or_path)
         except OSError as err:
-            raise OSError(f"semantic_model '{name_or_path}': could not load a tokenizer and "
-                          f"model (a hub id needs network or a filled cache; HF_HUB_OFFLINE is "
-                          f"usually set): {err}") from err
+            raise OSError(
+                f"semantic_model '{name_or_path}': could not load a tokenizer and "
+                f"model (a hub id needs network or a filled cache; HF_HUB_OFFLINE is "
+                f"usually set): {err}"
+            ) from err
         self.set_frozen(freeze)
         self.dim = int(self.model.config.hidden_size)
 
-    def forward(self, words: Sequence[Sequence[str]], word_index: torch.Tensor,
-                token_mask: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, words: Sequence[Sequence[str]], word_index: torch.Tensor, token_mask: torch.Tensor
+    ) -> torch.Tensor:
         """words: B word lists; word_index (B, L) word of each token -> (B, L, H)."""
         if len(words) != word_index.shape[0]:
             raise ValueError(f"got {len(words)} word lists for a batch of {word_index.shape[0]}")
         device = word_index.device
-        enc = self.tokenizer([list(w) for w in words], is_split_into_words=True,
-                             padding=True, truncation=True, return_tensors="pt")
+        enc = self.tokenizer(
+            [list(w) for w in words], is_split_into_words=True, padding=True, truncation=True, return_tensors="pt"
+        )
         with self.grad_context():
-            hidden = self.model(input_ids=enc["input_ids"].to(device),
-                                attention_mask=enc["attention_mask"].to(device)
-                                ).last_hidden_state  # (B, S, H)
+            hidden = self.model(
+                input_ids=enc["input_ids"].to(device), attention_mask=enc["attention_mask"].to(device)
+            ).last_hidden_state  # (B, S, H)
         n_words = max(1, int(word_index.max().item()) + 1)
         pooled = hidden.new_zeros(hidden.shape[0], n_words, hidden.shape[-1])
         counts = hidden.new_zeros(hidden.shape[0], n_words, 1)
@@ -232,10 +247,18 @@ class ContentEncoder(nn.Module):
         if cfg.semantic_model:
             self.semantic = SemanticFeatures(cfg.semantic_model, cfg.semantic_freeze)
             self.semantic_proj = nn.Linear(self.semantic.dim, cfg.d_model)
-        self.encoder = Transformer(cfg.d_model, cfg.n_layers, cfg.n_heads, cfg.ff_mult,
-                                   cfg.ff_kernel, cross_attention=False, dropout=cfg.dropout)
-        self.duration_predictor = DurationPredictor(cfg.d_model, cfg.dp_channels, cfg.dp_layers,
-                                                    cfg.dp_kernel, cfg.dp_dropout)
+        self.encoder = Transformer(
+            cfg.d_model,
+            cfg.n_layers,
+            cfg.n_heads,
+            cfg.ff_mult,
+            cfg.ff_kernel,
+            cross_attention=False,
+            dropout=cfg.dropout,
+        )
+        self.duration_predictor = DurationPredictor(
+            cfg.d_model, cfg.dp_channels, cfg.dp_layers, cfg.dp_kernel, cfg.dp_dropout
+        )
 
     # vocabulary ------------------------------------------------------------------------------
     @property
@@ -253,9 +276,11 @@ class ContentEncoder(nn.Module):
     def set_extra_state(self, state: dict) -> None:
         vocab = Vocabulary.from_state_dict(state["vocabulary"], "checkpoint vocabulary")
         if len(vocab) != self.embed.num_embeddings:
-            raise ValueError(f"checkpoint vocabulary has {len(vocab)} tokens but this model's "
-                             f"embedding has {self.embed.num_embeddings}; build the model with "
-                             f"the checkpoint's vocabulary (ContentEncoder.vocab_from_state_dict)")
+            raise ValueError(
+                f"checkpoint vocabulary has {len(vocab)} tokens but this model's "
+                f"embedding has {self.embed.num_embeddings}; build the model with "
+                f"the checkpoint's vocabulary (ContentEncoder.vocab_from_state_dict)"
+            )
         self.vocab = vocab
 
     @staticmethod
@@ -266,37 +291,46 @@ class ContentEncoder(nn.Module):
             raise KeyError(f"state dict has no '{key}' (no ContentEncoder vocabulary)")
         return Vocabulary.from_state_dict(state_dict[key]["vocabulary"], f"state dict [{key}]")
 
-    def prepare(self, words: Sequence[str], word_durations: Optional[Sequence[float]] = None,
-                total_frames: Optional[int] = None) -> TokenizedLine:
+    def prepare(
+        self, words: Sequence[str], word_durations: Optional[Sequence[float]] = None, total_frames: Optional[int] = None
+    ) -> TokenizedLine:
         """Words (+ seconds) -> token ids and frame durations at this model's frame rate."""
         return self.tokenizer.encode_words(words, word_durations, self.frame_rate, total_frames)
 
     # forward ---------------------------------------------------------------------------------
-    def encode_tokens(self, tokens: torch.Tensor, token_mask: torch.Tensor,
-                      words: Optional[Sequence[Sequence[str]]] = None,
-                      word_index: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def encode_tokens(
+        self,
+        tokens: torch.Tensor,
+        token_mask: torch.Tensor,
+        words: Optional[Sequence[Sequence[str]]] = None,
+        word_index: Optional[torch.Tensor] = None,
+    ) -> torch.Tensor:
         """tokens (B, L) long, token_mask (B, L) -> token hidden states (B, L, D)."""
         check_mask(token_mask, tuple(tokens.shape), "token_mask")
         if tokens.numel() and (int(tokens.max()) >= len(self.vocab) or int(tokens.min()) < 0):
-            raise ValueError(f"token ids must be in [0, {len(self.vocab)}), got "
-                             f"[{int(tokens.min())}, {int(tokens.max())}]")
+            raise ValueError(
+                f"token ids must be in [0, {len(self.vocab)}), got [{int(tokens.min())}, {int(tokens.max())}]"
+            )
         h = self.embed(tokens.masked_fill(~token_mask, self.vocab.pad_id))
         pos = torch.arange(tokens.shape[1], device=tokens.device).expand_as(tokens)
         h = h + self.positions(pos).to(h.dtype)
         if self.semantic is not None:
             if words is None or word_index is None:
-                raise ValueError("semantic_model is set: pass words (B word lists) and "
-                                 "word_index (B, L)")
+                raise ValueError("semantic_model is set: pass words (B word lists) and word_index (B, L)")
             h = h + self.semantic_proj(self.semantic(words, word_index, token_mask))
         return self.encoder(h, token_mask)
 
-    def forward(self, tokens: torch.Tensor, token_mask: torch.Tensor,
-                durations: Optional[torch.Tensor] = None,
-                total_frames: Optional[torch.Tensor] = None,
-                n_frames: Optional[int] = None,
-                words: Optional[Sequence[Sequence[str]]] = None,
-                word_index: Optional[torch.Tensor] = None,
-                speed: float = 1.0) -> dict[str, torch.Tensor]:
+    def forward(
+        self,
+        tokens: torch.Tensor,
+        token_mask: torch.Tensor,
+        durations: Optional[torch.Tensor] = None,
+        total_frames: Optional[torch.Tensor] = None,
+        n_frames: Optional[int] = None,
+        words: Optional[Sequence[Sequence[str]]] = None,
+        word_index: Optional[torch.Tensor] = None,
+        speed: float = 1.0,
+    ) -> dict[str, torch.Tensor]:
         """Encode tokens and expand them to frames.
 
         Args:
@@ -317,19 +351,14 @@ class ContentEncoder(nn.Module):
         h = self.encode_tokens(tokens, token_mask, words, word_index)
         dp_in = h.detach() if self.config.dp_detach else h
         log_dur = self.duration_predictor(dp_in, token_mask)
-        out: dict[str, torch.Tensor] = {"token_hidden": h, "token_mask": token_mask,
-                                        "log_duration": log_dur}
+        out: dict[str, torch.Tensor] = {"token_hidden": h, "token_mask": token_mask, "log_duration": log_dur}
         if durations is not None:
             if durations.shape != tokens.shape:
-                raise ValueError(f"durations must have shape {tuple(tokens.shape)}, "
-                                 f"got {tuple(durations.shape)}")
+                raise ValueError(f"durations must have shape {tuple(tokens.shape)}, got {tuple(durations.shape)}")
             used = durations.to(torch.long).masked_fill(~token_mask, 0)
-            out["duration_loss"] = duration_loss(log_dur, used, token_mask,
-                                                 self.config.log_offset)
+            out["duration_loss"] = duration_loss(log_dur, used, token_mask, self.config.log_offset)
         else:
-            used = durations_from_log(log_dur.detach(), token_mask, total_frames,
-                                      self.config.log_offset, speed)
+            used = durations_from_log(log_dur.detach(), token_mask, total_frames, self.config.log_offset, speed)
         z_c, frame_mask, frame_token_index = length_regulate(h, used, n_frames)
-        out.update(z_c=z_c, frame_mask=frame_mask, frame_token_index=frame_token_index,
-                   durations=used)
+        out.update(z_c=z_c, frame_mask=frame_mask, frame_token_index=frame_token_index, durations=used)
         return out

@@ -7,6 +7,7 @@ b -> a. Negatives are the other in-batch rows (optionally restricted by a validi
 re-weighted for hard negatives of the same group, e.g. the same drama), plus optional extra
 negative embeddings per anchor.
 """
+
 from __future__ import annotations
 
 import math
@@ -33,8 +34,7 @@ class LearnableTemperature(nn.Module):
     def __init__(self, init: float = 0.07, min_tau: float = 0.01, max_tau: float = 1.0):
         super().__init__()
         if not 0 < min_tau <= init <= max_tau:
-            raise ValueError(f"need 0 < min_tau <= init <= max_tau, got {min_tau}, {init}, "
-                             f"{max_tau}")
+            raise ValueError(f"need 0 < min_tau <= init <= max_tau, got {min_tau}, {init}, {max_tau}")
         self.log_tau = nn.Parameter(torch.tensor(math.log(init)))
         self.log_min, self.log_max = math.log(min_tau), math.log(max_tau)
 
@@ -42,12 +42,17 @@ class LearnableTemperature(nn.Module):
         return self.log_tau.clamp(self.log_min, self.log_max).exp()
 
 
-def info_nce(a: torch.Tensor, b: torch.Tensor, tau: torch.Tensor | float,
-             valid_negatives: Optional[torch.Tensor] = None,
-             logit_bias: Optional[torch.Tensor] = None,
-             extra_b: Optional[torch.Tensor] = None, extra_b_mask: Optional[torch.Tensor] = None,
-             extra_a: Optional[torch.Tensor] = None, extra_a_mask: Optional[torch.Tensor] = None
-             ) -> torch.Tensor:
+def info_nce(
+    a: torch.Tensor,
+    b: torch.Tensor,
+    tau: torch.Tensor | float,
+    valid_negatives: Optional[torch.Tensor] = None,
+    logit_bias: Optional[torch.Tensor] = None,
+    extra_b: Optional[torch.Tensor] = None,
+    extra_b_mask: Optional[torch.Tensor] = None,
+    extra_a: Optional[torch.Tensor] = None,
+    extra_a_mask: Optional[torch.Tensor] = None,
+) -> torch.Tensor:
     """Symmetric InfoNCE between paired rows of a (N, D) and b (N, D).
 
     Args:
@@ -61,8 +66,7 @@ def info_nce(a: torch.Tensor, b: torch.Tensor, tau: torch.Tensor | float,
     Returns the scalar 0.5 * (CE(a -> b) + CE(b -> a)), each averaged over the N rows.
     """
     if a.shape != b.shape or a.dim() != 2:
-        raise ValueError(f"a and b must both be (N, D), got {tuple(a.shape)} and "
-                         f"{tuple(b.shape)}")
+        raise ValueError(f"a and b must both be (N, D), got {tuple(a.shape)} and {tuple(b.shape)}")
     n = a.shape[0]
     a, b = F.normalize(a, dim=-1), F.normalize(b, dim=-1)
     eye = torch.eye(n, dtype=torch.bool, device=a.device)
@@ -71,18 +75,17 @@ def info_nce(a: torch.Tensor, b: torch.Tensor, tau: torch.Tensor | float,
         logits = logits + logit_bias.masked_fill(eye, 0.0)
     if valid_negatives is not None:
         if valid_negatives.shape != (n, n):
-            raise ValueError(f"valid_negatives must be ({n}, {n}), got "
-                             f"{tuple(valid_negatives.shape)}")
+            raise ValueError(f"valid_negatives must be ({n}, {n}), got {tuple(valid_negatives.shape)}")
         logits = logits.masked_fill(~(valid_negatives | eye), float("-inf"))
     target = torch.arange(n, device=a.device)
 
-    def with_extra(rows: torch.Tensor, anchor: torch.Tensor, extra: Optional[torch.Tensor],
-                   mask: Optional[torch.Tensor]) -> torch.Tensor:
+    def with_extra(
+        rows: torch.Tensor, anchor: torch.Tensor, extra: Optional[torch.Tensor], mask: Optional[torch.Tensor]
+    ) -> torch.Tensor:
         if extra is None:
             return rows
         if extra.dim() != 3 or extra.shape[0] != n or extra.shape[2] != anchor.shape[1]:
-            raise ValueError(f"extra negatives must be ({n}, K, {anchor.shape[1]}), got "
-                             f"{tuple(extra.shape)}")
+            raise ValueError(f"extra negatives must be ({n}, K, {anchor.shape[1]}), got {tuple(extra.shape)}")
         ex = torch.einsum("nd,nkd->nk", anchor, F.normalize(extra, dim=-1)) / tau
         if mask is not None:
             ex = ex.masked_fill(~mask, float("-inf"))
@@ -93,8 +96,9 @@ def info_nce(a: torch.Tensor, b: torch.Tensor, tau: torch.Tensor | float,
     return 0.5 * (loss_ab + loss_ba)
 
 
-def chunk_pool(x: torch.Tensor, mask: torch.Tensor, chunk_frames: int,
-               min_fraction: float = 0.5) -> tuple[torch.Tensor, torch.Tensor]:
+def chunk_pool(
+    x: torch.Tensor, mask: torch.Tensor, chunk_frames: int, min_fraction: float = 0.5
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean over fixed chunks of frames: x (B, T, D), mask (B, T) -> (B, C, D), (B, C).
 
     C = ceil(T / chunk_frames). A chunk is valid when at least ``min_fraction`` of its
@@ -122,8 +126,7 @@ def negatives_from_labels(labels: torch.Tensor) -> torch.Tensor:
     return labels[:, None] != labels[None, :]
 
 
-def retrieval_recall(a: torch.Tensor, b: torch.Tensor, ks: Sequence[int] = (1, 5)
-                     ) -> dict[int, float]:
+def retrieval_recall(a: torch.Tensor, b: torch.Tensor, ks: Sequence[int] = (1, 5)) -> dict[int, float]:
     """Recall@k of retrieving b_i from a_i among all rows of b (cosine), (N, D) each."""
     sim = F.normalize(a, dim=-1) @ F.normalize(b, dim=-1).T
     rank = (sim > sim.diagonal()[:, None]).sum(dim=1)  # 0 = retrieved first
@@ -144,10 +147,16 @@ class MultimodalContrastiveLoss(nn.Module):
             loss (off by default: a static speaker's chunks are identical) [False].
     """
 
-    def __init__(self, pairs: Sequence[Sequence[str]] = DEFAULT_PAIRS,
-                 temperature_init: float = 0.07, min_temperature: float = 0.01,
-                 max_temperature: float = 1.0, chunk_weight: float = 1.0,
-                 hard_negative_weight: float = 1.0, same_line_chunk_negatives: bool = False):
+    def __init__(
+        self,
+        pairs: Sequence[Sequence[str]] = DEFAULT_PAIRS,
+        temperature_init: float = 0.07,
+        min_temperature: float = 0.01,
+        max_temperature: float = 1.0,
+        chunk_weight: float = 1.0,
+        hard_negative_weight: float = 1.0,
+        same_line_chunk_negatives: bool = False,
+    ):
         super().__init__()
         self.pairs = tuple((str(p[0]), str(p[1])) for p in pairs)
         for p in self.pairs:
@@ -155,8 +164,7 @@ class MultimodalContrastiveLoss(nn.Module):
                 raise ValueError(f"a contrastive pair needs two different branches, got {p}")
         if hard_negative_weight <= 0:
             raise ValueError(f"hard_negative_weight must be > 0, got {hard_negative_weight}")
-        self.temperature = LearnableTemperature(temperature_init, min_temperature,
-                                                max_temperature)
+        self.temperature = LearnableTemperature(temperature_init, min_temperature, max_temperature)
         self.chunk_weight = chunk_weight
         self.hard_negative_weight = hard_negative_weight
         self.same_line_chunk_negatives = same_line_chunk_negatives
@@ -167,15 +175,17 @@ class MultimodalContrastiveLoss(nn.Module):
         same = groups[:, None] == groups[None, :]
         return same.to(like.dtype) * math.log(self.hard_negative_weight)
 
-    def forward(self, pooled: Mapping[str, torch.Tensor],
-                present: Optional[Mapping[str, torch.Tensor]] = None,
-                chunks: Optional[Mapping[str, torch.Tensor]] = None,
-                chunk_mask: Optional[torch.Tensor] = None,
-                groups: Optional[torch.Tensor] = None,
-                valid_negatives: Optional[torch.Tensor] = None,
-                extra_negatives: Optional[Mapping[str, torch.Tensor]] = None,
-                extra_negative_mask: Optional[Mapping[str, torch.Tensor]] = None
-                ) -> dict[str, torch.Tensor]:
+    def forward(
+        self,
+        pooled: Mapping[str, torch.Tensor],
+        present: Optional[Mapping[str, torch.Tensor]] = None,
+        chunks: Optional[Mapping[str, torch.Tensor]] = None,
+        chunk_mask: Optional[torch.Tensor] = None,
+        groups: Optional[torch.Tensor] = None,
+        valid_negatives: Optional[torch.Tensor] = None,
+        extra_negatives: Optional[Mapping[str, torch.Tensor]] = None,
+        extra_negative_mask: Optional[Mapping[str, torch.Tensor]] = None,
+    ) -> dict[str, torch.Tensor]:
         """Losses of every pair whose two branches are in ``pooled``.
 
         Args:
@@ -206,18 +216,23 @@ class MultimodalContrastiveLoss(nn.Module):
             if int(rows.sum()) < 2:
                 continue
             idx = rows.nonzero().squeeze(1)
-            sub = (lambda m: None if m is None else m[idx][:, idx])
-            pick = (lambda t: None if t is None else t[idx])
+            sub = lambda m: None if m is None else m[idx][:, idx]
+            pick = lambda t: None if t is None else t[idx]
             bias = self._bias(pick(groups), a)
-            loss = info_nce(a[idx], b[idx], tau, sub(valid_negatives), bias,
-                            pick(extra_negatives.get(b_name)),
-                            pick(extra_negative_mask.get(b_name)),
-                            pick(extra_negatives.get(a_name)),
-                            pick(extra_negative_mask.get(a_name)))
+            loss = info_nce(
+                a[idx],
+                b[idx],
+                tau,
+                sub(valid_negatives),
+                bias,
+                pick(extra_negatives.get(b_name)),
+                pick(extra_negative_mask.get(b_name)),
+                pick(extra_negatives.get(a_name)),
+                pick(extra_negative_mask.get(a_name)),
+            )
             out[f"pair/{a_name}-{b_name}"] = loss
             terms.append(loss)
-            if chunks is None or self.chunk_weight == 0 or a_name not in chunks \
-                    or b_name not in chunks:
+            if chunks is None or self.chunk_weight == 0 or a_name not in chunks or b_name not in chunks:
                 continue
             if chunk_mask is None:
                 raise ValueError("chunks given without chunk_mask (B, C)")

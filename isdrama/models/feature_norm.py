@@ -6,6 +6,7 @@ nearly the same memory for every line and learns nothing from it. Standardising 
 with training-split statistics restores the signal. The statistics are buffers (saved with the
 checkpoint, identical at training and inference).
 """
+
 from __future__ import annotations
 
 from typing import Iterable, Optional

@@ -4,6 +4,7 @@ pre-norm Transformer with optional cross-attention, and the base of frozen pretr
 Mask convention everywhere in ``isdrama.models``: a boolean mask is **True for valid** positions
 (frames, tokens) and False for padding. Helpers convert to PyTorch's "True = ignore" form.
 """
+
 from __future__ import annotations
 
 import math
@@ -25,8 +26,7 @@ def lengths_to_mask(lengths: torch.Tensor, max_len: Optional[int] = None) -> tor
     return steps[None, :] < lengths[:, None]
 
 
-def masked_fill_invalid(x: torch.Tensor, mask: Optional[torch.Tensor], value: float = 0.0
-                        ) -> torch.Tensor:
+def masked_fill_invalid(x: torch.Tensor, mask: Optional[torch.Tensor], value: float = 0.0) -> torch.Tensor:
     """Set padded steps of x (B, T, ...) to ``value``; mask (B, T) is True for valid steps."""
     if mask is None:
         return x
@@ -141,14 +141,12 @@ class ConvStack(nn.Module):
     (B, T, in_dim) -> (B, T, dim); padded frames are zero in and out.
     """
 
-    def __init__(self, in_dim: int, dim: int, n_blocks: int = 2, kernel_size: int = 5,
-                 dropout: float = 0.1):
+    def __init__(self, in_dim: int, dim: int, n_blocks: int = 2, kernel_size: int = 5, dropout: float = 0.1):
         super().__init__()
         if kernel_size % 2 != 1:
             raise ValueError(f"kernel_size must be odd for 'same' padding, got {kernel_size}")
         self.proj = nn.Conv1d(in_dim, dim, kernel_size, padding=kernel_size // 2)
-        self.blocks = nn.ModuleList(
-            MaskedConvBlock(dim, kernel_size, dropout) for _ in range(n_blocks))
+        self.blocks = nn.ModuleList(MaskedConvBlock(dim, kernel_size, dropout) for _ in range(n_blocks))
 
     def forward(self, x: torch.Tensor, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
         h = masked_fill_invalid(x, mask)
@@ -199,8 +197,15 @@ class TransformerLayer(nn.Module):
         dropout: dropout on attention weights and residual branches.
     """
 
-    def __init__(self, dim: int, n_heads: int, ff_mult: float = 4.0, ff_kernel: int = 1,
-                 cross_attention: bool = False, dropout: float = 0.1):
+    def __init__(
+        self,
+        dim: int,
+        n_heads: int,
+        ff_mult: float = 4.0,
+        ff_kernel: int = 1,
+        cross_attention: bool = False,
+        dropout: float = 0.1,
+    ):
         super().__init__()
         if dim % n_heads != 0:
             raise ValueError(f"dim {dim} must be divisible by n_heads {n_heads}")
@@ -210,15 +215,18 @@ class TransformerLayer(nn.Module):
         if cross_attention:
             self.norm_ca = nn.LayerNorm(dim)
             self.norm_mem = nn.LayerNorm(dim)
-            self.cross_attn = nn.MultiheadAttention(dim, n_heads, dropout=dropout,
-                                                    batch_first=True)
+            self.cross_attn = nn.MultiheadAttention(dim, n_heads, dropout=dropout, batch_first=True)
         self.norm_ff = nn.LayerNorm(dim)
         self.ff = FeedForward(dim, int(ff_mult * dim), ff_kernel, dropout)
         self.dropout = nn.Dropout(dropout)
 
-    def forward(self, x: torch.Tensor, mask: Optional[torch.Tensor] = None,
-                memory: Optional[torch.Tensor] = None,
-                memory_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def forward(
+        self,
+        x: torch.Tensor,
+        mask: Optional[torch.Tensor] = None,
+        memory: Optional[torch.Tensor] = None,
+        memory_mask: Optional[torch.Tensor] = None,
+    ) -> torch.Tensor:
         """x (B, T, D), mask (B, T); memory (B, S, D), memory_mask (B, S); True = valid.
 
         A row whose memory is entirely padding receives no cross-attention update.
@@ -240,8 +248,7 @@ class TransformerLayer(nn.Module):
                 has_memory = memory_mask.any(dim=1)
                 # keep softmax finite for rows without any memory; their update is zeroed below
                 mem_pad = ~(memory_mask | ~has_memory[:, None])
-            h, _ = self.cross_attn(self.norm_ca(x), mem, mem, key_padding_mask=mem_pad,
-                                   need_weights=False)
+            h, _ = self.cross_attn(self.norm_ca(x), mem, mem, key_padding_mask=mem_pad, need_weights=False)
             if has_memory is not None:
                 h = h * has_memory[:, None, None].to(h.dtype)
             x = x + self.dropout(h)
@@ -255,17 +262,29 @@ class Transformer(nn.Module):
     (B, T, D) [+ memory (B, S, D)] -> (B, T, D); padded steps of the output are zero.
     """
 
-    def __init__(self, dim: int, n_layers: int, n_heads: int, ff_mult: float = 4.0,
-                 ff_kernel: int = 1, cross_attention: bool = False, dropout: float = 0.1):
+    def __init__(
+        self,
+        dim: int,
+        n_layers: int,
+        n_heads: int,
+        ff_mult: float = 4.0,
+        ff_kernel: int = 1,
+        cross_attention: bool = False,
+        dropout: float = 0.1,
+    ):
         super().__init__()
         self.layers = nn.ModuleList(
-            TransformerLayer(dim, n_heads, ff_mult, ff_kernel, cross_attention, dropout)
-            for _ in range(n_layers))
+            TransformerLayer(dim, n_heads, ff_mult, ff_kernel, cross_attention, dropout) for _ in range(n_layers)
+        )
         self.norm = nn.LayerNorm(dim)
 
-    def forward(self, x: torch.Tensor, mask: Optional[torch.Tensor] = None,
-                memory: Optional[torch.Tensor] = None,
-                memory_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def forward(
+        self,
+        x: torch.Tensor,
+        mask: Optional[torch.Tensor] = None,
+        memory: Optional[torch.Tensor] = None,
+        memory_mask: Optional[torch.Tensor] = None,
+    ) -> torch.Tensor:
         for layer in self.layers:
             x = layer(x, mask, memory, memory_mask)
         return masked_fill_invalid(self.norm(x), mask)

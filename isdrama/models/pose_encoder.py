@@ -12,6 +12,7 @@ Each branch gives z_p (B, T, d_model) on the frames of z_c / the pose; any subse
 Pooled (B, proj_dim) and chunk (B, C, proj_dim) embeddings feed the contrastive loss.
 Masks are True for valid positions.
 """
+
 from __future__ import annotations
 
 import math
@@ -24,8 +25,15 @@ from einops import rearrange
 from torch import nn
 
 from isdrama.models.contrastive import chunk_pool
-from isdrama.models.layers import (ConvStack, FreezableBackbone, SinusoidalEncoding, Transformer,
-                                   check_mask, masked_fill_invalid, masked_mean)
+from isdrama.models.layers import (
+    ConvStack,
+    FreezableBackbone,
+    SinusoidalEncoding,
+    Transformer,
+    check_mask,
+    masked_fill_invalid,
+    masked_mean,
+)
 from isdrama.models.pose_features import GeometricFeatures
 
 BRANCHES = ("geo", "video", "text")
@@ -104,8 +112,7 @@ class PoseEncoderConfig:
         self.branches = tuple(self.branches)
         unknown = [b for b in self.branches if b not in BRANCHES]
         if unknown or not self.branches:
-            raise ValueError(f"branches must be a non-empty subset of {BRANCHES}, got "
-                             f"{self.branches}")
+            raise ValueError(f"branches must be a non-empty subset of {BRANCHES}, got {self.branches}")
 
 
 class VideoFrameEncoder(FreezableBackbone):
@@ -117,17 +124,24 @@ class VideoFrameEncoder(FreezableBackbone):
     of a ViT laid out on their square grid) averaged on a g x g grid, channel-major.
     """
 
-    def __init__(self, backbone: str, pretrained: bool = True,
-                 image_size: Optional[int] = None, freeze: bool = True, batch: int = 64,
-                 grid: Optional[int] = None):
+    def __init__(
+        self,
+        backbone: str,
+        pretrained: bool = True,
+        image_size: Optional[int] = None,
+        freeze: bool = True,
+        batch: int = 64,
+        grid: Optional[int] = None,
+    ):
         super().__init__()
         import timm
 
         try:
             self.model = timm.create_model(backbone, pretrained=pretrained, num_classes=0)
         except Exception as err:  # unknown name, or weights not downloadable offline
-            raise RuntimeError(f"video_backbone '{backbone}' (pretrained={pretrained}): "
-                               f"timm could not create it: {err}") from err
+            raise RuntimeError(
+                f"video_backbone '{backbone}' (pretrained={pretrained}): timm could not create it: {err}"
+            ) from err
         cfg = getattr(self.model, "pretrained_cfg", {}) or {}
         mean = cfg.get("mean", (0.485, 0.456, 0.406))
         std = cfg.get("std", (0.229, 0.224, 0.225))
@@ -138,7 +152,7 @@ class VideoFrameEncoder(FreezableBackbone):
         if grid is not None and int(grid) < 1:
             raise ValueError(f"video_grid: expected None or >= 1, got {grid}")
         self.grid = None if grid is None else int(grid)
-        self.dim = int(self.model.num_features) * (self.grid ** 2 if self.grid else 1)
+        self.dim = int(self.model.num_features) * (self.grid**2 if self.grid else 1)
         self.batch = int(batch)
         self.set_frozen(freeze)
 
@@ -148,26 +162,30 @@ class VideoFrameEncoder(FreezableBackbone):
             return self.model(x)
         fm = self.model.forward_features(x)
         if fm.dim() == 3:  # (N, L, C) tokens: drop class/register tokens, lay patches on a square
-            tokens = fm[:, int(getattr(self.model, "num_prefix_tokens", 0)):]
+            tokens = fm[:, int(getattr(self.model, "num_prefix_tokens", 0)) :]
             side = int(round(math.sqrt(tokens.shape[1])))
             if side * side != tokens.shape[1]:
-                raise ValueError(f"video_grid: backbone '{type(self.model).__name__}' gives "
-                                 f"{tokens.shape[1]} patch tokens, not a square grid")
+                raise ValueError(
+                    f"video_grid: backbone '{type(self.model).__name__}' gives "
+                    f"{tokens.shape[1]} patch tokens, not a square grid"
+                )
             fm = tokens.transpose(1, 2).reshape(tokens.shape[0], tokens.shape[2], side, side)
         if fm.dim() != 4 or fm.shape[1] != self.model.num_features:
-            raise ValueError(f"video_grid: expected an NCHW feature map with {self.model.num_features} "
-                             f"channels from forward_features, got {tuple(fm.shape)}")
+            raise ValueError(
+                f"video_grid: expected an NCHW feature map with {self.model.num_features} "
+                f"channels from forward_features, got {tuple(fm.shape)}"
+            )
         return F.adaptive_avg_pool2d(fm, self.grid).flatten(1)
 
     def _prepare(self, x: torch.Tensor) -> torch.Tensor:
         x = x.float() / 255.0 if not x.is_floating_point() else x.float()
         if x.shape[-2:] != (self.image_size, self.image_size):
-            x = F.interpolate(x, size=(self.image_size, self.image_size), mode="bilinear",
-                              align_corners=False, antialias=True)
+            x = F.interpolate(
+                x, size=(self.image_size, self.image_size), mode="bilinear", align_corners=False, antialias=True
+            )
         return (x - self.mean) / self.std
 
-    def forward(self, frames: torch.Tensor, frame_mask: Optional[torch.Tensor] = None
-                ) -> torch.Tensor:
+    def forward(self, frames: torch.Tensor, frame_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
         if frames.dim() != 5 or frames.shape[2] != 3:
             raise ValueError(f"video frames must be (B, F, 3, H, W), got {tuple(frames.shape)}")
         B, Fr = frames.shape[:2]
@@ -178,7 +196,7 @@ class VideoFrameEncoder(FreezableBackbone):
         feats = []
         with self.grad_context():
             for start in range(0, flat.shape[0], self.batch):
-                feats.append(self._embed(self._prepare(flat[start:start + self.batch])))
+                feats.append(self._embed(self._prepare(flat[start : start + self.batch])))
         out = frames.new_zeros(B, Fr, self.dim, dtype=torch.float32)
         if feats:
             out = out.masked_scatter(frame_mask[..., None], torch.cat(feats).float())
@@ -192,8 +210,14 @@ class TextPromptEncoder(FreezableBackbone):
     A row without a prompt has an all-False mask.
     """
 
-    def __init__(self, model: str, model_config: Optional[dict[str, Any]] = None,
-                 tokenizer: Optional[str] = None, freeze: bool = True, max_tokens: int = 64):
+    def __init__(
+        self,
+        model: str,
+        model_config: Optional[dict[str, Any]] = None,
+        tokenizer: Optional[str] = None,
+        freeze: bool = True,
+        max_tokens: int = 64,
+    ):
         super().__init__()
         from transformers import AutoTokenizer, ByT5Tokenizer, T5Config, T5EncoderModel
 
@@ -208,13 +232,17 @@ class TextPromptEncoder(FreezableBackbone):
             else:
                 self.model = T5EncoderModel.from_pretrained(model)
         except OSError as err:
-            raise OSError(f"text_model '{model}' / text_tokenizer '{tok_name}': could not load "
-                          f"(a hub id needs network or a filled cache; HF_HUB_OFFLINE is usually "
-                          f"set; for an offline demo use text_model_config + "
-                          f"text_tokenizer='byt5'): {err}") from err
+            raise OSError(
+                f"text_model '{model}' / text_tokenizer '{tok_name}': could not load "
+                f"(a hub id needs network or a filled cache; HF_HUB_OFFLINE is usually "
+                f"set; for an offline demo use text_model_config + "
+                f"text_tokenizer='byt5'): {err}"
+            ) from err
         if len(self.tokenizer) > self.model.config.vocab_size:
-            raise ValueError(f"text tokenizer has {len(self.tokenizer)} tokens but the T5 "
-                             f"model's vocab_size is {self.model.config.vocab_size}")
+            raise ValueError(
+                f"text tokenizer has {len(self.tokenizer)} tokens but the T5 "
+                f"model's vocab_size is {self.model.config.vocab_size}"
+            )
         self.dim = int(self.model.config.d_model)
         self.max_tokens = int(max_tokens)
         self.set_frozen(freeze)
@@ -222,8 +250,7 @@ class TextPromptEncoder(FreezableBackbone):
     def forward(self, prompts: Sequence[Optional[str]]) -> tuple[torch.Tensor, torch.Tensor]:
         device = next(self.model.parameters()).device
         texts = [p if p else "" for p in prompts]
-        enc = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_tokens,
-                             return_tensors="pt")
+        enc = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_tokens, return_tensors="pt")
         ids, att = enc["input_ids"].to(device), enc["attention_mask"].to(device)
         with self.grad_context():
             hidden = self.model(input_ids=ids, attention_mask=att).last_hidden_state
@@ -237,11 +264,12 @@ class GeometricBranch(nn.Module):
 
     def __init__(self, cfg: PoseEncoderConfig):
         super().__init__()
-        self.features = GeometricFeatures(position_scale=cfg.geo_position_scale,
-                                          velocity_scale=cfg.geo_velocity_scale,
-                                          include_distance=cfg.geo_include_distance)
-        self.convs = ConvStack(self.features.dim, cfg.d_model, cfg.geo_blocks, cfg.geo_kernel,
-                               cfg.dropout)
+        self.features = GeometricFeatures(
+            position_scale=cfg.geo_position_scale,
+            velocity_scale=cfg.geo_velocity_scale,
+            include_distance=cfg.geo_include_distance,
+        )
+        self.convs = ConvStack(self.features.dim, cfg.d_model, cfg.geo_blocks, cfg.geo_kernel, cfg.dropout)
 
     def forward(self, pose: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         return self.convs(self.features(pose), mask)
@@ -260,13 +288,24 @@ class CrossModalBranch(nn.Module):
         self.query_in = nn.Linear(cfg.content_dim, cfg.d_model)
         self.memory_in = nn.Linear(memory_dim, cfg.d_model)
         self.positions = SinusoidalEncoding(cfg.d_model)
-        self.transformer = Transformer(cfg.d_model, cfg.xattn_layers, cfg.xattn_heads,
-                                       cfg.xattn_ff_mult, ff_kernel=1, cross_attention=True,
-                                       dropout=cfg.dropout)
+        self.transformer = Transformer(
+            cfg.d_model,
+            cfg.xattn_layers,
+            cfg.xattn_heads,
+            cfg.xattn_ff_mult,
+            ff_kernel=1,
+            cross_attention=True,
+            dropout=cfg.dropout,
+        )
 
-    def forward(self, z_c: torch.Tensor, mask: torch.Tensor, memory: torch.Tensor,
-                memory_mask: torch.Tensor, memory_positions: Optional[torch.Tensor] = None
-                ) -> torch.Tensor:
+    def forward(
+        self,
+        z_c: torch.Tensor,
+        mask: torch.Tensor,
+        memory: torch.Tensor,
+        memory_mask: torch.Tensor,
+        memory_positions: Optional[torch.Tensor] = None,
+    ) -> torch.Tensor:
         B, T = mask.shape
         steps = torch.arange(T, device=z_c.device).expand(B, T)
         q = masked_fill_invalid(self.query_in(z_c), mask) + self.positions(steps)
@@ -290,62 +329,67 @@ class MultimodalPoseEncoder(nn.Module):
         if "geo" in cfg.branches:
             self.branch_modules["geo"] = GeometricBranch(cfg)
         if "video" in cfg.branches:
-            self.video_encoder = VideoFrameEncoder(cfg.video_backbone, cfg.video_pretrained,
-                                                   cfg.video_image_size, cfg.video_freeze,
-                                                   cfg.video_batch, cfg.video_grid)
+            self.video_encoder = VideoFrameEncoder(
+                cfg.video_backbone,
+                cfg.video_pretrained,
+                cfg.video_image_size,
+                cfg.video_freeze,
+                cfg.video_batch,
+                cfg.video_grid,
+            )
             self.branch_modules["video"] = CrossModalBranch(self.video_encoder.dim, cfg)
         if "text" in cfg.branches:
-            self.text_encoder = TextPromptEncoder(cfg.text_model, cfg.text_model_config,
-                                                  cfg.text_tokenizer, cfg.text_freeze,
-                                                  cfg.text_max_tokens)
+            self.text_encoder = TextPromptEncoder(
+                cfg.text_model, cfg.text_model_config, cfg.text_tokenizer, cfg.text_freeze, cfg.text_max_tokens
+            )
             self.branch_modules["text"] = CrossModalBranch(self.text_encoder.dim, cfg)
-        self.heads = nn.ModuleDict({
-            b: nn.Sequential(nn.LayerNorm(cfg.d_model), nn.Linear(cfg.d_model, cfg.proj_dim))
-            for b in cfg.branches})
+        self.heads = nn.ModuleDict(
+            {b: nn.Sequential(nn.LayerNorm(cfg.d_model), nn.Linear(cfg.d_model, cfg.proj_dim)) for b in cfg.branches}
+        )
 
     @property
     def branches(self) -> tuple[str, ...]:
         return self.config.branches
 
     # cacheable encoders -----------------------------------------------------------------------
-    def encode_video_frames(self, frames: torch.Tensor,
-                            video_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def encode_video_frames(self, frames: torch.Tensor, video_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
         """frames (B, F, 3, H, W) -> per-frame backbone features (B, F, C) (cacheable)."""
         self._require("video")
         return self.video_encoder(frames, video_mask)
 
-    def encode_prompts(self, prompts: Sequence[Optional[str]]
-                       ) -> tuple[torch.Tensor, torch.Tensor]:
+    def encode_prompts(self, prompts: Sequence[Optional[str]]) -> tuple[torch.Tensor, torch.Tensor]:
         """B prompts (None = none) -> text features (B, S, C), mask (B, S) (cacheable)."""
         self._require("text")
         return self.text_encoder(prompts)
 
     def _require(self, branch: str) -> None:
         if branch not in self.branch_modules:
-            raise ValueError(f"branch '{branch}' is not enabled (config.branches = "
-                             f"{self.branches})")
+            raise ValueError(f"branch '{branch}' is not enabled (config.branches = {self.branches})")
 
-    def video_positions(self, video_mask: torch.Tensor,
-                        video_times: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def video_positions(self, video_mask: torch.Tensor, video_times: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Frame positions in model frames (B, F): times (s, default (i + offset) / fps)
         times frame_rate."""
         if video_times is None:
             idx = torch.arange(video_mask.shape[1], device=video_mask.device, dtype=torch.float32)
-            video_times = ((idx + self.config.video_time_offset) / self.config.video_fps
-                           ).expand(video_mask.shape)
+            video_times = ((idx + self.config.video_time_offset) / self.config.video_fps).expand(video_mask.shape)
         return video_times.float() * self.config.frame_rate
 
     # forward ----------------------------------------------------------------------------------
-    def forward(self, frame_mask: torch.Tensor, z_c: Optional[torch.Tensor] = None,
-                pose: Optional[torch.Tensor] = None, pose_present: Optional[torch.Tensor] = None,
-                video: Optional[torch.Tensor] = None,
-                video_features: Optional[torch.Tensor] = None,
-                video_mask: Optional[torch.Tensor] = None,
-                video_times: Optional[torch.Tensor] = None,
-                prompts: Optional[Sequence[Optional[str]]] = None,
-                text_features: Optional[torch.Tensor] = None,
-                text_mask: Optional[torch.Tensor] = None,
-                with_chunks: bool = True) -> dict[str, Any]:
+    def forward(
+        self,
+        frame_mask: torch.Tensor,
+        z_c: Optional[torch.Tensor] = None,
+        pose: Optional[torch.Tensor] = None,
+        pose_present: Optional[torch.Tensor] = None,
+        video: Optional[torch.Tensor] = None,
+        video_features: Optional[torch.Tensor] = None,
+        video_mask: Optional[torch.Tensor] = None,
+        video_times: Optional[torch.Tensor] = None,
+        prompts: Optional[Sequence[Optional[str]]] = None,
+        text_features: Optional[torch.Tensor] = None,
+        text_mask: Optional[torch.Tensor] = None,
+        with_chunks: bool = True,
+    ) -> dict[str, Any]:
         """Encode whichever pose prompts are given.
 
         Args:
@@ -368,8 +412,9 @@ class MultimodalPoseEncoder(nn.Module):
             with chunks: ``chunks``: branch -> (B, C, proj_dim) and ``chunk_mask`` (B, C).
         """
         if frame_mask.dim() != 2 or frame_mask.dtype != torch.bool:
-            raise ValueError(f"frame_mask must be a (B, T) bool tensor, got "
-                             f"{tuple(frame_mask.shape)} {frame_mask.dtype}")
+            raise ValueError(
+                f"frame_mask must be a (B, T) bool tensor, got {tuple(frame_mask.shape)} {frame_mask.dtype}"
+            )
         B, T = frame_mask.shape
         device = frame_mask.device
         z_p: dict[str, torch.Tensor] = {}
@@ -380,23 +425,28 @@ class MultimodalPoseEncoder(nn.Module):
         if pose is not None:
             self._require("geo")
             if pose.shape[:2] != (B, T):
-                raise ValueError(f"pose must be ({B}, {T}, 9) at the model frame rate, got "
-                                 f"{tuple(pose.shape)} (resample with "
-                                 f"isdrama.data.resample.resample_pose)")
+                raise ValueError(
+                    f"pose must be ({B}, {T}, 9) at the model frame rate, got "
+                    f"{tuple(pose.shape)} (resample with "
+                    f"isdrama.data.resample.resample_pose)"
+                )
             z_p["geo"] = self.branch_modules["geo"](pose, frame_mask)
-            present["geo"] = (torch.ones(B, dtype=torch.bool, device=device)
-                              if pose_present is None else pose_present.to(device).bool())
+            present["geo"] = (
+                torch.ones(B, dtype=torch.bool, device=device)
+                if pose_present is None
+                else pose_present.to(device).bool()
+            )
 
         if video is not None or video_features is not None:
             self._require("video")
             if video_features is None:
                 video_features = self.encode_video_frames(video, video_mask)
             if video_mask is None:
-                video_mask = torch.ones(video_features.shape[:2], dtype=torch.bool,
-                                        device=device)
+                video_mask = torch.ones(video_features.shape[:2], dtype=torch.bool, device=device)
             check_mask(video_mask, tuple(video_features.shape[:2]), "video_mask")
-            z_p["video"] = self._cross("video", z_c, frame_mask, video_features, video_mask,
-                                       self.video_positions(video_mask, video_times))
+            z_p["video"] = self._cross(
+                "video", z_c, frame_mask, video_features, video_mask, self.video_positions(video_mask, video_times)
+            )
             present["video"] = video_mask.any(dim=1)
 
         if prompts is not None or text_features is not None:
@@ -412,34 +462,39 @@ class MultimodalPoseEncoder(nn.Module):
             present["text"] = text_mask.any(dim=1)
 
         if not z_p:
-            raise ValueError("no pose prompt given: pass pose, video/video_features or "
-                             "prompts/text_features")
-        out: dict[str, Any] = {"z_p": z_p, "present": present, "frame_mask": frame_mask,
-                               "fused": self.fuse(z_p, present),
-                               "pooled": {b: self.heads[b](masked_mean(z, frame_mask))
-                                          for b, z in z_p.items()}}
+            raise ValueError("no pose prompt given: pass pose, video/video_features or prompts/text_features")
+        out: dict[str, Any] = {
+            "z_p": z_p,
+            "present": present,
+            "frame_mask": frame_mask,
+            "fused": self.fuse(z_p, present),
+            "pooled": {b: self.heads[b](masked_mean(z, frame_mask)) for b, z in z_p.items()},
+        }
         if with_chunks and self.config.chunk_frames:
             chunks, chunk_mask = {}, None
             for b, z in z_p.items():
-                pooled, chunk_mask = chunk_pool(z, frame_mask, self.config.chunk_frames,
-                                                self.config.chunk_min_fraction)
+                pooled, chunk_mask = chunk_pool(z, frame_mask, self.config.chunk_frames, self.config.chunk_min_fraction)
                 chunks[b] = self.heads[b](pooled)
             out["chunks"], out["chunk_mask"] = chunks, chunk_mask
         return out
 
-    def _cross(self, branch: str, z_c: Optional[torch.Tensor], frame_mask: torch.Tensor,
-               memory: torch.Tensor, memory_mask: torch.Tensor,
-               positions: Optional[torch.Tensor]) -> torch.Tensor:
+    def _cross(
+        self,
+        branch: str,
+        z_c: Optional[torch.Tensor],
+        frame_mask: torch.Tensor,
+        memory: torch.Tensor,
+        memory_mask: torch.Tensor,
+        positions: Optional[torch.Tensor],
+    ) -> torch.Tensor:
         if z_c is None:
-            raise ValueError(f"the {branch} branch attends from z_c: pass z_c (B, T, "
-                             f"{self.config.content_dim})")
-        return self.branch_modules[branch](z_c, frame_mask, memory.to(z_c.dtype), memory_mask,
-                                           positions)
+            raise ValueError(f"the {branch} branch attends from z_c: pass z_c (B, T, {self.config.content_dim})")
+        return self.branch_modules[branch](z_c, frame_mask, memory.to(z_c.dtype), memory_mask, positions)
 
     @staticmethod
     def fuse(z_p: dict[str, torch.Tensor], present: dict[str, torch.Tensor]) -> torch.Tensor:
         """Mean over the branches present in each row: branch -> (B, T, d) -> (B, T, d)."""
-        stacked = torch.stack(list(z_p.values()))                       # (N, B, T, d)
+        stacked = torch.stack(list(z_p.values()))  # (N, B, T, d)
         weight = torch.stack([present[b] for b in z_p]).to(stacked.dtype)  # (N, B)
         weight = rearrange(weight, "n b -> n b 1 1")
         return (stacked * weight).sum(0) / weight.sum(0).clamp_min(1.0)

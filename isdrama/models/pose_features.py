@@ -14,6 +14,7 @@ distances (optional)  2      |xyz - ear| / position_scale (left, right ear)
 The scales are fixed (documented defaults, no running statistics), so features are identical
 at training and inference and across datasets.
 """
+
 from __future__ import annotations
 
 from typing import Sequence
@@ -34,14 +35,17 @@ class GeometricFeatures(nn.Module):
         include_distance: append the two ear distances [True].
     """
 
-    def __init__(self, ear_positions: Sequence[Sequence[float]] = tuple(map(tuple, EAR_POSITIONS)),
-                 position_scale: float = 2.0, velocity_scale: float = 1.0,
-                 include_distance: bool = True):
+    def __init__(
+        self,
+        ear_positions: Sequence[Sequence[float]] = tuple(map(tuple, EAR_POSITIONS)),
+        position_scale: float = 2.0,
+        velocity_scale: float = 1.0,
+        include_distance: bool = True,
+    ):
         super().__init__()
         ears = torch.as_tensor(ear_positions, dtype=torch.float32)
         if ears.shape != (2, 3):
-            raise ValueError(f"ear_positions must be 2 x 3 (left, right; xyz), got "
-                             f"{tuple(ears.shape)}")
+            raise ValueError(f"ear_positions must be 2 x 3 (left, right; xyz), got {tuple(ears.shape)}")
         if position_scale <= 0 or velocity_scale <= 0:
             raise ValueError("position_scale and velocity_scale must be > 0")
         self.register_buffer("ears", ears, persistent=False)
@@ -55,16 +59,21 @@ class GeometricFeatures(nn.Module):
 
     def forward(self, pose: torch.Tensor) -> torch.Tensor:
         if pose.shape[-1] != len(POSE_COLUMNS):
-            raise ValueError(f"pose must have {len(POSE_COLUMNS)} columns "
-                             f"({', '.join(POSE_COLUMNS)}), got shape {tuple(pose.shape)}")
+            raise ValueError(
+                f"pose must have {len(POSE_COLUMNS)} columns ({', '.join(POSE_COLUMNS)}), got shape {tuple(pose.shape)}"
+            )
         pose = pose.to(self.ears.dtype)
-        xyz = pose[..., None, 0:3]                        # (..., T, 1, 3)
-        rel = xyz - self.ears                             # (..., T, 2, 3)
+        xyz = pose[..., None, 0:3]  # (..., T, 1, 3)
+        rel = xyz - self.ears  # (..., T, 2, 3)
         q = pose[..., 3:7]
         q = q / q.norm(dim=-1, keepdim=True).clamp_min(1e-8)
         q = torch.where(q[..., :1] < 0, -q, q)
-        parts = [rel[..., 0, :] / self.position_scale, rel[..., 1, :] / self.position_scale, q,
-                 pose[..., 7:9] / self.velocity_scale]
+        parts = [
+            rel[..., 0, :] / self.position_scale,
+            rel[..., 1, :] / self.position_scale,
+            q,
+            pose[..., 7:9] / self.velocity_scale,
+        ]
         if self.include_distance:
             parts.append(rel.norm(dim=-1) / self.position_scale)
         return torch.cat(parts, dim=-1)

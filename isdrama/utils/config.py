@@ -4,6 +4,7 @@
 dataclass: unknown keys and missing required fields raise a ValueError naming the config path,
 the dataclass and the keys; nested dataclass fields are built from nested mappings.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -61,11 +62,15 @@ def build_config(cls: type[T], values: Optional[Mapping[str, Any]], where: str, 
     unknown = sorted(set(data) - set(known))
     if unknown:
         raise ValueError(f"{where}: unknown key(s) {unknown} ({cls.__name__} fields: {sorted(known)})")
-    missing = sorted(name for name, f in known.items() if name not in data
-                     and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING)
+    missing = sorted(
+        name
+        for name, f in known.items()
+        if name not in data and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+    )
     if missing:
-        raise ValueError(f"{where}: missing key(s) {missing} ({cls.__name__} has no defaults for them; "
-                         f"set them in the config)")
+        raise ValueError(
+            f"{where}: missing key(s) {missing} ({cls.__name__} has no defaults for them; set them in the config)"
+        )
     for name, value in data.items():
         sub = _dataclass_type(cls, known[name]) if isinstance(value, Mapping) else None
         if sub is not None:

@@ -1,4 +1,5 @@
 """torch.distributed helpers that are no-ops in a single process."""
+
 from __future__ import annotations
 
 from typing import Any

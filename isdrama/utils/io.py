@@ -1,4 +1,5 @@
 """Atomic file writes: write to a temporary name in the same folder, then rename."""
+
 from __future__ import annotations
 
 import contextlib
@@ -20,8 +21,7 @@ def atomic_path(path: Path | str, suffix: str | None = None) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix or path.suffix + ".tmp",
-                               dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix or path.suffix + ".tmp", dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     try:

@@ -14,6 +14,7 @@ keeps the same lines and motion), so the output is byte-identical for a seed wha
 of workers, and ``n_dramas`` can grow later without changing the dramas already made. Dramas
 whose marker holds the current fingerprint are skipped (resume); others are rebuilt from scratch.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -36,7 +37,7 @@ from isdrama.data.synth.prompts import pose_prompt
 from isdrama.data.synth.render import RenderConfig, arrival_times, render_binaural
 from isdrama.data.synth.room import DEFAULT_ROOMS, RoomConfig, RoomPlacement, marks
 from isdrama.data.synth.text import LANGUAGES, join_lines, random_line
-from isdrama.data.synth.trajectory import (MotionConfig, SpeakerState, Trajectory, plan_line, pose_frames)
+from isdrama.data.synth.trajectory import MotionConfig, SpeakerState, Trajectory, plan_line, pose_frames
 from isdrama.data.synth.tts import EspeakError, SpeechLine, TTSConfig, Voice, speaker_pool, synthesize_line
 from isdrama.data.synth.video import FigureTrack, VideoConfig, iter_frames, write_video
 from isdrama.utils.io import atomic_save_npy, atomic_write_json, atomic_write_text
@@ -59,21 +60,21 @@ class SynthConfig:
 
     n_dramas: int = 8
     seed: int = 0
-    lines_per_drama: tuple[int, int] = (4, 8)        #: inclusive range
-    sentences_per_line: tuple[int, int] = (1, 2)     #: inclusive; sets line durations (~2-9 s)
-    speakers_per_drama: tuple[int, int] = (2, 3)     #: inclusive range
-    speaker_pool_size: int = 8                       #: global speakers spk00.. (voices fixed per id)
-    language: str = "mixed"                          #: en | zh | mixed (one language per drama)
-    gap_range: tuple[float, float] = (0.1, 0.6)      #: pause between lines
-    lead_in: float = 0.5                             #: drama time of the first line
-    tail: float = 0.5                                #: video after the last line
+    lines_per_drama: tuple[int, int] = (4, 8)  #: inclusive range
+    sentences_per_line: tuple[int, int] = (1, 2)  #: inclusive; sets line durations (~2-9 s)
+    speakers_per_drama: tuple[int, int] = (2, 3)  #: inclusive range
+    speaker_pool_size: int = 8  #: global speakers spk00.. (voices fixed per id)
+    language: str = "mixed"  #: en | zh | mixed (one language per drama)
+    gap_range: tuple[float, float] = (0.1, 0.6)  #: pause between lines
+    lead_in: float = 0.5  #: drama time of the first line
+    tail: float = 0.5  #: video after the last line
     listener_yaw_range_deg: tuple[float, float] = (-180.0, 180.0)  #: listener turn in the room
-    reverb: bool = False                             #: image sources + late tail (slower)
+    reverb: bool = False  #: image sources + late tail (slower)
     video: bool = True
-    peak_limit: float = 0.97                         #: a drama louder than this is scaled down
-    mouth_open_db: float = 6.0                       #: video mouth fully open at speech RMS + this
+    peak_limit: float = 0.97  #: a drama louder than this is scaled down
+    mouth_open_db: float = 6.0  #: video mouth fully open at speech RMS + this
     drama_prefix: str = "synth"
-    rooms: tuple[RoomConfig, ...] = DEFAULT_ROOMS    #: one set per room
+    rooms: tuple[RoomConfig, ...] = DEFAULT_ROOMS  #: one set per room
     tts: TTSConfig = field(default_factory=TTSConfig)
     motion: MotionConfig = field(default_factory=MotionConfig)
     render: RenderConfig = field(default_factory=RenderConfig)
@@ -83,13 +84,15 @@ class SynthConfig:
     def __post_init__(self) -> None:
         def bad(name: str, msg: str) -> ValueError:
             return ValueError(f"SynthConfig.{name}: {msg}")
+
         for name in ("lines_per_drama", "speakers_per_drama", "sentences_per_line"):
             lo, hi = getattr(self, name)
             if not 1 <= lo <= hi:
                 raise bad(name, f"expected 1 <= min <= max, got {(lo, hi)}")
         if self.speakers_per_drama[1] > self.speaker_pool_size:
-            raise bad("speaker_pool_size", f"{self.speaker_pool_size} < speakers_per_drama max "
-                                           f"{self.speakers_per_drama[1]}")
+            raise bad(
+                "speaker_pool_size", f"{self.speaker_pool_size} < speakers_per_drama max {self.speakers_per_drama[1]}"
+            )
         if self.language not in LANGUAGE_MODES:
             raise bad("language", f"expected one of {LANGUAGE_MODES}, got {self.language!r}")
         if self.n_dramas < 0:
@@ -112,8 +115,8 @@ class _Line:
     """A rendered line before writing."""
 
     item: dict
-    audio: np.ndarray        # (2, N)
-    pose: np.ndarray         # (T, 9)
+    audio: np.ndarray  # (2, N)
+    pose: np.ndarray  # (T, 9)
 
 
 @dataclass
@@ -160,7 +163,7 @@ def _mouth_opening(speech: SpeechLine, times: np.ndarray, fps: float, level: flo
     sr = speech.sample_rate
     half = int(sr / fps / 2)
     centre = np.round(times * sr).astype(np.int64)
-    csum = np.concatenate([[0.0], np.cumsum(speech.audio ** 2)])
+    csum = np.concatenate([[0.0], np.cumsum(speech.audio**2)])
     lo = np.clip(centre - half, 0, len(speech.audio))
     hi = np.clip(centre + half, 0, len(speech.audio))
     rms = np.sqrt((csum[hi] - csum[lo]) / np.maximum(hi - lo, 1))
@@ -168,8 +171,9 @@ def _mouth_opening(speech: SpeechLine, times: np.ndarray, fps: float, level: flo
     return np.where((times >= 0) & (times <= len(speech.audio) / sr), opening, 0.0)
 
 
-def _initial_states(rng: np.random.Generator, n_speakers: int, floor_marks: np.ndarray,
-                    placement: RoomPlacement, cfg: MotionConfig) -> list[SpeakerState]:
+def _initial_states(
+    rng: np.random.Generator, n_speakers: int, floor_marks: np.ndarray, placement: RoomPlacement, cfg: MotionConfig
+) -> list[SpeakerState]:
     chosen = rng.choice(len(floor_marks), size=n_speakers, replace=False)
     states = []
     for m in chosen:
@@ -178,8 +182,15 @@ def _initial_states(rng: np.random.Generator, n_speakers: int, floor_marks: np.n
         pos = placement.to_listener(np.array([[*floor_marks[m], height]]))[0]
         jitter = np.radians(rng.uniform(-cfg.facing_jitter_deg, cfg.facing_jitter_deg))
         yaw = float(wrap_angle(facing_yaw(-pos) + jitter))
-        states.append(SpeakerState(position=pos, yaw=yaw, posture="sitting" if sitting else "standing",
-                                   mark=int(m), mouth_height=float(height)))
+        states.append(
+            SpeakerState(
+                position=pos,
+                yaw=yaw,
+                posture="sitting" if sitting else "standing",
+                mark=int(m),
+                mouth_height=float(height),
+            )
+        )
     return states
 
 
@@ -195,8 +206,9 @@ def _turns(rng: np.random.Generator, n_lines: int, n_speakers: int) -> list[int]
     return order
 
 
-def _write_video(path: Path, timelines: list[_Timeline], identities: list[int], duration: float,
-                 config: SynthConfig) -> None:
+def _write_video(
+    path: Path, timelines: list[_Timeline], identities: list[int], duration: float, config: SynthConfig
+) -> None:
     vcfg = config.video_config
     n_frames = int(np.ceil(duration * vcfg.fps))
     t = np.arange(n_frames) / vcfg.fps
@@ -212,22 +224,30 @@ def _write_video(path: Path, timelines: list[_Timeline], identities: list[int], 
         for start, speech in tl.mouth_segments:
             mouth = np.maximum(mouth, _mouth_opening(speech, t - start, vcfg.fps, level))
             talking |= (t >= start) & (t <= start + len(speech.audio) / speech.sample_rate)
-        tracks.append(FigureTrack(identity=ident, positions=positions,
-                                  yaws=np.interp(t, times, yaws), mouth=mouth, talking=talking))
+        tracks.append(
+            FigureTrack(
+                identity=ident, positions=positions, yaws=np.interp(t, times, yaws), mouth=mouth, talking=talking
+            )
+        )
     floor_z = -config.motion.listener_ear_height
     write_video(path, iter_frames(tracks, n_frames, floor_z, vcfg), vcfg)
 
 
-def _render_lines(config: SynthConfig, index: int, hrtf: HRTFSet, voices: tuple[Voice, ...],
-                  ) -> tuple[str, RoomConfig, list[_Line], list[_Timeline], list[int], float]:
+def _render_lines(
+    config: SynthConfig,
+    index: int,
+    hrtf: HRTFSet,
+    voices: tuple[Voice, ...],
+) -> tuple[str, RoomConfig, list[_Line], list[_Timeline], list[int], float]:
     """All lines of drama ``index`` in memory: (name, room, lines, timelines, speaker ids, end)."""
     rng = _drama_rng(config, index)
     name = drama_name(config, index)
     sr = hrtf.sample_rate
     room = config.rooms[int(rng.integers(len(config.rooms)))]
     motion = config.motion
-    placement = RoomPlacement(room, float(np.radians(rng.uniform(*config.listener_yaw_range_deg))),
-                              motion.listener_ear_height)
+    placement = RoomPlacement(
+        room, float(np.radians(rng.uniform(*config.listener_yaw_range_deg))), motion.listener_ear_height
+    )
     floor_marks = marks(room, motion.distance_range)
     language = config.language if config.language != "mixed" else LANGUAGES[int(rng.integers(len(LANGUAGES)))]
     n_speakers = int(rng.integers(config.speakers_per_drama[0], config.speakers_per_drama[1] + 1))
@@ -247,17 +267,32 @@ def _render_lines(config: SynthConfig, index: int, hrtf: HRTFSet, voices: tuple[
         mark_xyz = np.concatenate([floor_marks, np.full((len(floor_marks), 1), state.mouth_height)], axis=1)
         occupied = {s.mark for i, s in enumerate(states) if i != who and s.mark is not None}
         traj, end_mark = plan_line(rng, state, placement.to_listener(mark_xyz), occupied, duration, motion)
-        audio = render_binaural(speech.audio, traj, hrtf, n, config.render,
-                                room=placement if config.reverb else None,
-                                rng=np.random.default_rng([config.seed, index, line_no, ACOUSTIC_STREAM]))
+        audio = render_binaural(
+            speech.audio,
+            traj,
+            hrtf,
+            n,
+            config.render,
+            room=placement if config.reverb else None,
+            rng=np.random.default_rng([config.seed, index, line_no, ACOUSTIC_STREAM]),
+        )
         start = np.ceil(clock * 1000 - 1e-6) / 1000
         end = start + duration
         item_name = f"{name}_{start:.3f}_{end:.3f}_{voice.speaker}"
-        item = {"item_name": item_name, "speaker": voice.speaker, "raw_txt": speech.text,
-                "word": list(speech.words), "word_dur": _word_durations(speech, traj, n),
-                "start_time": round(float(start), 6), "end_time": round(float(end), 6),
-                "wav_fn": f"wav/{item_name}.wav", "pos_fn": f"geometric_pose/{item_name}.npy",
-                "spatial_prompt": pose_prompt(traj, rng), "scene": room.name, "language": language}
+        item = {
+            "item_name": item_name,
+            "speaker": voice.speaker,
+            "raw_txt": speech.text,
+            "word": list(speech.words),
+            "word_dur": _word_durations(speech, traj, n),
+            "start_time": round(float(start), 6),
+            "end_time": round(float(end), 6),
+            "wav_fn": f"wav/{item_name}.wav",
+            "pos_fn": f"geometric_pose/{item_name}.npy",
+            "spatial_prompt": pose_prompt(traj, rng),
+            "scene": room.name,
+            "language": language,
+        }
         if config.video:
             item["video_fn"] = f"{name}.mp4"
         lines.append(_Line(item=item, audio=audio, pose=traj.pose(pose_frames(n))))
@@ -274,8 +309,7 @@ def generate_drama(out_root: Path | str, config: SynthConfig, index: int) -> Pat
     try:
         return _generate_drama(Path(out_root), config, index)
     except Exception as exc:
-        raise SynthError(f"drama {name} (index {index}, seed {config.seed}): "
-                         f"{type(exc).__name__}: {exc}") from None
+        raise SynthError(f"drama {name} (index {index}, seed {config.seed}): {type(exc).__name__}: {exc}") from None
 
 
 def _find_done(out_root: Path, config: SynthConfig, name: str) -> Optional[Path]:
@@ -291,7 +325,7 @@ def _generate_drama(out_root: Path, config: SynthConfig, index: int) -> Path:
     done = _find_done(out_root, config, name)
     if done is not None:
         return done
-    for room in config.rooms:                    # stale or partial output of this drama
+    for room in config.rooms:  # stale or partial output of this drama
         stale = out_root / room.name / name
         if stale.is_dir():
             shutil.rmtree(stale)
@@ -314,15 +348,15 @@ def _generate_drama(out_root: Path, config: SynthConfig, index: int) -> Path:
 def _check_inputs(config: SynthConfig) -> None:
     """Fail early, in the parent, on a missing espeak-ng or SOFA file."""
     if shutil.which(config.tts.espeak_binary) is None:
-        raise EspeakError(f"'{config.tts.espeak_binary}' not found on PATH; install it "
-                          "(apt-get install espeak-ng)")
+        raise EspeakError(f"'{config.tts.espeak_binary}' not found on PATH; install it (apt-get install espeak-ng)")
     if config.hrtf.sample_rate != DATA_SAMPLE_RATE:
         raise ValueError(f"SynthConfig.hrtf.sample_rate must be {DATA_SAMPLE_RATE} (MRSDrama audio)")
     cached_hrtf(config.hrtf)
 
 
-def synthesize_dataset(out_root: Path | str, config: SynthConfig, num_workers: int = 1,
-                       progress: bool = True) -> list[Path]:
+def synthesize_dataset(
+    out_root: Path | str, config: SynthConfig, num_workers: int = 1, progress: bool = True
+) -> list[Path]:
     """Write ``config.n_dramas`` dramas under ``out_root``; returns their folders (sorted).
 
     num_workers > 1 generates dramas in parallel processes; the result does not depend on it.
@@ -363,5 +397,11 @@ def summarize(folders: list[Path]) -> dict:
         speakers.update(it["speaker"] for it in items)
         languages.update(it["language"] for it in items)
         sets.add(folder.parent.name)
-    return {"dramas": len(folders), "lines": lines, "seconds": seconds, "speakers": sorted(speakers),
-            "languages": sorted(languages), "sets": sorted(sets)}
+    return {
+        "dramas": len(folders),
+        "lines": lines,
+        "seconds": seconds,
+        "speakers": sorted(speakers),
+        "languages": sorted(languages),
+        "sets": sorted(sets),
+    }

@@ -10,6 +10,7 @@ A speaker's head orientation is a yaw about +z: yaw 0 faces +y (the listener's o
 positive yaw turns counter-clockwise (towards -x). Its quaternion (w, x, y, z) rotates the
 speaker's local frame (facing +y) into the listener frame.
 """
+
 from __future__ import annotations
 
 import numpy as np

@@ -20,6 +20,7 @@ Interpolation between measured directions is barycentric on the spherical Delaun
 triangulation (the convex hull of the unit vectors): a direction gets the three HRIRs of the
 triangle that contains it, weighted by its barycentric coordinates.
 """
+
 from __future__ import annotations
 
 import functools
@@ -48,10 +49,10 @@ class HRTFConfig:
 
     sofa_path: str = str(DEFAULT_SOFA)  #: SOFA file (SimpleFreeFieldHRIR), any path
     sample_rate: int = DATA_SAMPLE_RATE  #: output rate the HRIRs are resampled to (Hz)
-    taps: int = 256                      #: HRIR length after alignment (samples at sample_rate)
-    pre_delay: int = 16                  #: samples kept before the aligned onset
-    onset_threshold_db: float = -20.0    #: onset = first sample above this level re the peak
-    fade_out: int = 32                   #: half-Hann fade at the end of each truncated HRIR
+    taps: int = 256  #: HRIR length after alignment (samples at sample_rate)
+    pre_delay: int = 16  #: samples kept before the aligned onset
+    onset_threshold_db: float = -20.0  #: onset = first sample above this level re the peak
+    fade_out: int = 32  #: half-Hann fade at the end of each truncated HRIR
 
 
 @dataclass(frozen=True, eq=False)
@@ -74,7 +75,7 @@ class HRTFSet:
     @functools.cached_property
     def _inverse_triangles(self) -> np.ndarray:
         """(F, 3, 3) inverses of the triangle vertex matrices (vertices as columns)."""
-        verts = self.directions[self.triangles]            # (F, 3 vertices, 3 xyz)
+        verts = self.directions[self.triangles]  # (F, 3 vertices, 3 xyz)
         return np.linalg.inv(np.transpose(verts, (0, 2, 1)))
 
     @functools.cached_property
@@ -86,7 +87,7 @@ class HRTFSet:
                 touching[v].append(f)
         table = np.full((len(touching), max(map(len, touching))), -1, dtype=np.int64)
         for v, faces in enumerate(touching):
-            table[v, :len(faces)] = faces
+            table[v, : len(faces)] = faces
         return cKDTree(self.directions), table
 
     def _barycentric(self, dirs: np.ndarray, faces: np.ndarray) -> np.ndarray:
@@ -150,8 +151,11 @@ def _sofa_error(path: Path, message: str) -> DataError:
 def _read_sofa(path: Path):
     """Open a SOFA file with sofar; DataError naming the file when that fails."""
     if not path.is_file():
-        raise _sofa_error(path, "not found (pass the path of a SimpleFreeFieldHRIR .sofa file, "
-                                f"e.g. {DEFAULT_SOFA} from Debian's libmysofa1)")
+        raise _sofa_error(
+            path,
+            "not found (pass the path of a SimpleFreeFieldHRIR .sofa file, "
+            f"e.g. {DEFAULT_SOFA} from Debian's libmysofa1)",
+        )
     try:
         import sofar
     except ImportError as exc:  # pragma: no cover - a dependency of the package
@@ -183,8 +187,7 @@ def _directions(sofa, path: Path) -> tuple[np.ndarray, float]:
         distance = float(np.median(np.linalg.norm(listener, axis=-1)))
         dirs = unit(listener)
     else:
-        raise DataError(path, f"unsupported coordinate type {kind!r} (spherical or cartesian)",
-                        "SourcePosition_Type")
+        raise DataError(path, f"unsupported coordinate type {kind!r} (spherical or cartesian)", "SourcePosition_Type")
     return dirs, distance
 
 
@@ -203,7 +206,7 @@ def _interaural_lags(hrirs: np.ndarray, max_lag: int) -> np.ndarray:
     """Lag (samples, + = right later) maximising the left/right cross-correlation, (M, 2, L) -> (M,)."""
     n = 2 * hrirs.shape[-1]
     spec = np.fft.rfft(hrirs, n=n, axis=-1)
-    xcorr = np.fft.irfft(spec[:, 1] * np.conj(spec[:, 0]), n=n, axis=-1)        # (M, n), lag k at k
+    xcorr = np.fft.irfft(spec[:, 1] * np.conj(spec[:, 0]), n=n, axis=-1)  # (M, n), lag k at k
     lags = np.arange(-max_lag, max_lag + 1)
     return lags[np.argmax(xcorr[:, lags % n], axis=1)]
 
@@ -226,13 +229,13 @@ def _align_onsets(hrirs: np.ndarray, cfg: HRTFConfig) -> np.ndarray:
     m = hrirs.shape[0]
     lag = _interaural_lags(hrirs, int(np.ceil(ITD_SEARCH * cfg.sample_rate)))
     length = hrirs.shape[-1]
-    pair = np.stack([hrirs[:, 0], _shift(hrirs[:, 1], lag, length)], axis=1)       # (M, 2, L)
+    pair = np.stack([hrirs[:, 0], _shift(hrirs[:, 1], lag, length)], axis=1)  # (M, 2, L)
     peak = np.abs(pair).max(axis=(1, 2), keepdims=True)
-    above = (np.abs(pair) >= peak * 10 ** (cfg.onset_threshold_db / 20)).any(axis=1)   # (M, L)
+    above = (np.abs(pair) >= peak * 10 ** (cfg.onset_threshold_db / 20)).any(axis=1)  # (M, L)
     onset = np.argmax(above, axis=1)
     out = _shift(pair.reshape(2 * m, length), np.repeat(onset - cfg.pre_delay, 2), cfg.taps)
     if cfg.fade_out > 0:
-        out[:, -cfg.fade_out:] *= np.hanning(2 * cfg.fade_out)[cfg.fade_out:]
+        out[:, -cfg.fade_out :] *= np.hanning(2 * cfg.fade_out)[cfg.fade_out :]
     return out.reshape(m, 2, cfg.taps)
 
 
@@ -254,17 +257,22 @@ def load_sofa(cfg: HRTFConfig = HRTFConfig()) -> HRTFSet:
     ir = ir[:, _left_right_order(sofa, path, ir.shape[1])]
     dirs, distance = _directions(sofa, path)
     if len(dirs) != len(ir):
-        raise DataError(path, f"{len(dirs)} source positions but {len(ir)} impulse responses",
-                        "SourcePosition")
+        raise DataError(path, f"{len(dirs)} source positions but {len(ir)} impulse responses", "SourcePosition")
     ratio = Fraction(cfg.sample_rate) / Fraction(sr).limit_denominator(1000)
     if ratio != 1:
         ir = resample_poly(ir, ratio.numerator, ratio.denominator, axis=-1)
     hrirs = _align_onsets(ir, cfg)
-    hrirs /= np.sqrt(np.mean(np.sum(hrirs ** 2, axis=-1)))
+    hrirs /= np.sqrt(np.mean(np.sum(hrirs**2, axis=-1)))
     hull = ConvexHull(dirs)
-    return HRTFSet(directions=dirs, hrirs=hrirs, triangles=hull.simplices.astype(np.int64),
-                   sample_rate=cfg.sample_rate, pre_delay=cfg.pre_delay, source_path=str(path),
-                   measured_distance=distance)
+    return HRTFSet(
+        directions=dirs,
+        hrirs=hrirs,
+        triangles=hull.simplices.astype(np.int64),
+        sample_rate=cfg.sample_rate,
+        pre_delay=cfg.pre_delay,
+        source_path=str(path),
+        measured_distance=distance,
+    )
 
 
 @functools.lru_cache(maxsize=4)

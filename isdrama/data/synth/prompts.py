@@ -6,6 +6,7 @@ sitting) and, for a walk, its start and end sector, the speed class (slow / norm
 whether the talker comes closer or moves away. Several templates per case; the template is
 drawn from the caller's rng, so a seed fixes the prompt.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -18,9 +19,11 @@ SECTORS = ("front", "front-right", "right", "back-right", "back", "back-left", "
 #: Distance change (m) below which a walk is described as keeping its distance.
 SAME_DISTANCE = 0.5
 
-_SPEED_WORDS = {"slow": ("slowly", "unhurriedly", "at a slow pace"),
-                "normal": ("", "at a normal pace", "steadily"),
-                "fast": ("quickly", "briskly", "at a fast pace")}
+_SPEED_WORDS = {
+    "slow": ("slowly", "unhurriedly", "at a slow pace"),
+    "normal": ("", "at a normal pace", "steadily"),
+    "fast": ("quickly", "briskly", "at a fast pace"),
+}
 
 _SPEED_ADJECTIVE = {"slow": "a slow", "normal": "a steady", "fast": "a fast"}
 
@@ -82,10 +85,14 @@ def pose_prompt(traj: Trajectory, rng: np.random.Generator) -> str:
     if not traj.is_dynamic:
         standing = traj.posture == "standing"
         s = sector(traj.start)
-        words = {"posture_ing": "standing" if standing else "sitting",
-                 "posture_s": "stands" if standing else "sits",
-                 "dist": distance_phrase(traj.start), "sector": s, "sector_side": _side(s),
-                 "sector_of": {"front": "in front of", "back": "behind"}.get(s, f"{s} of")}
+        words = {
+            "posture_ing": "standing" if standing else "sitting",
+            "posture_s": "stands" if standing else "sits",
+            "dist": distance_phrase(traj.start),
+            "sector": s,
+            "sector_side": _side(s),
+            "sector_of": {"front": "in front of", "back": "behind"}.get(s, f"{s} of"),
+        }
         return _tagged("STATIC", _choose(rng, _STATIC).format(**words))
     speed_class = traj.speed_class or "normal"
     s0, s1 = sector(traj.start), sector(traj.end)
@@ -93,8 +100,15 @@ def pose_prompt(traj: Trajectory, rng: np.random.Generator) -> str:
     if s0 == s1 and change:
         s1 = ("further " if change == ", moving away" else "nearer ") + s1
     speed = _choose(rng, _SPEED_WORDS[speed_class])
-    words = {"speed": f"{speed} " if speed else "", "sector0": s0, "sector1": s1,
-             "sector0_side": _side(s0), "sector1_side": _side(s1), "change": change,
-             "dist0": distance_phrase(traj.start), "dist1": distance_phrase(traj.end),
-             "speed_adj": _SPEED_ADJECTIVE[speed_class]}
+    words = {
+        "speed": f"{speed} " if speed else "",
+        "sector0": s0,
+        "sector1": s1,
+        "sector0_side": _side(s0),
+        "sector1_side": _side(s1),
+        "change": change,
+        "dist0": distance_phrase(traj.start),
+        "dist1": distance_phrase(traj.end),
+        "speed_adj": _SPEED_ADJECTIVE[speed_class],
+    }
     return _tagged("DYNAMIC", _choose(rng, _DYNAMIC).format(**words))

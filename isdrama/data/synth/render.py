@@ -17,6 +17,7 @@ exactly t + r_e(t) / c.
 Optional reverberation adds shoebox image sources (rendered by the same path, mirrored) and a
 diffuse late tail (room.py).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -42,12 +43,12 @@ class SourcePath(Protocol):
 class RenderConfig:
     """Renderer knobs."""
 
-    block: int = 256                 #: HRIR update hop in samples (5.3 ms at 48 kHz)
-    control_step: int = 16           #: samples between exact evaluations of the geometry
+    block: int = 256  #: HRIR update hop in samples (5.3 ms at 48 kHz)
+    control_step: int = 16  #: samples between exact evaluations of the geometry
     reference_distance: float = 1.0  #: distance (m) at which the gain is 1
-    min_distance: float = 0.1        #: gain is capped as if no closer than this (m)
-    directivity: float = 0.5         #: 0 = omnidirectional talker; a: gain 1 - a (1 - cos) / 2
-    reverb_order: int = 1            #: image-source order when reverberation is on
+    min_distance: float = 0.1  #: gain is capped as if no closer than this (m)
+    directivity: float = 0.5  #: 0 = omnidirectional talker; a: gain 1 - a (1 - cos) / 2
+    reverb_order: int = 1  #: image-source order when reverberation is on
     speed_of_sound: float = SPEED_OF_SOUND
 
 
@@ -92,14 +93,18 @@ def _directivity(path: SourcePath, t: np.ndarray, amount: float) -> np.ndarray:
     """Talker directivity gain (N, 2) towards each ear at emission times t (N,)."""
     if amount == 0:
         return np.ones((len(t), 2))
-    to_ear = -ear_vectors(path.position_at(t))                     # mouth -> ear, (N, 2, 3)
-    cos = np.einsum("nec,nc->ne", to_ear, path.facing_at(t)) / np.maximum(
-        np.linalg.norm(to_ear, axis=-1), 1e-9)
+    to_ear = -ear_vectors(path.position_at(t))  # mouth -> ear, (N, 2, 3)
+    cos = np.einsum("nec,nc->ne", to_ear, path.facing_at(t)) / np.maximum(np.linalg.norm(to_ear, axis=-1), 1e-9)
     return 1.0 - amount * (1.0 - cos) / 2.0
 
 
-def _propagate(dry: np.ndarray, path: SourcePath, n_out: int, sr: int, cfg: RenderConfig,
-               ) -> tuple[np.ndarray, np.ndarray]:
+def _propagate(
+    dry: np.ndarray,
+    path: SourcePath,
+    n_out: int,
+    sr: int,
+    cfg: RenderConfig,
+) -> tuple[np.ndarray, np.ndarray]:
     """Delayed, distance- and directivity-weighted dry signal per ear.
 
     The geometry is evaluated exactly every ``cfg.control_step`` samples of emission time and
@@ -111,9 +116,9 @@ def _propagate(dry: np.ndarray, path: SourcePath, n_out: int, sr: int, cfg: Rend
     coarse = np.arange(0, n_out + sr // 100, sr // 100) / sr
     r_max = np.linalg.norm(ear_vectors(path.position_at(coarse)), axis=-1).max()
     lead = int(np.ceil(r_max / c * sr / step)) + 2
-    t_e = np.arange(-lead, n_out // step + 2) * (step / sr)       # emission control grid (L,)
-    dist = np.linalg.norm(ear_vectors(path.position_at(t_e)), axis=-1)   # (L, 2)
-    t_r = t_e[:, None] + dist / c                                 # reception times, increasing
+    t_e = np.arange(-lead, n_out // step + 2) * (step / sr)  # emission control grid (L,)
+    dist = np.linalg.norm(ear_vectors(path.position_at(t_e)), axis=-1)  # (L, 2)
+    t_r = t_e[:, None] + dist / c  # reception times, increasing
     gain = cfg.reference_distance / np.maximum(dist, cfg.min_distance)
     gain *= _directivity(path, t_e, cfg.directivity)
     t_out = np.arange(n_out) / sr
@@ -137,22 +142,23 @@ def _filter_blocks(x: np.ndarray, directions: np.ndarray, hrtf: HRTFSet, block: 
     k = n // block + 2
     n_fft = block * int(np.ceil((2 * block + hrtf.taps - 1) / block))
     padded = np.zeros((2, (k + 1) * block))
-    padded[:, block:block + n] = x
+    padded[:, block : block + n] = x
     halves = padded.reshape(2, k + 1, block)
     window = np.sin(np.pi * (np.arange(2 * block) + 0.5) / (2 * block)) ** 2
-    frames = np.concatenate([halves[:, :-1], halves[:, 1:]], axis=-1) * window   # (2, K, 2B)
+    frames = np.concatenate([halves[:, :-1], halves[:, 1:]], axis=-1) * window  # (2, K, 2B)
     spec = np.fft.rfft(frames, n=n_fft, axis=-1)
-    h = hrtf.interpolate_spectra(directions, n_fft).transpose(1, 0, 2)            # (2, K, F)
-    y = np.fft.irfft(spec * h, n=n_fft, axis=-1)                                   # (2, K, n_fft)
+    h = hrtf.interpolate_spectra(directions, n_fft).transpose(1, 0, 2)  # (2, K, F)
+    y = np.fft.irfft(spec * h, n=n_fft, axis=-1)  # (2, K, n_fft)
     out = np.zeros((2, (k + n_fft // block) * block))
     for r in range(n_fft // block):
-        out[:, r * block:(r + k) * block] += y[:, :, r * block:(r + 1) * block].reshape(2, k * block)
+        out[:, r * block : (r + k) * block] += y[:, :, r * block : (r + 1) * block].reshape(2, k * block)
     start = block + hrtf.pre_delay
-    return out[:, start:start + n]
+    return out[:, start : start + n]
 
 
-def render_path(dry: np.ndarray, path: SourcePath, hrtf: HRTFSet, n_out: int,
-                cfg: RenderConfig = RenderConfig()) -> tuple[np.ndarray, np.ndarray]:
+def render_path(
+    dry: np.ndarray, path: SourcePath, hrtf: HRTFSet, n_out: int, cfg: RenderConfig = RenderConfig()
+) -> tuple[np.ndarray, np.ndarray]:
     """Render one propagation path (direct sound or an image source).
 
     dry: (N,) mono at hrtf.sample_rate, time 0 = the path's time 0. Returns the binaural signal
@@ -165,9 +171,15 @@ def render_path(dry: np.ndarray, path: SourcePath, hrtf: HRTFSet, n_out: int,
     return _filter_blocks(x, directions, hrtf, cfg.block), t_emit
 
 
-def render_binaural(dry: np.ndarray, path: SourcePath, hrtf: HRTFSet, n_out: Optional[int] = None,
-                    cfg: RenderConfig = RenderConfig(), room: Optional[RoomPlacement] = None,
-                    rng: Optional[np.random.Generator] = None) -> np.ndarray:
+def render_binaural(
+    dry: np.ndarray,
+    path: SourcePath,
+    hrtf: HRTFSet,
+    n_out: Optional[int] = None,
+    cfg: RenderConfig = RenderConfig(),
+    room: Optional[RoomPlacement] = None,
+    rng: Optional[np.random.Generator] = None,
+) -> np.ndarray:
     """Binaural audio (2, n_out) of ``dry`` (N,) along ``path``; reverberant when ``room`` is given.
 
     n_out defaults to len(dry). ``rng`` draws the late-tail noise (required with a room).
@@ -181,11 +193,11 @@ def render_binaural(dry: np.ndarray, path: SourcePath, hrtf: HRTFSet, n_out: Opt
     beta, _ = reflection_gain(room.room.rt60, room.room.size)
     for matrix, offset, order in room.image_maps(cfg.reverb_order):
         image, _ = render_path(dry, AffinePath(path, matrix, offset), hrtf, n_out, cfg)
-        audio += beta ** order * image
+        audio += beta**order * image
     tail = late_tail(room.room, rng, hrtf.sample_rate, mixing_time(room, cfg.reverb_order))
     start = float(np.linalg.norm(path.position_at(np.zeros(1))[0])) / cfg.speed_of_sound
     shift = int(round(start * hrtf.sample_rate))
     delayed = np.zeros(n_out)
-    delayed[shift:] = np.asarray(dry, dtype=np.float64)[:max(n_out - shift, 0)]
+    delayed[shift:] = np.asarray(dry, dtype=np.float64)[: max(n_out - shift, 0)]
     audio += oaconvolve(delayed[None, :], tail, axes=-1)[:, :n_out]
     return audio

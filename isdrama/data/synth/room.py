@@ -12,6 +12,7 @@ Reverberation (optional): first/second-order image sources of the shoebox, each 
 direct sound (own direction, HRIR, delay and Doppler), plus a diffuse late tail of exponentially
 decaying noise (one independent noise per ear) whose level follows Sabine's room constant.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -32,14 +33,14 @@ class RoomConfig:
     """A shoebox room with a listener and fixed speaker marks."""
 
     name: str
-    size: tuple[float, float, float]          #: width X, length Y, height Z (m)
-    listener: tuple[float, float]             #: listener head position on the floor plan (m)
-    rt60: float                               #: reverberation time (s), used when reverb is on
-    n_marks: int = 10                         #: fixed speaker positions in this room
-    mark_seed: int = 0                        #: seed of the marks (fixed per room)
-    wall_margin: float = 0.4                  #: marks keep this far from the walls (m)
-    mark_clearance: float = 0.3               #: marks lie this far inside the distance range (m)
-    mark_jitter: float = 0.8                  #: azimuth jitter of a mark, fraction of its sector
+    size: tuple[float, float, float]  #: width X, length Y, height Z (m)
+    listener: tuple[float, float]  #: listener head position on the floor plan (m)
+    rt60: float  #: reverberation time (s), used when reverb is on
+    n_marks: int = 10  #: fixed speaker positions in this room
+    mark_seed: int = 0  #: seed of the marks (fixed per room)
+    wall_margin: float = 0.4  #: marks keep this far from the walls (m)
+    mark_clearance: float = 0.3  #: marks lie this far inside the distance range (m)
+    mark_jitter: float = 0.8  #: azimuth jitter of a mark, fraction of its sector
 
 
 #: The default sets: two rooms of different size and reverberation.
@@ -96,7 +97,7 @@ class RoomPlacement:
             shift = 2 * np.ceil(n / 2) * size
             # listener -> room -> mirror -> listener
             a = rot.T @ np.diag(sign) @ rot
-            b = (rot.T @ (np.diag(sign) @ self.head + shift - self.head))
+            b = rot.T @ (np.diag(sign) @ self.head + shift - self.head)
             maps.append((a, b, order))
         return maps
 
@@ -120,16 +121,17 @@ def marks(room: RoomConfig, distance_range: tuple[float, float]) -> np.ndarray:
     d_min = distance_range[0] + room.mark_clearance
     d_max = np.minimum(distance_range[1] - room.mark_clearance, wall_limit)
     if np.any(d_max <= d_min):
-        raise ValueError(f"room {room.name}: listener {room.listener} is too close to a wall for "
-                         f"marks at >= {d_min:.2f} m")
+        raise ValueError(
+            f"room {room.name}: listener {room.listener} is too close to a wall for marks at >= {d_min:.2f} m"
+        )
     dist = d_min + rng.uniform(size=n) * (d_max - d_min)
     return head + direction * dist[:, None]
 
 
 def reflection_gain(rt60: float, size: tuple[float, float, float]) -> tuple[float, float]:
     """(amplitude reflection coefficient, room constant R) from Sabine's formula."""
-    w, l, h = size
-    volume, surface = w * l * h, 2 * (w * l + w * h + l * h)
+    w, d, h = size
+    volume, surface = w * d * h, 2 * (w * d + w * h + d * h)
     alpha = min(SABINE * volume / (surface * rt60), 0.99)
     return float(np.sqrt(1 - alpha)), float(surface * alpha / (1 - alpha))
 
@@ -147,7 +149,7 @@ def late_tail(room: RoomConfig, rng: np.random.Generator, sample_rate: int, mix_
     envelope = np.where(t >= mix_time, np.exp(-LN_1000 * t / room.rt60), 0.0)
     noise = rng.standard_normal((2, length)) * envelope
     energy = 16 * np.pi / room_constant * np.exp(-2 * LN_1000 * mix_time / room.rt60)
-    return noise * np.sqrt(energy / np.maximum(np.sum(noise ** 2, axis=-1, keepdims=True), 1e-20))
+    return noise * np.sqrt(energy / np.maximum(np.sum(noise**2, axis=-1, keepdims=True), 1e-20))
 
 
 def mixing_time(placement: RoomPlacement, max_order: int) -> float:

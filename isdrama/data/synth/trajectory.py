@@ -12,6 +12,7 @@ while starting and turns back towards the listener after arriving. Static speake
 listener within a random offset. The pose rows sample this same path, so the pose, the rendered
 audio and the video all describe one geometry.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -32,15 +33,18 @@ class MotionConfig:
     listener_ear_height: float = 1.2
     standing_mouth_height: tuple[float, float] = (1.5, 1.7)
     sitting_mouth_height: tuple[float, float] = (1.05, 1.2)
-    distance_range: tuple[float, float] = (0.5, 6.0)   #: mouth to head centre, 3-D
-    sitting_probability: float = 0.35                   #: per speaker and drama
-    walk_probability: float = 0.45                      #: per line of a standing speaker
+    distance_range: tuple[float, float] = (0.5, 6.0)  #: mouth to head centre, 3-D
+    sitting_probability: float = 0.35  #: per speaker and drama
+    walk_probability: float = 0.45  #: per line of a standing speaker
     speed_classes: tuple[tuple[str, float, float], ...] = (
-        ("slow", 0.35, 0.7), ("normal", 0.8, 1.3), ("fast", 1.5, 2.1))
-    min_walk: float = 0.8              #: shorter walks are not worth a [DYNAMIC] prompt
-    walk_margin: float = 0.15          #: no walking in the first/last seconds of a line
-    turn_time: float = 0.4             #: time to turn the head at the start/end of a walk
-    facing_jitter_deg: float = 35.0    #: static speakers face the listener within +- this
+        ("slow", 0.35, 0.7),
+        ("normal", 0.8, 1.3),
+        ("fast", 1.5, 2.1),
+    )
+    min_walk: float = 0.8  #: shorter walks are not worth a [DYNAMIC] prompt
+    walk_margin: float = 0.15  #: no walking in the first/last seconds of a line
+    turn_time: float = 0.4  #: time to turn the head at the start/end of a walk
+    facing_jitter_deg: float = 35.0  #: static speakers face the listener within +- this
 
 
 @dataclass(frozen=True)
@@ -88,7 +92,7 @@ class Trajectory:
         t = np.asarray(t, dtype=np.float64)
         if len(self.times) < 2:
             return np.zeros((len(t), 3))
-        seg_v = np.diff(self.positions, axis=0) / np.diff(self.times)[:, None]   # (K-1, 3)
+        seg_v = np.diff(self.positions, axis=0) / np.diff(self.times)[:, None]  # (K-1, 3)
         k = np.searchsorted(self.times, t, side="right") - 1
         inside = (k >= 0) & (k < len(seg_v))
         return np.where(inside[:, None], seg_v[np.clip(k, 0, len(seg_v) - 1)], 0.0)
@@ -132,12 +136,21 @@ def facing_listener_yaw(position: np.ndarray) -> float:
 def static_trajectory(position: np.ndarray, yaw: float, posture: str, duration: float) -> Trajectory:
     """A speaker who stays at ``position`` (3,) facing ``yaw`` for ``duration`` seconds."""
     p = np.asarray(position, dtype=np.float64)
-    return Trajectory(times=np.array([0.0, duration]), positions=np.stack([p, p]),
-                      yaws=np.array([yaw, yaw]), posture=posture)
+    return Trajectory(
+        times=np.array([0.0, duration]), positions=np.stack([p, p]), yaws=np.array([yaw, yaw]), posture=posture
+    )
 
 
-def walk_trajectory(start: np.ndarray, end: np.ndarray, speed: float, t_start: float, duration: float,
-                    yaw_before: float, speed_class: str, cfg: MotionConfig) -> Trajectory:
+def walk_trajectory(
+    start: np.ndarray,
+    end: np.ndarray,
+    speed: float,
+    t_start: float,
+    duration: float,
+    yaw_before: float,
+    speed_class: str,
+    cfg: MotionConfig,
+) -> Trajectory:
     """Stand at ``start`` until ``t_start``, walk to ``end`` at ``speed``, then face the listener.
 
     The walk must end by ``duration``.
@@ -160,8 +173,7 @@ def walk_trajectory(start: np.ndarray, end: np.ndarray, speed: float, t_start: f
     positions.append(end)
     yaws.append(final)
     t, p, y = _knots(times, positions, yaws)
-    return Trajectory(times=t, positions=p, yaws=y, posture="standing",
-                      speed_class=speed_class, speed=speed)
+    return Trajectory(times=t, positions=p, yaws=y, posture="standing", speed_class=speed_class, speed=speed)
 
 
 def segment_min_distance(a: np.ndarray, b: np.ndarray) -> float:
@@ -183,8 +195,14 @@ class SpeakerState:
     mouth_height: float = 0.0
 
 
-def plan_line(rng: np.random.Generator, state: SpeakerState, mark_positions: np.ndarray,
-              occupied: set[int], duration: float, cfg: MotionConfig) -> tuple[Trajectory, Optional[int]]:
+def plan_line(
+    rng: np.random.Generator,
+    state: SpeakerState,
+    mark_positions: np.ndarray,
+    occupied: set[int],
+    duration: float,
+    cfg: MotionConfig,
+) -> tuple[Trajectory, Optional[int]]:
     """Motion of a speaker during one line: a walk to a free mark, or staying put.
 
     mark_positions: (M, 3) listener-frame mouth positions of the marks at this speaker's height.

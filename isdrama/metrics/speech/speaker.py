@@ -85,8 +85,9 @@ class ResemblyzerEncoder:
             from resemblyzer import VoiceEncoder, preprocess_wav
         except ImportError as err:
             raise MetricUnavailable(
-                "sim", self.name, "install it with `pip install --no-deps resemblyzer==0.1.4 webrtcvad-wheels "
-                f"librosa` ({err})"
+                "sim",
+                self.name,
+                f"install it with `pip install --no-deps resemblyzer==0.1.4 webrtcvad-wheels librosa` ({err})",
             ) from err
         self.cfg = cfg
         self._preprocess = preprocess_wav
@@ -122,15 +123,18 @@ class WavLMEncoder:
             model, info = WavLMForXVector.from_pretrained(self.model_id, output_loading_info=True)
         except (OSError, ValueError) as err:
             raise MetricUnavailable(
-                "sim", self.name, f"cannot load WavLMForXVector {self.model_id!r} (not cached and offline, "
-                f"or not a WavLM folder): {err}"
+                "sim",
+                self.name,
+                f"cannot load WavLMForXVector {self.model_id!r} (not cached and offline, or not a WavLM folder): {err}",
             ) from err
         # classifier/objective only train the verification loss; embeddings do not use them
         missing = [k for k in info.get("missing_keys", []) if not k.startswith(("classifier.", "objective."))]
         if missing:
             raise MetricUnavailable(
-                "sim", self.name, f"{self.model_id!r} has no trained x-vector weights ({len(missing)} missing, e.g. "
-                f"{missing[:4]}); a randomly initialised head would give meaningless SIM"
+                "sim",
+                self.name,
+                f"{self.model_id!r} has no trained x-vector weights ({len(missing)} missing, e.g. "
+                f"{missing[:4]}); a randomly initialised head would give meaningless SIM",
             )
         self.model = model.to(self.device).eval()
         try:
