@@ -1,4 +1,4 @@
-"""Issue 4 acceptance: run `train.py experiment=pose_pretrain` (CSV logger), time it, and print
+"""Pose-encoder acceptance: run `train.py experiment=pose_pretrain` (CSV logger), time it, and print
 the probe / retrieval table of the last validation against the targets.
 
     .venv/bin/python bench/pose_pretrain_acceptance.py                  # train, then report
@@ -6,7 +6,7 @@ the probe / retrieval table of the last validation against the targets.
     .venv/bin/python bench/pose_pretrain_acceptance.py --run-dir DIR    # report an existing run
 
 The run directory (default logs/pose_pretrain/acceptance_<time>) receives the Hydra outputs,
-metrics.csv and acceptance.md / acceptance.json. Targets (issue 4, section 5): left/right probe
+metrics.csv and acceptance.md / acceptance.json. Targets (docs/benchmarks.md): left/right probe
 >= 95 % from geo and >= 90 % from video and text; moving/static >= 90 % from every branch;
 retrieval R@1 among 32 >= 5x chance for geo-video and geo-text.
 """

@@ -1,4 +1,4 @@
-"""The binaural EnCodec wrapper: waveform <-> tokens <-> latents (ARCHITECTURE.md section 4).
+"""The binaural EnCodec wrapper: waveform <-> tokens <-> latents (docs/architecture.md).
 
 Shapes (B batch, S samples at the codec rate, T model frames at 75 frames/s):
 

@@ -1,6 +1,6 @@
 """Token cache: the codec tokens of every line, encoded once and kept next to the dataset.
 
-Layout (ARCHITECTURE.md section 3)::
+Layout (docs/data-format.md)::
 
     ROOT/.isdrama_cache/tokens/<codec_key>/
         codec.json                 the codec's config, weights source and token layout (for humans)

@@ -1,6 +1,6 @@
 """Data contracts shared by the reader, the synthetic generator, the cache and the data module.
 
-These are *format* facts of MRSDrama (ARCHITECTURE.md section 3), not hyper-parameters:
+These are *format* facts of MRSDrama (docs/data-format.md), not hyper-parameters:
 binaural wav at 48 kHz (channel 0 = left, 1 = right) and a geometric pose per frame at
 48 kHz / hop 256 = 187.5 frames/s with 9 columns in listener-centric metres
 (x right, y front, z up, head at the origin facing +y, ears at x = -/+0.11 m).
