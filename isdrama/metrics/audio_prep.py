@@ -140,12 +140,13 @@ class SincResampler:
     interleaved (as read from a file, int16 PCM or float): the gather of each channel's rows is
     the only pass over it.
     When the reduced ratio is small (``banded``: R > 1, e.g. 48, 96, 24, 16, 8 kHz -> 32 kHz)
-    each output is the same sequence of multiply-adds as torchaudio's (the band's zeros add exact
-    zeros): bit-identical on the CPUs tested. For large ratios (44.1 kHz family, R = 1) the
-    matrix product blocks its long inner dimension and the sums differ by ~1 ulp; callers that
-    must reproduce torchaudio bit for bit use torchaudio there. (Splitting the product to avoid
-    the overlap copy would also reorder the additions: the published unwrapped IPD moves by
-    ~4e-6 relative per file under such 1-ulp changes.)
+    each output is the same K-tap sum as torchaudio's (the band's zeros add exact zeros). It is
+    bit-identical where the matrix product and torchaudio's convolution add the taps in the same
+    order (the AVX2 kernels tested), and within K eps sum|h| max|x| where they do not (oneDNN's
+    SSE4.1 convolution reorders them: 1-ulp differences). For large ratios (44.1 kHz family,
+    R = 1) the product blocks its long inner dimension and sums differ by ~1 ulp. Reference mode
+    (the published numbers) therefore resamples with torchaudio itself; only the corrected
+    mode, whose arithmetic is ours, uses this.
     """
 
     def __init__(self, orig_sr: int, new_sr: int, dtype: torch.dtype = torch.float32):

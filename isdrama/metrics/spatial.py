@@ -24,7 +24,7 @@ Files on CPU (`spatial_mae_files`, device "cpu"): each pair is computed whole by
 ``workers`` threads, single-threaded (torch intra-op threads are 1 while the call runs and restored
 afterwards, see `_single_threaded_ops`). Corrected mode: 16-bit PCM read as int16, torchaudio's
 resampling kernel applied as a banded matrix product (`SincResampler`, rows gathered straight from
-the interleaved samples, 1/32768 folded into the matrix: bit-identical), STFT in cache-sized blocks
+the interleaved samples, 1/32768 folded into the matrix: torchaudio's sums, to the last ulp), STFT in cache-sized blocks
 of ``chunk_frames`` frames, phases and magnitudes by numpy's SIMD arctan2 / complex abs, scratch
 buffers reused; per-file values agree with the batched path to ~1e-7 relative.
 
@@ -598,8 +598,8 @@ def _analysis_signal(
     frames: np.ndarray, sr: int, rs, n: int, P: torch.Tensor, slot: int, cues: SpatialCueConfig, ws: Workspace
 ) -> None:
     """Write a file's reflect-padded 32 kHz signal into P (2, >= `_signal_span`) at
-    [n_fft // 2, n_fft // 2 + n). Resampling as torchaudio's (bit-identical where the banded
-    product is, torchaudio itself otherwise)."""
+    [n_fft // 2, n_fft // 2 + n). Resampling as torchaudio's (the banded product where the ratio
+    allows it, torchaudio itself otherwise)."""
     N = frames.shape[0]
     half = cues.n_fft // 2
     if rs is None:
