@@ -30,9 +30,10 @@ PORTABLE_ENV := ATEN_CPU_CAPABILITY=default ONEDNN_MAX_CPU_ISA=SSE41 MKL_ENABLE_
 test-portable: setup
 	$(PORTABLE_ENV) $(PY) -m pytest -q
 
-# the standalone benchmarks of docs/benchmarks.md (~2.5 min on 2 cores); the data loader and the
-# pose acceptance run need generated data, see there
+# the standalone benchmarks of docs/benchmarks.md (~20 min on 2 cores, most of it the published
+# evaluation path the last one times isdrama-eval against); the data loader and the pose
+# acceptance run need generated data, see there
 bench: setup
 	$(PY) bench/bench_synth.py --dramas 4
 	$(PY) bench/bench_tokenize.py --batch-size 1
-	$(PY) bench/bench_eval_spatial.py --pairs 100 --seconds 10 --repeats 3
+	$(PY) bench/bench_eval_spatial.py --pairs 100 --seconds 10 --repeats 2
