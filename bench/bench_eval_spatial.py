@@ -42,7 +42,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SR = 48000
 
 
-def _bursts(rng: np.random.Generator, n: int) -> np.ndarray:
+def bursts(rng: np.random.Generator, n: int) -> np.ndarray:
     """(n,) noise bursts of 0.1-0.3 s separated by 0.05-0.25 s of exact zeros."""
     x = np.zeros(n)
     t = 0
@@ -53,7 +53,9 @@ def _bursts(rng: np.random.Generator, n: int) -> np.ndarray:
     return x
 
 
-def _lowpass(x: np.ndarray, cutoff_hz: float) -> np.ndarray:
+def lowpass(x: np.ndarray, cutoff_hz: float) -> np.ndarray:
+    """Brick-wall low-pass, silent samples kept exactly silent: band-limited speech-like bursts whose
+    upper bins hold nothing but rounding (as TTS or codec output resampled to 48 kHz)."""
     spec = np.fft.rfft(x)
     spec[np.fft.rfftfreq(len(x), 1 / SR) > cutoff_hz] = 0
     return np.fft.irfft(spec, len(x)) * (x != 0)
@@ -72,9 +74,9 @@ def write_pairs(root: Path, pairs: int, seconds: float, seed: int = 0) -> None:
         band_limited = i % 2 == 1
         cutoff = rng.uniform(4000, 8000)
         for folder in ("gt", "infer"):
-            src = _bursts(rng, n)
+            src = bursts(rng, n)
             if band_limited:
-                src = _lowpass(src, cutoff)
+                src = lowpass(src, cutoff)
             x = _binaural(src, int(rng.integers(0, 25)), rng.uniform(-8, 8))
             (root / folder).mkdir(parents=True, exist_ok=True)
             sf.write(root / folder / f"p{i:03d}.wav", x, SR, subtype="FLOAT" if band_limited else "PCM_16")

@@ -13,6 +13,7 @@ of atan2 in a few bins), i.e. ~1e-7 of one of T x 128 summed terms.
 from __future__ import annotations
 
 import importlib.util
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +26,8 @@ from isdrama.metrics.spatial_reference import PublishedSpatialCues
 
 ROOT = Path(__file__).resolve().parents[1]
 SR = 48000
+sys.path.insert(0, str(ROOT / "bench"))
+from bench_eval_spatial import bursts, lowpass  # noqa: E402  the benchmark's speech-like signals
 
 
 @pytest.fixture(scope="module")
@@ -35,17 +38,6 @@ def ref():
     return mod
 
 
-def syllables(rng: np.random.Generator, n: int) -> np.ndarray:
-    """(n,) noise bursts of 0.1-0.25 s separated by 0.05-0.2 s of exact zeros (~40 % silence)."""
-    x = np.zeros(n)
-    t = 0
-    while t < n:
-        on, off = int(rng.uniform(0.1, 0.25) * SR), int(rng.uniform(0.05, 0.2) * SR)
-        x[t : t + on] = rng.standard_normal(min(on, n - t)) * 0.1
-        t += on + off
-    return x
-
-
 def binaural(src: np.ndarray, delay: int, gain_db: float) -> np.ndarray:
     """(n,) -> (n, 2): right ear delayed by ``delay`` samples and scaled (exact zeros stay zeros)."""
     right = np.zeros_like(src)
@@ -53,18 +45,10 @@ def binaural(src: np.ndarray, delay: int, gain_db: float) -> np.ndarray:
     return np.stack([src, right], axis=1)
 
 
-def lowpass(x: np.ndarray, cutoff_hz: float) -> np.ndarray:
-    """Brick-wall low-pass, silent samples kept exactly silent: band-limited speech-like bursts whose
-    upper bins hold nothing but rounding (as TTS or codec output resampled to 48 kHz)."""
-    spec = np.fft.rfft(x)
-    spec[np.fft.rfftfreq(len(x), 1 / SR) > cutoff_hz] = 0
-    return np.fft.irfft(spec, len(x)) * (x != 0)
-
-
 def cases(seed: int = 0) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     rng = np.random.default_rng(seed)
     n = int(1.5 * SR)
-    a, b = syllables(rng, n), syllables(rng, n)
+    a, b = bursts(rng, n), bursts(rng, n)
     out = {
         "band_limited": (binaural(lowpass(a, 4000), 7, 4.0), binaural(lowpass(b, 4000), 2, -3.0)),
         "digital_silence": (binaural(a, 7, 4.0), binaural(b, 2, -3.0)),
