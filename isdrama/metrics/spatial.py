@@ -524,15 +524,12 @@ R = TypeVar("R")
 
 
 @contextmanager
-def _single_threaded_ops(active: bool) -> Iterator[None]:
-    """While the block runs, torch ops use one intra-op thread (when ``active``); restored after.
+def _single_threaded_ops() -> Iterator[None]:
+    """While the block runs, torch ops use one intra-op thread; restored after, also on error.
 
     torch's intra-op thread count is process-wide: only the file API, which owns the process's
     CPU for the length of the call, changes it; the tensor API (`spatial_errors`, used during
     training) never does."""
-    if not active:
-        yield
-        return
     prev = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -547,15 +544,18 @@ def _map_pairs(fn: Callable[[Path, Path], R], pairs: list[tuple[Path, Path]], wo
     pairs, each single-threaded (parallel over pairs, not inside ops: no oversubscription)."""
     workers = min(len(pairs), workers or torch.get_num_threads())
     out: list[R] = []
-    with _single_threaded_ops(workers > 1), ThreadPoolExecutor(max_workers=workers) as pool:
-        if workers > 1:
-            results = (f.result() for f in [pool.submit(fn, g, h) for g, h in pairs])
-        else:
-            results = (fn(g, h) for g, h in pairs)
+
+    def collect(results) -> None:
         for r in results:
             out.append(r)
             if bar is not None:
                 bar.update(1)
+
+    if workers <= 1:
+        collect(fn(g, h) for g, h in pairs)
+        return out
+    with _single_threaded_ops(), ThreadPoolExecutor(max_workers=workers) as pool:
+        collect(f.result() for f in [pool.submit(fn, g, h) for g, h in pairs])
     return out
 
 
