@@ -145,3 +145,20 @@ def test_joined_sentences_pause_between_them():
     assert joined.pause_after[len(first.words) - 1] and not joined.pause_after[-1]
     with pytest.raises(ValueError):
         join_lines([first, random_line(rng, "en")])
+
+
+def test_word_cache_smaller_than_a_line_keeps_every_word():
+    """A full word cache evicts old entries while a line is synthesised; the line still gets
+    every word (the generator once failed with a KeyError on a Mandarin word here)."""
+    from isdrama.data.synth import tts
+
+    small = TTSConfig(cache_words=2)
+    voice = speaker_pool(1)[0]
+    words = ["one", "two", "three", "four", "two"]
+    tts._WORD_CACHE.clear()
+    audios = tts.word_audio(small, voice, "en", words)
+    assert len(audios) == 5 and all(a.size > 0 for a in audios)
+    assert audios[1] is audios[4]  # the same word, synthesised once
+    assert len(tts._WORD_CACHE) <= 2
+    full = tts.word_audio(TTSConfig(), voice, "en", words)
+    assert all(np.array_equal(a, b) for a, b in zip(audios, full))

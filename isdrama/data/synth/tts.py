@@ -191,7 +191,9 @@ def word_audio(cfg: TTSConfig, voice: Voice, language: str, words: Sequence[str]
     Words not cached yet are synthesised by up to ``cfg.parallel_calls`` espeak-ng processes at once.
     """
     keys = [(cfg, voice, language, w) for w in words]
-    todo = list(dict.fromkeys(k for k in keys if k not in _WORD_CACHE))
+    # this call's words are held here: evicting old entries below may drop any of them from the cache
+    found = {k: _WORD_CACHE[k] for k in dict.fromkeys(keys) if k in _WORD_CACHE}
+    todo = [k for k in dict.fromkeys(keys) if k not in found]
     binary = _espeak_binary(cfg) if todo else ""
     for start in range(0, len(todo), cfg.parallel_calls):
         running = []
@@ -209,8 +211,8 @@ def word_audio(cfg: TTSConfig, voice: Voice, language: str, words: Sequence[str]
             x.setflags(write=False)
             while len(_WORD_CACHE) >= cfg.cache_words:
                 _WORD_CACHE.pop(next(iter(_WORD_CACHE)))
-            _WORD_CACHE[key] = x
-    return [_WORD_CACHE[k] for k in keys]
+            _WORD_CACHE[key] = found[key] = x
+    return [found[k] for k in keys]
 
 
 def _uniform_samples(rng: np.random.Generator, bounds: tuple[float, float], sr: int) -> int:
