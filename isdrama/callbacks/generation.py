@@ -177,8 +177,8 @@ def _head(value: Any, n: int) -> Any:
 def take_lines(batch: Any, n: int) -> Any:
     """The first ``n`` lines of a batch, or the batch itself when it cannot be cut (then the
     callback crops the generated output instead). A DramaBatch is cut field by field (its
-    ``speakers`` vocabulary is kept whole); a tensor on dim 0; a mapping / tuple / list of
-    tensors per entry, entries that are lists of B items are cut too. Cut tensors are copies, so
+    ``speakers`` vocabulary is kept whole); a tensor on dim 0; another dataclass, a mapping / tuple /
+    list of tensors per entry, entries that are lists of B items are cut too. Cut tensors are copies, so
     the kept lines do not pin the whole batch's memory."""
     size = batch_size_of(batch)
     if n >= size:
@@ -201,6 +201,12 @@ def take_lines(batch: Any, n: int) -> Any:
         if isinstance(v, list) and len(v) == size:
             return v[:n]
         return v
+
+    if is_dataclass(batch) and not isinstance(batch, type):  # e.g. the codec stage's CodecBatch
+        out = copy.copy(batch)
+        for f in fields(batch):
+            setattr(out, f.name, cut(getattr(batch, f.name)))
+        return out
 
     if isinstance(batch, Mapping):
         return {k: cut(v) for k, v in batch.items()}

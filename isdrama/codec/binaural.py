@@ -38,12 +38,50 @@ from einops import rearrange
 from torch import nn
 
 from isdrama.codec.config import CodecConfig
-from isdrama.codec.weights import build_encodec, load_weights, save_codec_state
+from isdrama.codec.weights import build_encodec, checkpoint_architecture, load_weights, save_codec_state
 
 #: Bump when anything outside the weights that changes tokens changes (packing, padding,
 #: normalisation or the resampler in ``prepare_audio``, the nearest-code search); it is part of
 #: ``config_key``. 2: nearest codes in float64 (``quantize``).
 TOKEN_FORMAT_VERSION = 2
+
+
+def nearest_codes(layers, emb: torch.Tensor) -> torch.Tensor:
+    """Residual nearest-code search of EnCodec RVQ ``layers`` in float64: emb (N, D, T) -> codes
+    (len(layers), N, T) long; identical codes count as one, the lowest index (see
+    :meth:`BinauralCodec.quantize`; the codec stage's validation round trip uses it too)."""
+    n, t = emb.shape[0], emb.shape[2]
+    codes = []
+    residual = rearrange(emb, "n d t -> (n t) d").double()
+    for layer in layers:
+        if not isinstance(layer.project_in, nn.Identity):
+            raise NotImplementedError("quantize: codebooks with an input projection")
+        book = layer._codebook.embed.double()  # (K, D)
+        _, group = torch.unique(book, dim=0, return_inverse=True)
+        first = torch.full((int(group.max()) + 1,), book.shape[0], dtype=torch.long, device=book.device)
+        first = first.scatter_reduce(0, group, torch.arange(book.shape[0], device=book.device), "amin")
+        dist = book.pow(2).sum(1) - 2.0 * residual @ book.T  # + |x|^2, the same for every code
+        idx = first[group[dist.argmin(1)]]
+        codes.append(idx)
+        residual = residual - book[idx]
+    return rearrange(torch.stack(codes), "q (n t) -> q n t", n=n, t=t)
+
+
+def adopt_checkpoint_architecture(config: CodecConfig) -> CodecConfig:
+    """``config`` with the architecture its checkpoint was saved with (a trained codec's file
+    carries it, so ``codec.checkpoint=PATH`` alone is enough). A different architecture in the
+    config itself is an error naming both."""
+    if config.checkpoint is None:
+        return config
+    saved = checkpoint_architecture(config.checkpoint)
+    if saved is None:
+        return config
+    mine = None if config.architecture is None else config.architecture.to_dict()
+    if mine is not None and mine != saved:
+        raise ValueError(
+            f"{config.checkpoint}: the checkpoint holds codec architecture {saved}, but codec.architecture is {mine}"
+        )
+    return CodecConfig.from_dict({**config.to_dict(), "architecture": saved})
 
 
 class BinauralCodec(nn.Module):
@@ -58,9 +96,15 @@ class BinauralCodec(nn.Module):
             config = CodecConfig(**overrides)
         elif overrides:
             config = CodecConfig.from_dict({**config.to_dict(), **overrides})
+        config = adopt_checkpoint_architecture(config)
         self.config = config
         self.spec = config.spec
-        self.model = build_encodec(self.spec, config.seed)
+        self.model = build_encodec(self.spec, config.seed, config.architecture)
+        if config.n_q > len(self.model.quantizer.vq.layers):
+            raise ValueError(
+                f"codec.bandwidth {config.bandwidth:g} kbps needs {config.n_q} codebooks but this codec has "
+                f"{len(self.model.quantizer.vq.layers)} (codec.architecture.n_q); choose a lower bandwidth"
+            )
         self.weights_source = load_weights(self.model, config)
         self.model.set_target_bandwidth(config.bandwidth)
         if (
@@ -87,6 +131,13 @@ class BinauralCodec(nn.Module):
     def frame_rate(self) -> float:
         """Model frames per second (75 for both models)."""
         return self.sample_rate / self.hop_length
+
+    @property
+    def input_scale(self) -> float:
+        """The encoder sees the waveform times this and the decoder's output is divided by it
+        (a trained codec's ``architecture.input_scale``; 1 for the published models)."""
+        arch = self.config.architecture
+        return 1.0 if arch is None else float(arch.input_scale)
 
     @property
     def n_q(self) -> int:
@@ -192,7 +243,7 @@ class BinauralCodec(nn.Module):
             wav = wav / (rms + 1e-8)
         if self.spec.channels == 1:
             wav = rearrange(wav, "b e s -> (b e) 1 s")
-        emb = self.model.encoder(wav)
+        emb = self.model.encoder(wav * self.input_scale)
         return self._from_encodec_latent(emb, batch)
 
     @torch.no_grad()
@@ -209,23 +260,8 @@ class BinauralCodec(nn.Module):
         """
         self._check_latent(latent)
         emb = self._to_encodec_latent(latent.to(self.device, torch.float32))  # (N, D, T')
-        n, t = emb.shape[0], emb.shape[2]
-        codes = []
-        for layer in self.model.quantizer.vq.layers[: self.n_q]:
-            if not isinstance(layer.project_in, nn.Identity):
-                raise NotImplementedError("quantize: codebooks with an input projection")
-            if not codes:
-                residual = rearrange(emb, "n d t -> (n t) d").double()
-            book = layer._codebook.embed.double()  # (K, D)
-            _, group = torch.unique(book, dim=0, return_inverse=True)
-            first = torch.full((int(group.max()) + 1,), book.shape[0], dtype=torch.long, device=book.device)
-            first = first.scatter_reduce(0, group, torch.arange(book.shape[0], device=book.device), "amin")
-            dist = book.pow(2).sum(1) - 2.0 * residual @ book.T  # + |x|^2, the same for every code
-            idx = first[group[dist.argmin(1)]]
-            codes.append(idx)
-            residual = residual - book[idx]
-        out = rearrange(torch.stack(codes), "q (n t) -> q n t", n=n, t=t)
-        return self._from_encodec_codes(out, latent.shape[0])
+        codes = nearest_codes(self.model.quantizer.vq.layers[: self.n_q], emb)
+        return self._from_encodec_codes(codes, latent.shape[0])
 
     @torch.no_grad()
     def encode(self, wav: torch.Tensor) -> torch.Tensor:
@@ -246,7 +282,7 @@ class BinauralCodec(nn.Module):
         """latent (B, 2D, T) -> wav (B, 2, T * hop_length) at ``sample_rate``."""
         self._check_latent(latent)
         batch = latent.shape[0]
-        wav = self.model.decoder(self._to_encodec_latent(latent.to(self.device, torch.float32)))
+        wav = self.model.decoder(self._to_encodec_latent(latent.to(self.device, torch.float32))) / self.input_scale
         if self.spec.channels == 1:
             wav = rearrange(wav, "(b e) 1 s -> b e s", b=batch, e=2)
         return wav
@@ -277,6 +313,8 @@ class BinauralCodec(nn.Module):
             "token_format": TOKEN_FORMAT_VERSION,
             "weights": self.weights_digest(),
         }
+        if self.config.architecture is not None:  # e.g. a Vocos bandwidth embedding choice
+            identity["architecture"] = self.config.architecture.to_dict()
         return hashlib.sha1(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:length]
 
     def describe(self) -> dict:

@@ -122,6 +122,9 @@ class CodecConfig:
     normalize: scale each clip to unit RMS before encoding (None = the model's own default:
         off for 24 kHz, on for 48 kHz). The scale is not part of the tokens.
     kmeans: codebook initialisation settings (see :class:`KMeansConfig`).
+    architecture: None = the published EnCodec model; else a trained codec's widths and decoder
+        (:class:`isdrama.codec.architecture.CodecArchitecture`, configs/model/codec). A codec
+        checkpoint carries its architecture, so ``checkpoint`` alone is enough to load one.
     """
 
     model: str = "encodec_24khz"
@@ -131,6 +134,7 @@ class CodecConfig:
     seed: int = 0
     normalize: Optional[bool] = None
     kmeans: KMeansConfig = field(default_factory=KMeansConfig)
+    architecture: Optional[Any] = None
 
     def __post_init__(self) -> None:
         if self.model not in MODEL_SPECS:
@@ -150,6 +154,10 @@ class CodecConfig:
             self.checkpoint = str(self.checkpoint)
         if isinstance(self.kmeans, Mapping):
             self.kmeans = build_config(KMeansConfig, self.kmeans, "codec.kmeans")
+        if isinstance(self.architecture, Mapping):
+            from isdrama.codec.architecture import CodecArchitecture
+
+            self.architecture = CodecArchitecture.from_dict(self.architecture)
 
     @property
     def spec(self) -> EncodecSpec:
@@ -166,7 +174,7 @@ class CodecConfig:
         return max(1, math.floor(self.bandwidth * 1000 / (bits_per_codebook * self.spec.encodec_frame_rate)))
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return asdict(self)  # the architecture (a dataclass) becomes a plain dict too
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "CodecConfig":

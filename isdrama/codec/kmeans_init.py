@@ -138,19 +138,32 @@ def init_codebooks_kmeans(
         raise ValueError(f"n_layers must be in [1, {len(layers)}], got {n_layers}")
     generator = torch.Generator().manual_seed(config.seed)
     samples = collect_latent_frames(codec, audio, config.max_frames, generator)
+    report = kmeans_init_layers(layers[:n_layers], samples, config.n_iters, config.chunk_size, generator, progress)
+    if not codec.weights_source.endswith("+kmeans"):
+        codec.weights_source += "+kmeans"
+    return report
+
+
+@torch.no_grad()
+def kmeans_init_layers(
+    layers: Iterable, samples: torch.Tensor, n_iters: int, chunk_size: int, generator: torch.Generator, progress: bool
+) -> KMeansReport:
+    """k-means-initialise EnCodec RVQ ``layers`` (``VectorQuantization`` modules) in place on latent
+    frames ``samples`` (N, D): layer l on the residual left by layers 0..l-1 (see
+    :func:`init_codebooks_kmeans`; the codec training stage calls this when it turns the quantiser on)."""
+    layers = list(layers)
+    samples = samples.float()
     total_energy = (samples - samples.mean(dim=0)).pow(2).mean().clamp(min=1e-12)
-    report = KMeansReport(n_frames=int(samples.shape[0]), n_layers=n_layers)
+    report = KMeansReport(n_frames=int(samples.shape[0]), n_layers=len(layers))
     residual = samples
-    for layer in tqdm(layers[:n_layers], desc="k-means RVQ layers", unit="layer", disable=not progress):
+    for layer in tqdm(layers, desc="k-means RVQ layers", unit="layer", disable=not progress):
         book = layer._codebook
-        centroids, counts = kmeans(residual, book.codebook_size, config.n_iters, generator, config.chunk_size)
+        centroids, counts = kmeans(residual, book.codebook_size, n_iters, generator, chunk_size)
         book.embed.data.copy_(centroids)
         book.cluster_size.data.copy_(counts)
         book.embed_avg.data.copy_(centroids * counts.unsqueeze(1))
         book.inited.data.fill_(1.0)
-        residual = residual - centroids[nearest(residual, centroids, config.chunk_size)]
+        residual = residual - centroids[nearest(residual, centroids, chunk_size)]
         report.residual_energy.append(float(residual.pow(2).mean() / total_energy))
         report.used_codes.append(int((counts > 0).sum()))
-    if not codec.weights_source.endswith("+kmeans"):
-        codec.weights_source += "+kmeans"
     return report

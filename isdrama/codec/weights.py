@@ -36,8 +36,10 @@ class RandomCodecWeightsWarning(UserWarning):
     """The codec runs with random weights (pretrained weights were wanted but not available)."""
 
 
-def build_encodec(spec: EncodecSpec, seed: int) -> EncodecModel:
-    """A randomly initialised EnCodec model of ``spec``, reproducible from ``seed``.
+def build_encodec(spec: EncodecSpec, seed: int, architecture=None) -> EncodecModel:
+    """A randomly initialised EnCodec model of ``spec`` (the published architecture, or
+    ``architecture``, a :class:`~isdrama.codec.architecture.CodecArchitecture`), reproducible
+    from ``seed``.
 
     The global torch RNG is left as it was. Codebooks are zeros with ``inited`` = 0 (EnCodec's
     ``kmeans_init``), exactly as EnCodec builds them before training.
@@ -46,9 +48,29 @@ def build_encodec(spec: EncodecSpec, seed: int) -> EncodecModel:
     with torch.random.fork_rng(devices=[]), warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*weight_norm.*", category=FutureWarning)
         torch.manual_seed(seed)
-        model = builders[spec.name](pretrained=False)
+        if architecture is None:
+            model = builders[spec.name](pretrained=False)
+        else:
+            from isdrama.codec.architecture import build_encodec_model
+
+            model = build_encodec_model(spec, architecture)
     model.name = spec.name
     return model
+
+
+def checkpoint_architecture(path: Path | str) -> Optional[dict]:
+    """The architecture an isdrama codec checkpoint was saved with (None: the published EnCodec
+    architecture, or a file that is not an isdrama codec checkpoint)."""
+    path = Path(path).expanduser()
+    if not path.is_file() or _OFFICIAL_NAME.match(path.name):
+        return None
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise ValueError(f"{path}: cannot read codec.checkpoint: {exc}") from exc
+    if isinstance(obj, dict) and obj.get("format") == CHECKPOINT_FORMAT:
+        return obj.get("config", {}).get("architecture")
+    return None
 
 
 def download_pretrained_state(spec: EncodecSpec) -> dict[str, torch.Tensor]:
@@ -124,6 +146,12 @@ def load_weights(model: EncodecModel, config: CodecConfig) -> str:
         return f"checkpoint:{config.checkpoint}"
     if config.pretrained == "false":
         return f"random(seed={config.seed})"
+    if config.architecture is not None:
+        raise ValueError(
+            "codec.architecture describes a trained codec: load it with codec.checkpoint=PATH (a file "
+            "written by `python train.py experiment=codec_demo`); EnCodec's pretrained weights fit only "
+            "the published architecture (codec.architecture=null). codec.pretrained=false gives random weights."
+        )
     try:
         state = download_pretrained_state(spec)
     except Exception as exc:

@@ -141,6 +141,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bandwidth", type=float, default=6.0, help="codec kbps")
     parser.add_argument("--model", default="encodec_24khz")
     parser.add_argument("--pretrained", default="auto", choices=["auto", "true", "false"])
+    parser.add_argument(
+        "--codec-checkpoint",
+        default=None,
+        help="codec weights: a trained codec (python train.py experiment=codec_demo) or EnCodec's file",
+    )
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--quiet", action="store_true")
 
@@ -148,7 +153,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from isdrama.data.schema import DataError
 
-    codec_config = {"model": args.model, "bandwidth": args.bandwidth, "pretrained": args.pretrained}
+    codec_config = {
+        "model": args.model,
+        "bandwidth": args.bandwidth,
+        "pretrained": args.pretrained,
+        "checkpoint": args.codec_checkpoint,
+    }
     try:
         n = resynthesize(
             args.root,

@@ -18,3 +18,14 @@ def gather_lists(rows: list[Any]) -> list[Any]:
 
 
 __all__ = ["gather_lists"]
+
+
+def broadcast_module_buffers(module: Any, src: int = 0) -> None:
+    """Copy rank ``src``'s buffers of ``module`` to every rank (no-op without a process group);
+    e.g. codebooks initialised by k-means on one rank's data."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    for buf in module.buffers():
+        dist.broadcast(buf.data, src)
