@@ -147,29 +147,18 @@ def build_encodec_model(spec: EncodecSpec, arch: CodecArchitecture):
 
     if spec.channels != 1 or spec.frames_per_step != 1:
         raise NotImplementedError(f"codec.architecture: only the per-ear 24 kHz layout is trainable, not {spec.name}")
-    common = dict(channels=spec.channels, dimension=spec.dimension, causal=spec.causal, norm="weight_norm")
     if arch.encoder_kind == "stft":
         from isdrama.codec.stft_encoder import StftEncoder
 
         encoder = StftEncoder(spec.dimension, spec.hop_length, arch.stft_encoder)
     else:
-        e = arch.encoder
-        encoder = SEANetEncoder(
-            n_filters=e.n_filters, n_residual_layers=e.n_residual_layers, lstm=e.lstm, ratios=list(e.ratios), **common
-        )
-        if encoder.hop_length != spec.hop_length:
-            raise ValueError(f"encoder hop {encoder.hop_length} != {spec.name}'s {spec.hop_length}")
+        encoder = _seanet(SEANetEncoder, arch.encoder, spec, "encoder")
     if arch.decoder == "vocos":
         from isdrama.codec.vocos_decoder import VocosDecoder
 
         decoder = VocosDecoder(spec.dimension, spec.hop_length, arch.vocos)
     else:
-        d = arch.seanet_decoder
-        decoder = SEANetDecoder(
-            n_filters=d.n_filters, n_residual_layers=d.n_residual_layers, lstm=d.lstm, ratios=list(d.ratios), **common
-        )
-        if decoder.hop_length != spec.hop_length:
-            raise ValueError(f"decoder hop {decoder.hop_length} != {spec.name}'s {spec.hop_length}")
+        decoder = _seanet(SEANetDecoder, arch.seanet_decoder, spec, "decoder")
     quantizer = ResidualVectorQuantizer(
         dimension=spec.dimension,
         n_q=int(arch.n_q),
@@ -180,3 +169,20 @@ def build_encodec_model(spec: EncodecSpec, arch: CodecArchitecture):
     bits = math.log2(spec.codebook_size) * spec.encodec_frame_rate / 1000
     bandwidths = [b for b in spec.bandwidths if math.floor(b / bits + 1e-9) <= arch.n_q]
     return EncodecModel(encoder, decoder, quantizer, bandwidths, spec.sample_rate, spec.channels, name=spec.name)
+
+
+def _seanet(cls, cfg: SeanetConfig, spec: EncodecSpec, what: str):
+    """A SEANet encoder or decoder of ``cfg``'s widths with ``spec``'s channels, latent and causality."""
+    net = cls(
+        channels=spec.channels,
+        dimension=spec.dimension,
+        causal=spec.causal,
+        norm="weight_norm",
+        n_filters=cfg.n_filters,
+        n_residual_layers=cfg.n_residual_layers,
+        lstm=cfg.lstm,
+        ratios=list(cfg.ratios),
+    )
+    if net.hop_length != spec.hop_length:
+        raise ValueError(f"{what} hop {net.hop_length} != {spec.name}'s {spec.hop_length} (codec.architecture ratios)")
+    return net

@@ -133,6 +133,15 @@ class BinauralCodec(nn.Module):
         return self.sample_rate / self.hop_length
 
     @property
+    def causal(self) -> bool:
+        """Zero padding at the end leaves earlier tokens unchanged (so lines of other lengths may
+        be encoded in one padded batch): the published models' fact, and a trained codec's SEANet
+        encoder (causal convolutions); the STFT encoder's centred frames and ConvNeXt blocks see
+        the future."""
+        arch = self.config.architecture
+        return self.spec.causal and (arch is None or arch.encoder_kind == "seanet")
+
+    @property
     def input_scale(self) -> float:
         """The encoder sees the waveform times this and the decoder's output is divided by it
         (a trained codec's ``architecture.input_scale``; 1 for the published models)."""

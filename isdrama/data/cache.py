@@ -299,7 +299,7 @@ class TokenCache:
                 )
             lengths[sha1] = info.frames
         order = sorted(pending, key=lambda s: (lengths[s], s))
-        if self.codec.spec.causal:
+        if self.codec.causal:
             groups = [order]
         else:
             groups, current = [], []
