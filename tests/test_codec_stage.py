@@ -302,9 +302,7 @@ def test_codec_batches_collate_and_cut_for_the_validation_callback():
     from isdrama.callbacks.generation import batch_size_of, take_lines
     from isdrama.data.codec_audio import collate_clips
 
-    items = [
-        {"wav": torch.ones(2, n), "length": n, "name": f"l{n}", "text": "t", "language": "en"} for n in (5, 3, 4)
-    ]
+    items = [{"wav": torch.ones(2, n), "length": n, "name": f"l{n}", "text": "t", "language": "en"} for n in (5, 3, 4)]
     batch = collate_clips(items)
     assert batch.wav.shape == (3, 2, 5) and batch.lengths.tolist() == [5, 3, 4]
     assert float(batch.wav[1, :, 3:].abs().sum()) == 0.0  # zero-padded after the length
