@@ -5,6 +5,7 @@ Usage:
     .venv/bin/python bench/bench_codec_step.py --preset encodec --batch-size 8 --segment 1.0
     .venv/bin/python bench/bench_codec_step.py --device cuda --preset encodec --batch-size 32
     .venv/bin/python bench/bench_codec_step.py --adversarial             # + Vocos' discriminators
+    .venv/bin/python bench/bench_codec_step.py --set model.architecture.encoder_kind=seanet
 
 Builds the codec stage's LightningModule from the real configs (experiment=codec_demo, the chosen
 model/codec_architecture preset), turns the quantiser on (k-means on one batch) and times full
@@ -37,6 +38,7 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--adversarial", action="store_true")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="extra Hydra overrides")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
 
@@ -49,6 +51,7 @@ def main(argv=None) -> int:
     overrides = ["experiment=codec_demo", f"model/codec_architecture@model.architecture={args.preset}"]
     if args.adversarial:
         overrides.append("model.losses.adversarial.enabled=true")
+    overrides += args.set
     with initialize_config_dir(version_base="1.3", config_dir=str(ROOT / "configs")):
         cfg = compose(config_name="train", overrides=overrides)
     module = instantiate(cfg.model, _recursive_=False).to(args.device).train()
@@ -97,6 +100,7 @@ def main(argv=None) -> int:
         json.dumps(
             {
                 "preset": args.preset,
+                "overrides": args.set,
                 "adversarial": args.adversarial,
                 "params_M": round(n_params, 2),
                 "batch_size": args.batch_size,
