@@ -96,8 +96,6 @@ def evaluate_round_trip(
     ``cer_on_original``: the same for every codec, so one run is enough); every other score on all
     lines. Writes ``out/gt``, ``out/infer`` and ``out/report.json``.
     """
-    import torch
-
     from isdrama.codec import BinauralCodec, CodecConfig
     from isdrama.data.audio import read_audio
     from isdrama.inference.resynth import select_lines
@@ -117,7 +115,12 @@ def evaluate_round_trip(
         raise ValueError(
             f"codec {codec.weights_source}: RVQ layers {codec.uninitialised_layers} were never initialised"
         )
-    torch.set_grad_enabled(False)
+    # speech suites first: a missing backend fails before any audio is encoded
+    sim_suite = SpeechMetrics(SpeechMetricsConfig(metrics=("sim",)))
+    cer_suite = SpeechMetrics(SpeechMetricsConfig(metrics=("cer",), lang=cer_language, cer_on_gt=cer_on_original))
+    for suite, metric in ((sim_suite, "sim"), (cer_suite, "cer")):
+        if metric in suite.unavailable:
+            raise RuntimeError(f"{metric} is unavailable: {suite.unavailable[metric]}")
     names = round_trip_lines(codec, lines, out, progress)
     report = RoundTripReport(codec=codec.weights_source, bandwidth=codec.config.bandwidth, lines=len(lines))
     report.extra = {"split": split, "root": str(root), "config_key": codec.config_key()}
@@ -128,11 +131,12 @@ def evaluate_round_trip(
     for name, row in spatial.per_file.items():
         report.per_line.setdefault(name, {}).update({k: float(v) for k, v in row.items()})
 
-    # per-line broadband cues and the pose side
+    # per line: broadband cues, the pose side, SIM of the round trip to the original (all lines),
+    # CER (lines in cer_language)
     lateral = []
     for line, name in zip(lines, names):
-        gt, sr = read_audio(out / "gt" / f"{name}.wav")
-        rt, _ = read_audio(out / "infer" / f"{name}.wav")
+        gt, gt_sr = read_audio(out / "gt" / f"{name}.wav")
+        rt, rt_sr = read_audio(out / "infer" / f"{name}.wav")
         side = lateral_side(np.load(line.pose_path, allow_pickle=False), margin_deg) if line.pose_path else None
         row = report.per_line.setdefault(name, {})
         row.update(
@@ -140,23 +144,12 @@ def evaluate_round_trip(
             side=side,
             ild_gt_db=broadband_ild_db(gt),
             ild_rt_db=broadband_ild_db(rt),
-            itd_gt_s=gcc_phat_itd(gt, sr),
-            itd_rt_s=gcc_phat_itd(rt, sr),
+            itd_gt_s=gcc_phat_itd(gt, gt_sr),
+            itd_rt_s=gcc_phat_itd(rt, rt_sr),
         )
         if side is not None:
             lateral.append(row)
-
-    # speech: SIM of the round trip to the original (all lines), CER (English lines)
-    sim_suite = SpeechMetrics(SpeechMetricsConfig(metrics=("sim",)))
-    cer_suite = SpeechMetrics(SpeechMetricsConfig(metrics=("cer",), lang=cer_language, cer_on_gt=cer_on_original))
-    for suite, metric in ((sim_suite, "sim"), (cer_suite, "cer")):
-        if metric in suite.unavailable:
-            raise RuntimeError(f"{metric} is unavailable: {suite.unavailable[metric]}")
-    for line, name in zip(lines, names):
-        gt, gt_sr = read_audio(out / "gt" / f"{name}.wav")
-        rt, rt_sr = read_audio(out / "infer" / f"{name}.wav")
         item = SpeechItem(name, rt, rt_sr, gt=gt, gt_sr=gt_sr, text=line.text)
-        row = report.per_line[name]
         row["sim"] = sim_suite.score([item])[0].get("sim_gt")
         if line.language == cer_language:
             scored = cer_suite.score([item])[0]

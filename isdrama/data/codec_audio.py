@@ -122,14 +122,13 @@ class EpochShuffle(Sampler):
         return self.n
 
 
-def collate_clips(items: Sequence[Mapping[str, Any]], length: Optional[int] = None) -> CodecBatch:
-    """Pad clips to the longest (or ``length``) and stack them into a CodecBatch."""
-    S = length or max(int(it["length"]) for it in items)
+def collate_clips(items: Sequence[Mapping[str, Any]]) -> CodecBatch:
+    """Pad clips to the longest and stack them into a CodecBatch."""
+    S = max(int(it["length"]) for it in items)
     wav = torch.zeros(len(items), 2, S)
     for b, it in enumerate(items):
-        n = min(S, int(it["length"]))
-        wav[b, :, :n] = it["wav"][:, :n]
-    lengths = torch.tensor([min(S, int(it["length"])) for it in items], dtype=torch.long)
+        wav[b, :, : int(it["length"])] = it["wav"]
+    lengths = torch.tensor([int(it["length"]) for it in items], dtype=torch.long)
     return CodecBatch(
         wav, lengths, [it["name"] for it in items], [it["text"] for it in items], [it["language"] for it in items]
     )

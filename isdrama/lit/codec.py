@@ -88,8 +88,14 @@ class CodecModule(pl.LightningModule):
         self.q_bandwidths = sorted(float(b) for b in q["bandwidths"])
         self.q_full_p = float(q["full_bandwidth_probability"])
         self.q_kmeans = dict(q["kmeans"])
-        for bw in self.q_bandwidths:
-            self.model.quantizer.get_num_quantizers_for_bandwidth(self.spec.encodec_frame_rate, bw)
+        most = self.model.quantizer.get_num_quantizers_for_bandwidth(
+            self.spec.encodec_frame_rate, self.q_bandwidths[-1]
+        )
+        if most > self.arch.n_q:  # EnCodec's RVQ would silently use only the n_q layers there are
+            raise ValueError(
+                f"model.quantizer.bandwidths: {self.q_bandwidths[-1]:g} kbps needs {most} codebooks, "
+                f"model.architecture.n_q is {self.arch.n_q}"
+            )
         self.register_buffer("quantizer_on", torch.tensor(self.q_warmup == 0 or self.init_source["encodec"]))
         #: training steps done (generator updates); Lightning's global_step counts every optimiser
         self.register_buffer("steps_done", torch.tensor(0, dtype=torch.long))
@@ -205,7 +211,7 @@ class CodecModule(pl.LightningModule):
             : self.model.quantizer.get_num_quantizers_for_bandwidth(self.spec.encodec_frame_rate, self.q_bandwidths[-1])
         ]
         report = kmeans_init_layers(
-            layers, samples.cpu(), int(self.q_kmeans["n_iters"]), int(self.q_kmeans["chunk_size"]), generator, False
+            layers, samples, int(self.q_kmeans["n_iters"]), int(self.q_kmeans["chunk_size"]), generator, False
         )
         broadcast_module_buffers(self.model.quantizer)
         self.quantizer_on.fill_(True)

@@ -45,12 +45,19 @@ def gcc_phat_itd(wav: np.ndarray, sample_rate: int, max_itd_s: float = 1e-3, int
 
 def lateral_side(pose: np.ndarray, margin_deg: float = 22.5) -> Optional[int]:
     """+1 (left), -1 (right) or None (within ``margin_deg`` of the median plane) from a pose track
-    (T, >= 3) in listener-centric metres (x to the right): the side of the mean position, as the
-    pose-encoder probes label it (``isdrama.lit.probes.pose_labels``)."""
-    xyz = np.asarray(pose, dtype=np.float64)[:, :3]
+    (T, >= 3) in listener-centric metres (x to the right): the side of the mean position, exactly
+    as the pose-encoder probes label it (:func:`isdrama.lit.probes.pose_labels`, ``left_right``)."""
+    import torch
+
+    from isdrama.lit.probes import LabelConfig, pose_labels
+
+    xyz = torch.as_tensor(np.asarray(pose, dtype=np.float64)[:, :3])
     if xyz.shape[0] == 0:
         return None
-    x, y = xyz[:, 0].mean(), xyz[:, 1].mean()
-    if np.degrees(np.arctan2(abs(x), abs(y))) <= margin_deg:
-        return None
-    return 1 if x < 0 else -1
+    xyz = torch.nn.functional.pad(xyz, (0, 6))[None]  # (1, T, 9): only x, y, z are read
+    label = int(
+        pose_labels(xyz, torch.ones(xyz.shape[:2], dtype=torch.bool), LabelConfig(lateral_margin_deg=margin_deg))[
+            "left_right"
+        ]
+    )
+    return None if label < 0 else (-1 if label == 1 else 1)  # probes: 1 = x > 0 = right
