@@ -17,9 +17,9 @@ from typing import Any, Callable, Optional
 import pytorch_lightning as pl
 from torch.utils.data import DataLoader
 
-from isdrama.data.dataset import ContentTokenizer, DramaCollator, DramaLineDataset, ItemOptions, TokenLoader
+from isdrama.data.dataset import ContentTokenizer, DramaCollator, DramaLineDataset, F0Loader, ItemOptions, TokenLoader
 from isdrama.data.mrsdrama import load_dataset
-from isdrama.data.sampler import FrameBudgetBatchSampler
+from isdrama.data.sampler import FrameBudgetBatchSampler, ResumableDataLoader
 from isdrama.data.schema import DatasetIndex, DramaLine
 from isdrama.data.splits import DEFAULT_SEED, DEFAULT_TEST_FRACTION, DEFAULT_VAL_FRACTION, SPLITS, Splits, ensure_splits
 from isdrama.data.video_frames import VideoFrameCache
@@ -81,6 +81,7 @@ class DramaDataModule(pl.LightningDataModule):
         tokenizer: optional content tokenizer (words + frames -> token ids + frames).
         prepare: optional callable run once on rank 0 in ``prepare_data`` (e.g. synthesise the
             demo dataset and tokenise it when missing).
+        f0_loader: reads a line's F0 targets (required when ``config.items.load_f0``).
     """
 
     def __init__(
@@ -90,12 +91,14 @@ class DramaDataModule(pl.LightningDataModule):
         tokenizer: Optional[ContentTokenizer] = None,
         prepare: Optional[Callable[[], Any]] = None,
         lazy_token_loader: bool = False,
+        f0_loader: Optional[F0Loader] = None,
     ):
         super().__init__()
         self.config = config
         self.token_loader = token_loader
         self._lazy_token_loader = lazy_token_loader
         self.tokenizer = tokenizer
+        self.f0_loader = f0_loader
         self._prepare = prepare
         self.index: Optional[DatasetIndex] = None
         self.datasets: dict[str, DramaLineDataset] = {}
@@ -159,6 +162,7 @@ class DramaDataModule(pl.LightningDataModule):
                 tokenizer=self.tokenizer,
                 train=split == "train",
                 seed=cfg.seed,
+                f0_loader=self.f0_loader,
             )
 
     def collator(self) -> DramaCollator:
@@ -185,7 +189,7 @@ class DramaDataModule(pl.LightningDataModule):
             drop_last=loader_cfg.drop_last,
             on_epoch=dataset.set_epoch,
         )
-        return DataLoader(
+        return ResumableDataLoader(
             dataset,
             batch_sampler=sampler,
             collate_fn=self.collator(),

@@ -24,6 +24,8 @@ from isdrama.data.video_frames import VideoFrameCache
 ContentTokenizer = Callable[[Sequence[str], Sequence[int], str], tuple[torch.Tensor, torch.Tensor]]
 #: line -> tokens (2, n_q, T) int array — e.g. TokenCache.load.
 TokenLoader = Callable[[DramaLine], np.ndarray]
+#: (line, frames) -> F0 (2 ears, [log F0, voiced], T) float array — e.g. F0Cache.load.
+F0Loader = Callable[[DramaLine, int], np.ndarray]
 
 
 @dataclass(frozen=True)
@@ -38,6 +40,7 @@ class ItemOptions:
         video_fps: video sampling rate (4 in the paper).
         video_size: (H, W) of video frames.
         prompt_max_frames: longest speaker prompt (frames); 0 disables prompts.
+        load_f0: read the line's binaural F0 targets (needs an F0 loader, e.g. ``F0Cache``).
     """
 
     frame_rate: float
@@ -47,6 +50,7 @@ class ItemOptions:
     video_fps: float = 4.0
     video_size: tuple[int, int] = (64, 64)
     prompt_max_frames: int = 225
+    load_f0: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "video_size", tuple(self.video_size))  # a YAML list -> (H, W)
@@ -92,6 +96,8 @@ class DramaItem:
     prompt_tokens: Optional[torch.Tensor] = None  # (2, n_q, Tp) long
     content_ids: Optional[torch.Tensor] = None  # (L,) long
     content_frames: Optional[torch.Tensor] = None  # (L,) long, sums to T
+    f0: Optional[torch.Tensor] = None  # (T, 2) log F0 (log Hz, 0 unvoiced), left / right
+    f0_voiced: Optional[torch.Tensor] = None  # (T, 2) bool
 
 
 class DramaLineDataset(Dataset):
@@ -105,6 +111,7 @@ class DramaLineDataset(Dataset):
         tokenizer: optional content tokenizer (words -> token ids with frame durations).
         train: random speaker-prompt choice/crop (else deterministic).
         seed: base seed of the random choices.
+        f0_loader: reads a line's F0 targets (required when ``options.load_f0``).
     """
 
     def __init__(
@@ -116,11 +123,15 @@ class DramaLineDataset(Dataset):
         tokenizer: Optional[ContentTokenizer] = None,
         train: bool = False,
         seed: int = 0,
+        f0_loader: Optional[F0Loader] = None,
     ):
         if options.load_tokens and token_loader is None:
             raise ValueError("load_tokens=True needs a token_loader (e.g. TokenCache.load)")
         if options.load_video and video_cache is None:
             raise ValueError("load_video=True needs a VideoFrameCache")
+        if options.load_f0 and f0_loader is None:
+            raise ValueError("load_f0=True needs an f0_loader (e.g. F0Cache.load)")
+        self.f0_loader = f0_loader
         self.lines = list(lines)
         self.options = options
         self.token_loader = token_loader
@@ -209,6 +220,9 @@ class DramaLineDataset(Dataset):
             item.prompt_tokens = self._prompt(index, line)
         if self.tokenizer is not None:
             item.content_ids, item.content_frames = self.tokenizer(item.words, word_frames.tolist(), item.language)
+        if opts.load_f0:
+            f0 = torch.from_numpy(np.asarray(self.f0_loader(line, frames), dtype=np.float32))
+            item.f0, item.f0_voiced = f0[:, 0].T.contiguous(), f0[:, 1].T > 0.5
         return item
 
 
@@ -237,6 +251,8 @@ class DramaBatch:
     content_ids: Optional[torch.Tensor] = None  # (B, L) long
     content_frames: Optional[torch.Tensor] = None  # (B, L) long
     content_mask: Optional[torch.Tensor] = None  # (B, L) bool
+    f0: Optional[torch.Tensor] = None  # (B, T, 2) log F0 (log Hz, 0 unvoiced), left / right
+    f0_voiced: Optional[torch.Tensor] = None  # (B, T, 2) bool
     speakers: list[str] = field(default_factory=list)
 
     def __len__(self) -> int:
@@ -297,4 +313,7 @@ class DramaCollator:
         if all(it.content_ids is not None for it in items):
             batch.content_ids, batch.content_mask = pad_stack([it.content_ids for it in items], dim=0)
             batch.content_frames, _ = pad_stack([it.content_frames for it in items], dim=0)
+        if all(it.f0 is not None for it in items):
+            batch.f0, _ = pad_stack([it.f0 for it in items], dim=0)
+            batch.f0_voiced, _ = pad_stack([it.f0_voiced for it in items], dim=0)
         return batch

@@ -57,13 +57,20 @@ class TokenCacheOpener:
 
 
 class DatasetPreparer:
-    """Picklable ``prepare_data`` step: synthesise a missing dataset, then fill the token cache."""
+    """Picklable ``prepare_data`` step: synthesise a missing dataset, then fill the token cache
+    and (with ``f0_cache``) the F0 targets."""
 
     def __init__(
-        self, root: Path, synth: Optional[Mapping[str, Any]], tokenize: bool, codec: Optional[Mapping[str, Any]]
+        self,
+        root: Path,
+        synth: Optional[Mapping[str, Any]],
+        tokenize: bool,
+        codec: Optional[Mapping[str, Any]],
+        f0_cache: Any = None,
     ):
         self.root, self.synth, self.tokenize = Path(root), synth, tokenize
         self.codec = None if codec is None else dict(codec)
+        self.f0_cache = f0_cache
 
     def __call__(self) -> None:
         if self.synth:
@@ -76,8 +83,11 @@ class DatasetPreparer:
         if self.tokenize:
             from isdrama.data.mrsdrama import load_dataset
 
+            lines = load_dataset(self.root).lines
             cache = make_token_cache(self.root, self.codec)
-            cache.tokenize(load_dataset(self.root).lines, progress=True)
+            cache.tokenize(lines, progress=True)
+            if self.f0_cache is not None:
+                self.f0_cache.fill(lines, [cache.num_frames(line) for line in lines])
 
 
 def build_datamodule(
@@ -95,8 +105,13 @@ def build_datamodule(
     content_tokenizer: Optional[Mapping[str, Any]] = None,
     codec: Optional[Mapping[str, Any]] = None,
     splits_file: Optional[str] = None,
+    f0: Optional[Mapping[str, Any]] = None,
 ) -> DramaDataModule:
-    """DramaDataModule from plain config values (see configs/data/synth_demo.yaml)."""
+    """DramaDataModule from plain config values (see configs/data/synth_demo.yaml).
+
+    ``f0``: pitch-tracker settings (:class:`~isdrama.metrics.speech.pitch.PitchConfig`) of the
+    F0 targets (``items.load_f0``), cached by :class:`~isdrama.data.f0_cache.F0Cache`.
+    """
     items_opts = build_config(ItemOptions, items, "data.items")
     config = DataConfig(
         root=str(root),
@@ -120,10 +135,24 @@ def build_datamodule(
     if content_tokenizer:
         tokenizer = PhoneTokenizer(Vocabulary.default(), mode=to_plain(content_tokenizer).get("mode", "auto"))
 
+    f0_cache = None
+    if items_opts.load_f0:
+        if f0 is None:
+            raise ValueError("data.items.load_f0=true needs data.f0 (the pitch-tracker settings of the F0 targets)")
+        from isdrama.data.f0_cache import F0Cache
+
+        f0_cache = F0Cache(root_path, to_plain(f0), items_opts.frame_rate)
     token_loader = TokenCacheOpener(root_path, codec_opts) if items_opts.load_tokens else None
-    prepare = DatasetPreparer(root_path, synth_opts, items_opts.load_tokens and tokenize_on_prepare, codec_opts)
+    prepare = DatasetPreparer(
+        root_path, synth_opts, items_opts.load_tokens and tokenize_on_prepare, codec_opts, f0_cache=f0_cache
+    )
     return DramaDataModule(
-        config, token_loader=token_loader, tokenizer=tokenizer, prepare=prepare, lazy_token_loader=True
+        config,
+        token_loader=token_loader,
+        tokenizer=tokenizer,
+        prepare=prepare,
+        lazy_token_loader=True,
+        f0_loader=None if f0_cache is None else f0_cache.load,
     )
 
 

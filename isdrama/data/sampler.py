@@ -7,7 +7,38 @@ from typing import Callable, Iterator, Optional, Sequence
 import numpy as np
 import torch
 import torch.distributed as dist
-from torch.utils.data import Sampler
+from torch.utils.data import DataLoader, Sampler
+
+
+class ResumableDataLoader(DataLoader):
+    """A DataLoader over a :class:`FrameBudgetBatchSampler` that Lightning checkpoints: its state
+    is the sampler's epoch and the batches this epoch's iterator has yielded, so a run resumed
+    mid-epoch continues with the next batch of the same order (Lightning restores it before it
+    creates the iterator; a sized loader is not prefetched by Lightning, so yielded = consumed)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if not isinstance(self.batch_sampler, FrameBudgetBatchSampler):
+            raise TypeError("ResumableDataLoader needs a FrameBudgetBatchSampler as batch_sampler")
+        self._yielded = 0
+
+    def __iter__(self):
+        start = self.batch_sampler._skip
+        self._yielded = start
+        for batch in super().__iter__():
+            self._yielded += 1
+            yield batch
+
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": int(self.batch_sampler.epoch), "batches": int(self._yielded)}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        sampler = self.batch_sampler
+        sampler.set_epoch(int(state["epoch"]))
+        if int(state["batches"]) >= len(sampler):  # saved at the epoch's end: the next one starts
+            sampler.set_epoch(int(state["epoch"]) + 1)
+        else:
+            sampler.skip_next(int(state["batches"]))
 
 
 class FrameBudgetBatchSampler(Sampler[list[int]]):
@@ -53,6 +84,7 @@ class FrameBudgetBatchSampler(Sampler[list[int]]):
         self._rank = rank
         self.epoch = 0
         self.on_epoch = on_epoch
+        self._skip = 0
 
     @property
     def num_replicas(self) -> int:
@@ -107,8 +139,13 @@ class FrameBudgetBatchSampler(Sampler[list[int]]):
             batches = batches[self.rank : per_rank * world : world]
         return batches
 
+    def skip_next(self, n: int) -> None:
+        """The next iteration starts after its first ``n`` batches (a run resumed mid-epoch)."""
+        self._skip = max(0, int(n))
+
     def __iter__(self) -> Iterator[list[int]]:
-        return iter(self._rank_batches())
+        skip, self._skip = self._skip, 0
+        return iter(self._rank_batches()[skip:])
 
     def __len__(self) -> int:
         return len(self._rank_batches())

@@ -1,0 +1,68 @@
+"""Selective-scan backends on this machine: forward + backward time of one Mamba layer's scan.
+
+    .venv/bin/python bench/bench_scan.py [--lengths 375 1500 6000] [--batch 1] [--inner 256] [--state 8]
+
+For each sequence length: the pure-PyTorch chunked scan (the CPU default; chunk = ceil(sqrt(L))
+and fixed chunks), mambapy's parallel scan and the plain loop (skipped above --loop-max). The
+median of --repeats runs after one warm-up. Numbers go into docs/benchmarks.md ("Scan backends").
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--lengths", type=int, nargs="+", default=[375, 1500, 6000])
+    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--inner", type=int, default=256, help="d_inner (expand x d_model)")
+    p.add_argument("--state", type=int, default=8, help="d_state")
+    p.add_argument("--chunks", type=int, nargs="*", default=[0, 16, 64], help="chunk lengths (0 = sqrt(L))")
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--loop-max", type=int, default=1500)
+    p.add_argument("--threads", type=int, default=None)
+    args = p.parse_args(argv)
+
+    import torch
+
+    from isdrama.models.blocks.scan import selective_scan
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, B={args.batch} E={args.inner} N={args.state}")
+    print("| L | backend | fwd+bwd s | ms / frame |")
+    print("|---|---|---|---|")
+    for L in args.lengths:
+        g = torch.Generator().manual_seed(0)
+        shape = (args.batch, L, args.inner)
+        x = torch.randn(shape, generator=g).requires_grad_()
+        delta = torch.nn.functional.softplus(torch.randn(shape, generator=g)).requires_grad_()
+        A = (-torch.exp(torch.randn(args.inner, args.state, generator=g))).requires_grad_()
+        Bm = torch.randn(args.batch, L, args.state, generator=g).requires_grad_()
+        Cm = torch.randn(args.batch, L, args.state, generator=g).requires_grad_()
+        D = torch.randn(args.inner, generator=g).requires_grad_()
+        runs = [(f"chunked c={c or 'sqrt'}", "chunked", c) for c in args.chunks] + [("mambapy", "mambapy", 0)]
+        if L <= args.loop_max:
+            runs.append(("loop", "loop", 0))
+        for name, backend, chunk in runs:
+            times = []
+            for i in range(args.repeats + 1):
+                t0 = time.perf_counter()
+                selective_scan(x, delta, A, Bm, Cm, D, backend=backend, chunk=chunk).square().sum().backward()
+                if i:
+                    times.append(time.perf_counter() - t0)
+            t = statistics.median(times)
+            print(f"| {L} | {name} | {t:.3f} | {1000 * t / (L * args.batch):.3f} |", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

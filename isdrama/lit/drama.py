@@ -1,0 +1,518 @@
+"""The drama stage: the Immersive Drama Transformer trained by rectified flow on binaural codec
+latents (``python train.py experiment=drama_demo | drama``).
+
+:class:`DramaModule` holds ``net`` = the conditioning front end (from a pose-pretrain checkpoint
+or fresh; frozen or fine-tuned) + the flow core (:class:`~isdrama.flow.RectifiedFlow` around
+:class:`~isdrama.models.drama_transformer.DramaTransformer`), its EMA copy (``ema-pytorch``; used
+for validation, export and inference), and the codec of the data module's token cache (not
+trained, not in the state dict).
+
+Training step, per line (probabilities from ``model.prompt``): with p = ``other_line`` the
+prompt is another line of the same speaker (the data module's speaker prompt), with p = ``drop``
+no prompt (the unconditional branch of guidance), else the line's own first 10-30 % frames are
+the prompt and the rest is generated (F5-TTS-style infilling as a prefix). Losses: flow (MSE of
+the velocity on generated frames) + pitch (F0 head) + balance (Switch, per routed group) +
+duration (only when the content path trains), weights in ``model.losses``.
+
+Determinism: every training step reseeds torch's RNG from (seed, rank, global step), so a resumed
+run draws the same prompts, noise, times and Gumbel noise as an uninterrupted one; the batch
+sampler is positioned at the restored step (:func:`isdrama.lit.resume.skip_consumed_batches`).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+from dataclasses import dataclass
+from typing import Any, Mapping, Optional
+
+import pytorch_lightning as pl
+import torch
+from torch import nn
+
+from isdrama.callbacks.generation import GeneratedAudio
+from isdrama.data.dataset import DramaBatch
+from isdrama.flow import FlowConfig, GuidanceBranch, RectifiedFlow, cfg_branches
+from isdrama.lit.conditioning import fit_video_norm, frontend_inputs
+from isdrama.lit.optim import configure_adam
+from isdrama.models.blocks.f0_head import f0_loss
+from isdrama.models.conditioning import ConditioningFrontEnd, FrontEndConfig
+from isdrama.models.drama_transformer import DramaTransformer, DramaTransformerConfig
+from isdrama.models.layers import masked_mean
+from isdrama.utils.config import build_config, to_plain
+
+log = logging.getLogger(__name__)
+
+SCENE_SOURCES = ("none", "video", "text")
+#: DramaModule's constructor arguments (its hyper-parameters, configs/model/drama.yaml)
+DRAMA_HPARAMS = (
+    "frontend",
+    "content",
+    "pose_encoder",
+    "feature_cache",
+    "video_feature_norm",
+    "transformer",
+    "flow",
+    "optimizer",
+    "losses",
+    "prompt",
+    "routing",
+    "ema",
+    "scene",
+    "statistics",
+    "validation",
+    "latent_dim",
+    "seed",
+)
+
+
+@dataclass
+class PromptConfig:
+    """Speaker prompts in training: ``other_line`` / ``drop`` probabilities (the rest: the line's own
+    prefix of ``prefix_fraction`` [lo, hi] of its frames, at most ``max_frames``)."""
+
+    other_line: float
+    drop: float
+    prefix_fraction: list[float]
+    max_frames: int
+
+
+@dataclass
+class LossWeights:
+    flow: float
+    pitch: float
+    balance: float
+    duration: float
+
+
+@dataclass
+class RoutingSchedule:
+    """Gumbel-softmax temperature: ``start`` -> ``end`` geometrically over ``anneal_steps``."""
+
+    start: float
+    end: float
+    anneal_steps: int
+
+    def temperature(self, step: int) -> float:
+        if self.anneal_steps <= 0:
+            return self.end
+        progress = min(1.0, step / self.anneal_steps)
+        return self.start * (self.end / self.start) ** progress
+
+
+@dataclass
+class EMAConfig:
+    beta: float
+    update_after_step: int
+    update_every: int
+
+
+@dataclass
+class ValidationConfig:
+    """Generation in validation: Euler ``steps``, CFG ``guidance_scale`` (the prompt vs no prompt),
+    noise ``seed``; ``max_batches`` of the validation loss."""
+
+    steps: int
+    guidance_scale: float
+    seed: int
+
+
+def shift_frames(x: torch.Tensor, offset: torch.Tensor, new_mask: torch.Tensor) -> torch.Tensor:
+    """x (B, T, ...) shifted left by offset (B,) frames per line; positions outside ``new_mask`` are 0."""
+    T = x.shape[1]
+    idx = (torch.arange(T, device=x.device)[None] + offset[:, None]).clamp(max=T - 1)
+    out = x.gather(1, idx.view(*idx.shape, *([1] * (x.dim() - 2))).expand_as(x))
+    return out * new_mask.view(*new_mask.shape, *([1] * (x.dim() - 2))).to(out.dtype)
+
+
+class DramaNet(nn.Module):
+    """Front end + flow core: what the optimiser trains and EMA averages."""
+
+    def __init__(self, frontend: ConditioningFrontEnd, flow: RectifiedFlow):
+        super().__init__()
+        self.frontend = frontend
+        self.flow = flow
+
+    @property
+    def transformer(self) -> DramaTransformer:
+        return self.flow.estimator
+
+
+class DramaModule(pl.LightningModule):
+    """The drama stage (see module docstring). Config: configs/model/drama.yaml."""
+
+    def __init__(
+        self,
+        frontend: Mapping[str, Any],
+        content: Mapping[str, Any],
+        pose_encoder: Mapping[str, Any],
+        feature_cache: bool,
+        video_feature_norm: bool,
+        transformer: Mapping[str, Any],
+        flow: Mapping[str, Any],
+        optimizer: Mapping[str, Any],
+        losses: Mapping[str, Any],
+        prompt: Mapping[str, Any],
+        routing: Mapping[str, Any],
+        ema: Mapping[str, Any],
+        scene: Mapping[str, Any],
+        statistics: Mapping[str, Any],
+        validation: Mapping[str, Any],
+        latent_dim: int,
+        seed: int,
+    ):
+        super().__init__()
+        # plain containers: a checkpoint then loads with torch.load(weights_only=True)
+        args = dict(locals())
+        self.save_hyperparameters({k: to_plain(args[k]) for k in DRAMA_HPARAMS})
+        self.frontend_cfg = to_plain(dict(frontend))
+        self.prompt_cfg = build_config(PromptConfig, prompt, "model.prompt")
+        self.loss_w = build_config(LossWeights, losses, "model.losses")
+        self.routing = build_config(RoutingSchedule, routing, "model.routing")
+        self.ema_cfg = build_config(EMAConfig, ema, "model.ema")
+        self.val_cfg = build_config(ValidationConfig, validation, "model.validation")
+        self.scene_source = to_plain(dict(scene))["source"]
+        if self.scene_source not in SCENE_SOURCES:
+            raise ValueError(f"model.scene.source must be one of {SCENE_SOURCES}, got {self.scene_source!r}")
+        self.stats_max_batches = int(to_plain(dict(statistics))["max_batches"])
+        self.seed = int(seed)
+        self.optimizer_cfg = to_plain(dict(optimizer))
+
+        pretrained = self.frontend_cfg.get("checkpoint")
+        if pretrained:
+            front = ConditioningFrontEnd.from_pretrained(pretrained)
+            log.info("front end loaded from %s", pretrained)
+        else:
+            front = ConditioningFrontEnd(
+                build_config(
+                    FrontEndConfig,
+                    {
+                        "content": content,
+                        "pose_encoder": pose_encoder,
+                        "feature_cache": feature_cache,
+                        "video_feature_norm": video_feature_norm,
+                    },
+                    "model",
+                )
+            )
+        self.frontend_frozen = bool(self.frontend_cfg["freeze"])
+        if self.frontend_frozen:
+            front.requires_grad_(False)
+        scene_dim = {"none": 1, "video": None, "text": None}[self.scene_source]
+        if self.scene_source == "video":
+            scene_dim = front.pose_encoder.video_encoder.dim
+        elif self.scene_source == "text":
+            scene_dim = front.pose_encoder.text_encoder.dim
+        tcfg = build_config(
+            DramaTransformerConfig,
+            transformer,
+            "model.transformer",
+            latent_dim=int(latent_dim),
+            content_dim=front.config.content.d_model,
+            pose_dim=front.pose_encoder.config.d_model,
+            scene_dim=scene_dim,
+        )
+        flow_core = RectifiedFlow(DramaTransformer(tcfg), int(latent_dim), build_config(FlowConfig, flow, "model.flow"))
+        self.net = DramaNet(front, flow_core)
+        from ema_pytorch import EMA
+
+        self.ema = EMA(
+            self.net,
+            beta=self.ema_cfg.beta,
+            update_after_step=self.ema_cfg.update_after_step,
+            update_every=self.ema_cfg.update_every,
+            include_online_model=False,
+        )
+        self.register_buffer("routing_temperature", torch.tensor(self.routing.start))
+        object.__setattr__(self, "_codec", None)  # the data module's codec (set in setup; not in the state dict)
+
+    # ------------------------------------------------------------------ plumbing
+    @property
+    def codec(self):
+        if self._codec is None:
+            raise RuntimeError(
+                "the drama stage has no codec: it takes the data module's (trainer.fit(..., datamodule=...)) "
+                "or one given with set_codec(codec)"
+            )
+        return self._codec
+
+    def set_codec(self, codec) -> None:
+        """Use ``codec`` (a BinauralCodec) for tokens <-> latents <-> audio."""
+        codec.requires_grad_(False)
+        codec.eval()
+        object.__setattr__(self, "_codec", codec.to(self.device))  # not a submodule: not in the state dict
+
+    @property
+    def ema_net(self) -> DramaNet:
+        return self.ema.ema_model
+
+    def setup(self, stage: Optional[str] = None) -> None:
+        dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        if self._codec is None and dm is not None:
+            if dm.token_loader is None or getattr(dm.token_loader, "codec", None) is None:
+                raise ValueError("the drama stage needs codec tokens: set data.items.load_tokens=true")
+            self.set_codec(dm.token_loader.codec)
+        if self._codec is not None and int(self.hparams.latent_dim) != self._codec.latent_dim:
+            raise ValueError(
+                f"model.latent_dim={self.hparams.latent_dim} but the codec's binaural latent has "
+                f"{self._codec.latent_dim} channels; set model.latent_dim"
+            )
+
+    def on_fit_start(self) -> None:
+        if self._codec is not None:
+            self._codec.to(self.device)
+        flow = self.net.flow
+        if not bool(flow.statistics_fitted):
+            self._fit_latent_statistics()
+        front = self.net.frontend
+        if front.video_norm_unfitted:
+            fit_video_norm(front, self.trainer.datamodule.train_dataloader(), self.device)
+        self._sync_ema_buffers()
+
+    def _sync_ema_buffers(self) -> None:
+        """Copy the fitted statistics (and every buffer) into the EMA copy."""
+        for (name, b_ema), (_, b) in zip(self.ema_net.named_buffers(), self.net.named_buffers()):
+            b_ema.data.copy_(b.data)
+
+    @torch.no_grad()
+    def _fit_latent_statistics(self) -> None:
+        """Per-channel mean / std of the training latents (``model.statistics.max_batches`` batches
+        per rank, summed over ranks)."""
+        C = int(self.hparams.latent_dim)
+        total = torch.zeros(C, dtype=torch.float64, device=self.device)
+        total_sq = torch.zeros_like(total)
+        count = torch.zeros((), dtype=torch.float64, device=self.device)
+        for i, batch in enumerate(self.trainer.datamodule.train_dataloader()):
+            if i >= self.stats_max_batches:
+                break
+            batch = batch.to(self.device)
+            x = self.latents(batch.tokens)[batch.mask].double()
+            total += x.sum(0)
+            total_sq += (x**2).sum(0)
+            count += x.shape[0]
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            for t in (total, total_sq, count):
+                torch.distributed.all_reduce(t)
+        self.net.flow.fit_statistics(total, total_sq, float(count))
+        log.info(
+            "latent statistics from %d frames: mean |mu| %.3g, mean std %.3g",
+            int(count),
+            float(self.net.flow.latent_mean.abs().mean()),
+            float(self.net.flow.latent_std.mean()),
+        )
+
+    def latents(self, tokens: torch.Tensor) -> torch.Tensor:
+        """tokens (B, 2, n_q, T) -> raw binaural latents (B, T, C)."""
+        return self.codec.tokens_to_latent(tokens).transpose(1, 2).float()
+
+    # ------------------------------------------------------------------ conditioning
+    def scene_features(self, net: DramaNet, batch: DramaBatch) -> tuple[Optional[torch.Tensor], Optional[torch.Tensor]]:
+        """(B, S, D_s) scene tokens of the configured source, or (None, None)."""
+        front = net.frontend
+        if self.scene_source == "video" and batch.video is not None:
+            feats = front.video_features(batch.video, batch.video_mask, list(batch.keys))
+            return feats, batch.video_mask
+        if self.scene_source == "text":
+            texts = [None if s < 0 else f"scene {s}" for s in batch.scene_ids.tolist()]
+            if any(texts):
+                return front.text_features(texts, self.device)
+        return None, None
+
+    def condition(self, net: DramaNet, batch: DramaBatch) -> dict[str, Any]:
+        """The front end's output for a batch (ground-truth durations)."""
+        grad = torch.is_grad_enabled() and not self.frontend_frozen
+        with torch.set_grad_enabled(grad):
+            return net.frontend(**frontend_inputs(batch, with_chunks=False))
+
+    def batch_prompts(self, batch: DramaBatch, flow: RectifiedFlow) -> tuple[torch.Tensor, torch.Tensor]:
+        """The batch's speaker prompts as standardised latents (B, P, C) and mask (B, P), P >= 1."""
+        B, C = len(batch), int(self.hparams.latent_dim)
+        if batch.prompt_tokens is None or batch.prompt_tokens.shape[-1] == 0:
+            return torch.zeros(B, 1, C, device=self.device), torch.zeros(B, 1, dtype=torch.bool, device=self.device)
+        x = flow.normalize(self.latents(batch.prompt_tokens)) * batch.prompt_mask.unsqueeze(-1)
+        return x, batch.prompt_mask
+
+    # ------------------------------------------------------------------ training
+    def _step_seed(self) -> int:
+        return (self.seed * 1_000_003 + self.global_step * 7919 + self.global_rank) % (2**63 - 1)
+
+    def assemble(self, batch: DramaBatch, net: DramaNet, generator: Optional[torch.Generator], train: bool) -> dict[str, Any]:
+        """Targets and conditions of a batch with per-line prompt choices (train) or the batch's
+        prompts (eval). Returns x1 (B, T, C) standardised, frame_mask, cond (estimator keywords),
+        f0 / f0_voiced targets (shifted like x1) and the front end's output."""
+        flow = net.flow
+        front_out = self.condition(net, batch)
+        x1 = flow.normalize(self.latents(batch.tokens))
+        mask = batch.mask
+        z_c, z_p = front_out["z_c"], front_out["fused"]
+        prompt, prompt_mask = self.batch_prompts(batch, flow)
+        f0, voiced = batch.f0, batch.f0_voiced
+        if train:
+            B, T = mask.shape
+            cfg = self.prompt_cfg
+            u = torch.rand(B, generator=generator, device="cpu").to(self.device)
+            has_other = prompt_mask.any(dim=1)
+            use_other = (u < cfg.other_line) & has_other
+            drop = (u >= cfg.other_line) & (u < cfg.other_line + cfg.drop)
+            own = ~use_other & ~drop
+            lengths = mask.sum(dim=1)
+            lo, hi = cfg.prefix_fraction
+            frac = lo + (hi - lo) * torch.rand(B, generator=generator, device="cpu").to(self.device)
+            k = torch.minimum((frac * lengths).long(), torch.full_like(lengths, cfg.max_frames))
+            k = torch.where(own & (lengths >= 4), k.clamp(min=1), torch.zeros_like(k))
+            P = max(int(k.max()), prompt.shape[1])
+            ar = torch.arange(P, device=self.device)[None]
+            own_prompt = torch.nn.functional.pad(x1, (0, 0, 0, max(0, P - x1.shape[1])))[:, :P]
+            own_mask = ar < k[:, None]
+            other = torch.nn.functional.pad(prompt, (0, 0, 0, P - prompt.shape[1]))
+            other_mask = torch.nn.functional.pad(prompt_mask, (0, P - prompt_mask.shape[1]))
+            prompt = torch.where(own[:, None, None], own_prompt * own_mask.unsqueeze(-1), other * use_other[:, None, None])
+            prompt_mask = torch.where(own[:, None], own_mask, other_mask & use_other[:, None])
+            new_mask = torch.arange(T, device=self.device)[None] < (lengths - k)[:, None]
+            x1, z_c, z_p = (shift_frames(v, k, new_mask) for v in (x1, z_c, z_p))
+            if f0 is not None:
+                f0, voiced = shift_frames(f0, k, new_mask), shift_frames(voiced, k, new_mask)
+            mask = new_mask
+        scene, scene_mask = self.scene_features(net, batch)
+        cond = {
+            "z_c": z_c,
+            "z_p": z_p,
+            "prompt": prompt,
+            "prompt_mask": prompt_mask,
+            "scene": scene,
+            "scene_mask": scene_mask,
+            "temperature": float(self.routing_temperature),
+        }
+        return {"x1": x1, "mask": mask, "cond": cond, "f0": f0, "f0_voiced": voiced, "front": front_out}
+
+    def compute_losses(self, net: DramaNet, batch: DramaBatch, train: bool, generator: Optional[torch.Generator]):
+        parts = self.assemble(batch, net, generator, train)
+        res = net.flow.loss(parts["x1"], parts["mask"], parts["cond"], generator=generator)
+        out = res["out"]
+        losses = {"flow": res["loss"]}
+        total = self.loss_w.flow * res["loss"]
+        if out["f0"] is not None and parts["f0"] is not None:
+            ref = math.log(net.transformer.config.f0_ref_hz)
+            log_f0 = torch.where(parts["f0_voiced"], parts["f0"] - ref, torch.zeros_like(parts["f0"]))
+            losses["pitch"] = f0_loss(out["f0"], log_f0, parts["f0_voiced"], parts["mask"])
+            total = total + self.loss_w.pitch * losses["pitch"]
+        balances = [g["balance"] for block in out["routing"] for g in block.values()]
+        if balances:
+            losses["balance"] = torch.stack(balances).mean()
+            total = total + self.loss_w.balance * losses["balance"]
+        if not self.frontend_frozen and "duration_loss" in parts["front"]:
+            losses["duration"] = parts["front"]["duration_loss"]
+            total = total + self.loss_w.duration * losses["duration"]
+        losses["total"] = total
+        return losses, out
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        self.routing_temperature.fill_(self.routing.temperature(self.global_step))
+
+    def training_step(self, batch: DramaBatch, batch_idx: int) -> torch.Tensor:
+        torch.manual_seed(self._step_seed())
+        gen = torch.Generator().manual_seed(self._step_seed())
+        losses, out = self.compute_losses(self.net, batch, train=True, generator=gen)
+        B = len(batch)
+        for name, value in losses.items():
+            self.log(f"train/{name}", value, prog_bar=name in ("total", "flow"), batch_size=B)
+        self.log("train/routing_temperature", self.routing_temperature, batch_size=B)
+        if self.global_step % max(1, self.trainer.log_every_n_steps) == 0:
+            for key, value in routing_summary(out["routing"], out["packed_mask"]).items():
+                self.log(f"train/{key}", value, batch_size=B)
+        return losses["total"]
+
+    def on_before_zero_grad(self, optimizer: Any) -> None:
+        self.ema.update()
+
+    def validation_step(self, batch: DramaBatch, batch_idx: int) -> None:
+        gen = torch.Generator().manual_seed(self.val_cfg.seed + batch_idx)
+        torch.manual_seed(self.val_cfg.seed + batch_idx)
+        losses, out = self.compute_losses(self.ema_net, batch, train=False, generator=gen)
+        B = len(batch)
+        for name, value in losses.items():
+            self.log(f"val/{name}", value, batch_size=B, sync_dist=True)
+        for key, value in routing_summary(out["routing"], out["packed_mask"]).items():
+            self.log(f"val/{key}", value, batch_size=B, sync_dist=True)
+
+    def configure_optimizers(self):
+        return configure_adam(self.net.parameters(), **self.optimizer_cfg)
+
+    # ------------------------------------------------------------------ generation
+    @torch.no_grad()
+    def generate_latents(
+        self,
+        batch: DramaBatch,
+        net: Optional[DramaNet] = None,
+        guidance_scale: Optional[float] = None,
+        steps: Optional[int] = None,
+        seed: Optional[int] = None,
+    ) -> torch.Tensor:
+        """Raw binaural latents (B, T, C) of a batch's lines (ground-truth durations, the batch's
+        prompts, CFG against no prompt; EMA weights by default)."""
+        net = self.ema_net if net is None else net
+        parts = self.assemble(batch, net, None, train=False)
+        cond = parts["cond"]
+        g = self.val_cfg.guidance_scale if guidance_scale is None else guidance_scale
+        if g == 1.0:
+            branches = [GuidanceBranch(1.0, cond)]
+        else:
+            uncond = dict(cond, prompt_mask=torch.zeros_like(cond["prompt_mask"]))
+            branches = cfg_branches(cond, uncond, g)
+        x = net.flow.sample(
+            parts["mask"], branches, steps=steps or self.val_cfg.steps, seed=self.val_cfg.seed if seed is None else seed
+        )
+        return net.flow.denormalize(x) * parts["mask"].unsqueeze(-1)
+
+    @torch.no_grad()
+    def generate_validation_audio(self, batch: DramaBatch) -> GeneratedAudio:
+        """Generated binaural audio of a validation batch with its codec-decoded ground truth and prompts."""
+        latent = self.generate_latents(batch)
+        codec = self.codec
+        tokens = codec.quantize(latent.transpose(1, 2))
+        hop = codec.hop_length
+        lengths = batch.frames * hop
+        wav = codec.decode(tokens)
+        gt = codec.decode(batch.tokens)
+        prompt_wav, prompt_lengths = None, None
+        if batch.prompt_tokens is not None and batch.prompt_tokens.shape[-1] > 0:
+            prompt_wav = codec.decode(batch.prompt_tokens)
+            prompt_lengths = batch.prompt_mask.sum(dim=1) * hop
+        texts = list(batch.texts)
+        return GeneratedAudio(
+            wav=wav,
+            lengths=lengths,
+            sample_rate=codec.sample_rate,
+            names=list(batch.keys),
+            gt_wav=gt,
+            gt_lengths=lengths,
+            prompt_wav=prompt_wav,
+            prompt_lengths=prompt_lengths,
+            texts=texts,
+        )
+
+    # ------------------------------------------------------------------ checkpoints
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        if self._codec is not None:
+            checkpoint["codec"] = {"config_key": self._codec.config_key(), "describe": self._codec.describe()}
+
+
+def routing_summary(routing: list[dict[str, dict[str, torch.Tensor]]], mask: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Expert usage (share of valid frames whose top-1 is each expert) and mean routing entropy
+    per block and group: keys ``routing/b{i}_{group}_usage{e}``, ``routing/b{i}_{group}_entropy``."""
+    out: dict[str, torch.Tensor] = {}
+    for i, block in enumerate(routing):
+        for group, stats in block.items():
+            probs, choice = stats["probs"], stats["choice"]
+            n = probs.shape[-1]
+            valid = mask.reshape(-1)
+            usage = torch.nn.functional.one_hot(choice.reshape(-1)[valid], n).float().mean(0)
+            for e in range(n):
+                out[f"routing/b{i}_{group}_usage{e}"] = usage[e]
+            p = probs.reshape(-1, n)[valid].clamp_min(1e-12)
+            out[f"routing/b{i}_{group}_entropy"] = -(p * p.log()).sum(-1).mean()
+    return out
+
+
+__all__ = ["DramaModule", "DramaNet", "routing_summary", "shift_frames"]

@@ -1,0 +1,99 @@
+"""Attention blocks of the Immersive Drama Transformer: RoPE self-attention through
+``F.scaled_dot_product_attention`` with a key-padding mask, and the zero-initialised tanh-gated
+cross-attention to the scene (Flamingo: y = x + tanh(alpha) * attn(x, scene), alpha = 0 at init)."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from einops import rearrange
+from torch import nn
+from torch.nn import functional as F
+
+
+def rope_angles(length: int, dim: int, base: float, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos, sin (L, dim) of rotary position embeddings (pairs of channels rotated together)."""
+    inv = 1.0 / (base ** (torch.arange(0, dim, 2, device=device, dtype=torch.float32) / dim))
+    angles = torch.outer(torch.arange(length, device=device, dtype=torch.float32), inv)
+    angles = torch.cat([angles, angles], dim=-1)
+    return angles.cos(), angles.sin()
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate x (B, H, L, dim) by the angles (L, dim) (rotate-half convention)."""
+    half = x.shape[-1] // 2
+    rotated = torch.cat([-x[..., half:], x[..., :half]], dim=-1)
+    return (x.float() * cos + rotated.float() * sin).to(x.dtype)
+
+
+def key_padding_mask(mask: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
+    """(B, S) True = valid -> SDPA boolean mask (B, 1, 1, S), True = attend."""
+    return None if mask is None else mask[:, None, None, :]
+
+
+class RoPESelfAttention(nn.Module):
+    """Multi-head self-attention with rotary positions, (B, L, D) -> (B, L, D)."""
+
+    def __init__(self, d_model: int, n_heads: int, rope_base: float, dropout: float):
+        super().__init__()
+        if d_model % n_heads:
+            raise ValueError(f"d_model ({d_model}) must be divisible by n_heads ({n_heads})")
+        self.n_heads, self.rope_base, self.dropout = n_heads, rope_base, dropout
+        self.qkv = nn.Linear(d_model, 3 * d_model)
+        self.out = nn.Linear(d_model, d_model)
+
+    def forward(self, x: torch.Tensor, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+        q, k, v = rearrange(self.qkv(x), "b l (three h d) -> three b h l d", three=3, h=self.n_heads)
+        cos, sin = rope_angles(x.shape[1], q.shape[-1], self.rope_base, x.device)
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        y = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=key_padding_mask(mask), dropout_p=self.dropout if self.training else 0.0
+        )
+        return self.out(rearrange(y, "b h l d -> b l (h d)"))
+
+
+class CrossAttention(nn.Module):
+    """Multi-head attention from x (B, L, D) to a context (B, S, D_ctx) with mask (B, S)."""
+
+    def __init__(self, d_model: int, d_context: int, n_heads: int, dropout: float):
+        super().__init__()
+        if d_model % n_heads:
+            raise ValueError(f"d_model ({d_model}) must be divisible by n_heads ({n_heads})")
+        self.n_heads, self.dropout = n_heads, dropout
+        self.q = nn.Linear(d_model, d_model)
+        self.kv = nn.Linear(d_context, 2 * d_model)
+        self.out = nn.Linear(d_model, d_model)
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor, context_mask: Optional[torch.Tensor]) -> torch.Tensor:
+        q = rearrange(self.q(x), "b l (h d) -> b h l d", h=self.n_heads)
+        k, v = rearrange(self.kv(context), "b s (two h d) -> two b h s d", two=2, h=self.n_heads)
+        if context_mask is not None:  # a row without any context attends to nothing: output 0
+            empty = ~context_mask.any(dim=1)
+            if bool(empty.any()):
+                context_mask = context_mask.clone()
+                context_mask[empty, 0] = True
+        y = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=key_padding_mask(context_mask), dropout_p=self.dropout if self.training else 0.0
+        )
+        y = self.out(rearrange(y, "b h l d -> b l (h d)"))
+        if context_mask is not None and bool(empty.any()):
+            y = y * (~empty).to(y.dtype)[:, None, None]
+        return y
+
+
+class GatedCrossAttention(nn.Module):
+    """x + tanh(alpha) * CrossAttention(RMSNorm(x), scene): a residual of its own (outside the
+    AdaLN-Zero gate, so its only path is not a product of two zero gates); alpha = 0 at init."""
+
+    def __init__(self, d_model: int, d_scene: int, n_heads: int, dropout: float, eps: float):
+        super().__init__()
+        self.norm = nn.RMSNorm(d_model, eps=eps)
+        self.attn = CrossAttention(d_model, d_scene, n_heads, dropout)
+        self.alpha = nn.Parameter(torch.zeros(1))
+
+    def forward(self, x: torch.Tensor, scene: torch.Tensor, scene_mask: Optional[torch.Tensor]) -> torch.Tensor:
+        return x + torch.tanh(self.alpha) * self.attn(self.norm(x), scene, scene_mask)
+
+
+__all__ = ["RoPESelfAttention", "CrossAttention", "GatedCrossAttention", "rope_angles", "apply_rope"]

@@ -1,0 +1,170 @@
+"""The Mamba layer (selective SSM) with the official ``mamba-ssm`` parameter names, and its
+bidirectional form for non-autoregressive generation.
+
+:class:`MambaLayer` holds exactly the parameters of ``mamba_ssm.Mamba`` (v1): ``in_proj``,
+``conv1d``, ``x_proj``, ``dt_proj``, ``A_log``, ``D``, ``out_proj``, same shapes and init, so a
+state dict of one loads on every scan backend (:mod:`isdrama.models.blocks.scan`).
+:class:`BidirectionalMamba` runs one layer forward in time and a second one over the flipped
+sequence (Vim / Dimba style) and adds them.
+
+Padding is exact: sequences are right-padded, the inner stream is zeroed on padded frames before
+and after the causal depthwise convolution, so a padded frame never reaches a valid one, and in
+the flipped direction the leading pads leave the state at zero; a padded line gives the output
+of the line alone. Flipping reverses each line within its own length.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+from torch.utils.checkpoint import checkpoint
+
+from isdrama.models.blocks.scan import BACKENDS, selective_scan, softplus_delta
+
+
+@dataclass
+class MambaConfig:
+    """One Mamba layer (configs/model/transformer/*.yaml ``mamba``; mamba-ssm's meanings).
+
+    d_state: SSM state per channel. d_conv: causal depthwise conv width. expand: inner width =
+    expand * d_model. dt_rank: rank of the delta projection (``auto`` = ceil(d_model / 16)).
+    dt_min / dt_max / dt_init_floor: the delta bias init range. backend: ``chunked`` | ``loop`` |
+    ``mambapy`` | ``cuda``. chunk: chunk length of the chunked scan (0 = ceil(sqrt(L))).
+    bidirectional: add a second layer over the flipped sequence. checkpoint: activation
+    checkpointing per layer in training.
+    """
+
+    d_state: int
+    d_conv: int
+    expand: int
+    dt_rank: int | str
+    dt_min: float
+    dt_max: float
+    dt_init_floor: float
+    backend: str
+    chunk: int
+    bidirectional: bool
+    checkpoint: bool
+
+    def __post_init__(self) -> None:
+        if self.backend not in BACKENDS:
+            raise ValueError(f"mamba.backend must be one of {BACKENDS}, got {self.backend!r}")
+
+    def rank(self, d_model: int) -> int:
+        return math.ceil(d_model / 16) if self.dt_rank == "auto" else int(self.dt_rank)
+
+
+def flip_valid(x: torch.Tensor, mask: Optional[torch.Tensor]) -> torch.Tensor:
+    """Reverse each line of x (B, L, ...) within its valid length (mask (B, L)); pads stay right."""
+    if mask is None:
+        return x.flip(1)
+    L = x.shape[1]
+    lengths = mask.sum(dim=1, keepdim=True)  # (B, 1)
+    pos = torch.arange(L, device=x.device)[None, :]
+    idx = torch.where(pos < lengths, lengths - 1 - pos, pos)
+    return x.gather(1, idx.view(*idx.shape, *([1] * (x.dim() - 2))).expand_as(x))
+
+
+def causal_depthwise_conv(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:
+    """What ``conv1d`` (depthwise, padding K - 1, first L outputs) computes, x (B, L, E), weight
+    (E, 1, K): K shifted multiply-adds (PyTorch's CPU backward of a depthwise conv is ~100x slower)."""
+    K, L = weight.shape[-1], x.shape[1]
+    xp = F.pad(x, (0, 0, K - 1, 0))
+    w = weight[:, 0, :]  # (E, K)
+    y = xp[:, :L] * w[:, 0]
+    for k in range(1, K):
+        y = y + xp[:, k : k + L] * w[:, k]
+    return y if bias is None else y + bias
+
+
+class MambaLayer(nn.Module):
+    """One selective-SSM layer, x (B, L, d_model) -> (B, L, d_model), parameters named as mamba-ssm's."""
+
+    def __init__(self, d_model: int, config: MambaConfig):
+        super().__init__()
+        self.config = config
+        d_inner = config.expand * d_model
+        dt_rank = config.rank(d_model)
+        self.d_inner, self.dt_rank, self.d_state = d_inner, dt_rank, config.d_state
+        self.in_proj = nn.Linear(d_model, 2 * d_inner, bias=False)
+        self.conv1d = nn.Conv1d(d_inner, d_inner, config.d_conv, groups=d_inner, padding=config.d_conv - 1, bias=True)
+        self.x_proj = nn.Linear(d_inner, dt_rank + 2 * config.d_state, bias=False)
+        self.dt_proj = nn.Linear(dt_rank, d_inner, bias=True)
+        self.out_proj = nn.Linear(d_inner, d_model, bias=False)
+        # mamba-ssm's init: dt weights uniform in +-dt_rank^-0.5, dt bias = softplus^-1 of a
+        # log-uniform delta in [dt_min, dt_max]; A = 1..d_state per channel (S4D real)
+        std = dt_rank**-0.5
+        nn.init.uniform_(self.dt_proj.weight, -std, std)
+        dt = torch.exp(
+            torch.rand(d_inner) * (math.log(config.dt_max) - math.log(config.dt_min)) + math.log(config.dt_min)
+        ).clamp(min=config.dt_init_floor)
+        with torch.no_grad():
+            self.dt_proj.bias.copy_(dt + torch.log(-torch.expm1(-dt)))
+        A = torch.arange(1, config.d_state + 1, dtype=torch.float32).repeat(d_inner, 1)
+        self.A_log = nn.Parameter(torch.log(A))
+        self.D = nn.Parameter(torch.ones(d_inner))
+        self.A_log._no_weight_decay = True
+        self.D._no_weight_decay = True
+
+    def forward(self, x: torch.Tensor, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """x (B, L, d_model), mask (B, L) True = valid -> (B, L, d_model); padded rows are zero."""
+        keep = None if mask is None else mask.unsqueeze(-1).to(x.dtype)
+        xs, z = self.in_proj(x).chunk(2, dim=-1)
+        if keep is not None:
+            xs = xs * keep
+        xs = F.silu(causal_depthwise_conv(xs, self.conv1d.weight, self.conv1d.bias))
+        if keep is not None:
+            xs = xs * keep
+        dt, Bm, Cm = torch.split(self.x_proj(xs), [self.dt_rank, self.d_state, self.d_state], dim=-1)
+        delta = softplus_delta(F.linear(dt, self.dt_proj.weight), self.dt_proj.bias)
+        A = -torch.exp(self.A_log.float())
+        y = selective_scan(xs, delta, A, Bm, Cm, self.D, backend=self.config.backend, chunk=self.config.chunk)
+        out = self.out_proj(y * F.silu(z))
+        return out if keep is None else out * keep
+
+
+class BidirectionalMamba(nn.Module):
+    """``forward_mamba`` over the sequence + ``backward_mamba`` over each line reversed (when
+    ``config.bidirectional``), (B, L, D) -> (B, L, D)."""
+
+    def __init__(self, d_model: int, config: MambaConfig):
+        super().__init__()
+        self.forward_mamba = MambaLayer(d_model, config)
+        self.backward_mamba = MambaLayer(d_model, config) if config.bidirectional else None
+
+    def forward(self, x: torch.Tensor, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+        y = self.forward_mamba(x, mask)
+        if self.backward_mamba is not None:
+            y = y + flip_valid(self.backward_mamba(flip_valid(x, mask), mask), mask)
+        return y
+
+
+class MambaStack(nn.Module):
+    """K pre-norm residual bidirectional Mamba layers: h = h + mamba_k(RMSNorm(h)); padded rows
+    stay zero. Activation checkpointing per layer when ``config.checkpoint`` and training."""
+
+    def __init__(self, d_model: int, n_layers: int, config: MambaConfig, eps: float):
+        super().__init__()
+        self.config = config
+        self.norms = nn.ModuleList(nn.RMSNorm(d_model, eps=eps) for _ in range(n_layers))
+        self.layers = nn.ModuleList(BidirectionalMamba(d_model, config) for _ in range(n_layers))
+
+    def forward(self, x: torch.Tensor, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+        for norm, layer in zip(self.norms, self.layers):
+            if self.config.checkpoint and self.training and torch.is_grad_enabled():
+                x = x + checkpoint(_run_layer, norm, layer, x, mask, use_reentrant=False)
+            else:
+                x = x + _run_layer(norm, layer, x, mask)
+        return x
+
+
+def _run_layer(norm: nn.Module, layer: nn.Module, x: torch.Tensor, mask: Optional[torch.Tensor]) -> torch.Tensor:
+    return layer(norm(x), mask)
+
+
+__all__ = ["MambaConfig", "MambaLayer", "BidirectionalMamba", "MambaStack", "flip_valid"]

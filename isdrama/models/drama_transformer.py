@@ -1,0 +1,270 @@
+"""The Immersive Drama Transformer (IDT): the velocity field of the flow over binaural latents.
+
+Input sequence per line: the speaker prompt's clean latent frames (prefix) followed by the
+frames being generated, right-padded: ``[prompt (P_i) | target (T_i) | pad]``. Target frames get
+``in_latent(x_t) + in_content(z_c) + in_pose(z_p)``, prompt frames ``in_latent(prompt)``, each
+plus a learned type embedding. The global condition (AdaLN-Zero) is timestep embedding + masked
+mean of the prompt (a learned null vector when the line has no prompt) + mean of the scene
+tokens (a learned null scene when there is none).
+
+Blocks (``n_blocks``): [AdaLN -> K bidirectional Mamba layers] -> [AdaLN -> RoPE self-attention]
++ tanh-gated cross-attention to the scene -> [AdaLN -> Drama-MoE]; the first block's output feeds
+the F0 head, whose prediction is embedded into the stream of the later blocks. A final AdaLN
+layer (zero-initialised) maps to the latent width. Every block type can be switched off by
+config (``mamba.enabled`` false: K pre-norm transformer layers instead, the "no Mamba" ablation).
+
+Shapes: B lines, T target frames, P prompt frames, S scene tokens, C latent channels.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import torch
+from torch import nn
+
+from isdrama.models.blocks.adaln import AdaLNZero, FinalLayer, TimestepEmbedding, modulate
+from isdrama.models.blocks.attention import GatedCrossAttention, RoPESelfAttention
+from isdrama.models.blocks.f0_head import F0Head
+from isdrama.models.blocks.mamba import MambaConfig, MambaStack
+from isdrama.models.blocks.moe import DramaMoE, MoEConfig
+from isdrama.models.layers import FeedForward, masked_mean
+
+
+@dataclass
+class AttentionConfig:
+    """Self-attention (``enabled``), RoPE base, dropout, cross-attention to the scene (``cross``)."""
+
+    enabled: bool
+    rope_base: float
+    dropout: float
+    cross: bool
+
+
+@dataclass
+class DramaTransformerConfig:
+    """configs/model/transformer/*.yaml.
+
+    latent_dim: channels of a binaural latent frame (2 x the codec's latent). content_dim /
+    pose_dim: widths of z_c / z_p (the front end's). scene_dim: width of the scene tokens.
+    d_model, n_blocks, n_heads: sizes. mamba_layers: Mamba layers per block (K).
+    mamba_enabled: the Mamba sub-block (off: ``mamba_layers`` transformer layers of
+    ``replacement_ff_mult``). f0_head: the first block's F0 prediction, log-F0 as log(f0 / f0_ref_hz).
+    time_freq_dim /
+    time_scale: timestep sinusoids. norm_eps: RMSNorm epsilon.
+    """
+
+    latent_dim: int
+    content_dim: int
+    pose_dim: int
+    scene_dim: int
+    d_model: int
+    n_blocks: int
+    n_heads: int
+    mamba_layers: int
+    mamba_enabled: bool
+    replacement_ff_mult: float
+    mamba: MambaConfig
+    attention: AttentionConfig
+    moe: MoEConfig
+    f0_head: bool
+    f0_ref_hz: float
+    time_freq_dim: int
+    time_scale: float
+    norm_eps: float
+
+
+class TransformerStack(nn.Module):
+    """K pre-norm transformer layers (RoPE self-attention + FFN) with the Mamba stack's call signature."""
+
+    def __init__(self, d_model: int, n_layers: int, n_heads: int, ff_mult: float, cfg: AttentionConfig, eps: float):
+        super().__init__()
+        self.norms = nn.ModuleList(nn.RMSNorm(d_model, eps=eps) for _ in range(2 * n_layers))
+        self.attn = nn.ModuleList(RoPESelfAttention(d_model, n_heads, cfg.rope_base, cfg.dropout) for _ in range(n_layers))
+        self.ff = nn.ModuleList(FeedForward(d_model, int(d_model * ff_mult), dropout=cfg.dropout) for _ in range(n_layers))
+
+    def forward(self, x: torch.Tensor, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+        for i, (attn, ff) in enumerate(zip(self.attn, self.ff)):
+            x = x + attn(self.norms[2 * i](x), mask)
+            x = x + ff(self.norms[2 * i + 1](x))
+        return x
+
+
+class DramaBlock(nn.Module):
+    """[AdaLN -> Mamba x K] -> [AdaLN -> self-attention] + gated scene cross-attention -> [AdaLN -> Drama-MoE]."""
+
+    def __init__(self, cfg: DramaTransformerConfig):
+        super().__init__()
+        d, eps = cfg.d_model, cfg.norm_eps
+        self.adaln = AdaLNZero(d, d, 3)
+        self.norms = nn.ModuleList(nn.RMSNorm(d, eps=eps, elementwise_affine=False) for _ in range(3))
+        if cfg.mamba_layers > 0 and cfg.mamba_enabled:
+            self.sequence = MambaStack(d, cfg.mamba_layers, cfg.mamba, eps)
+        elif cfg.mamba_layers > 0:
+            self.sequence = TransformerStack(d, cfg.mamba_layers, cfg.n_heads, cfg.replacement_ff_mult, cfg.attention, eps)
+        else:
+            self.sequence = None
+        att = cfg.attention
+        self.self_attn = RoPESelfAttention(d, cfg.n_heads, att.rope_base, att.dropout) if att.enabled else None
+        self.cross_attn = GatedCrossAttention(d, d, cfg.n_heads, att.dropout, eps) if att.cross else None
+        self.moe = DramaMoE(d, cfg.moe)
+
+    def forward(self, h: torch.Tensor, cond: torch.Tensor, ctx: dict[str, Any], temperature: float):
+        mask = ctx["mask"]
+        (s1, c1, g1), (s2, c2, g2), (s3, c3, g3) = self.adaln(cond)
+        if self.sequence is not None:
+            h = h + g1[:, None] * self.sequence(modulate(self.norms[0](h), s1, c1), mask)
+        if self.self_attn is not None:
+            h = h + g2[:, None] * self.self_attn(modulate(self.norms[1](h), s2, c2), mask)
+        if self.cross_attn is not None:
+            h = self.cross_attn(h, ctx["scene"], ctx["scene_mask"])
+        out, stats = self.moe(
+            modulate(self.norms[2](h), s3, c3),
+            mask,
+            ctx["content_pose"],
+            ctx["pose"],
+            ctx["prompt"],
+            ctx["prompt_mask"],
+            temperature,
+        )
+        return h + g3[:, None] * out, stats
+
+
+def pack_prefix(
+    prompt_mask: torch.Tensor, frame_mask: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Positions of ``[prompt | target]`` packed per line without interior padding.
+
+    prompt_mask (B, P), frame_mask (B, T) (both right-padded). Returns prompt_pos (B, P) and
+    target_pos (B, T) positions in the packed sequence (padded entries point at the last slot,
+    ``L``, a scratch slot dropped after scattering) and the packed mask (B, L).
+    """
+    p_len = prompt_mask.sum(dim=1)
+    t_len = frame_mask.sum(dim=1)
+    L = int((p_len + t_len).max().item()) if prompt_mask.shape[0] else 0
+    P, T = prompt_mask.shape[1], frame_mask.shape[1]
+    ar_p = torch.arange(P, device=prompt_mask.device)[None]
+    ar_t = torch.arange(T, device=frame_mask.device)[None]
+    prompt_pos = torch.where(prompt_mask, ar_p.expand_as(prompt_mask), torch.full_like(prompt_mask, L, dtype=torch.long))
+    target_pos = torch.where(frame_mask, p_len[:, None] + ar_t, torch.full_like(frame_mask, L, dtype=torch.long))
+    packed_mask = torch.arange(L, device=frame_mask.device)[None] < (p_len + t_len)[:, None]
+    return prompt_pos, target_pos, packed_mask
+
+
+def scatter_rows(L: int, parts: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+    """Sum of (values (B, N, D), positions (B, N)) scattered into (B, L, D); positions == L are dropped."""
+    values0 = parts[0][0]
+    out = values0.new_zeros(values0.shape[0], L + 1, values0.shape[-1])
+    for values, pos in parts:
+        out = out.scatter_add(1, pos.unsqueeze(-1).expand(-1, -1, values.shape[-1]), values)
+    return out[:, :L]
+
+
+def gather_rows(x: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+    """x (B, L, D) at positions pos (B, N) (positions == L give zeros) -> (B, N, D)."""
+    padded = torch.cat([x, x.new_zeros(x.shape[0], 1, x.shape[-1])], dim=1)
+    return padded.gather(1, pos.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
+
+
+class DramaTransformer(nn.Module):
+    """Velocity field v(x_t, t | prompt, z_c, z_p, scene) over binaural latents (see module docstring)."""
+
+    def __init__(self, config: DramaTransformerConfig):
+        super().__init__()
+        self.config = cfg = config
+        d = cfg.d_model
+        self.in_latent = nn.Linear(cfg.latent_dim, d)
+        self.in_content = nn.Linear(cfg.content_dim, d)
+        self.in_pose = nn.Linear(cfg.pose_dim, d)
+        self.type_embedding = nn.Embedding(2, d)  # 0 = prompt frame, 1 = generated frame
+        self.time_embedding = TimestepEmbedding(d, cfg.time_freq_dim, cfg.time_scale)
+        self.prompt_global = nn.Linear(cfg.latent_dim, d)
+        self.null_prompt = nn.Parameter(torch.zeros(d))
+        self.scene_in = nn.Linear(cfg.scene_dim, d)
+        self.null_scene = nn.Parameter(torch.randn(1, 1, d) * 0.02)
+        self.blocks = nn.ModuleList(DramaBlock(cfg) for _ in range(cfg.n_blocks))
+        self.f0_head = F0Head(d, cfg.norm_eps) if cfg.f0_head else None
+        self.final = FinalLayer(d, d, cfg.latent_dim, cfg.norm_eps)
+
+    def scene_tokens(
+        self, scene: Optional[torch.Tensor], scene_mask: Optional[torch.Tensor], batch: int, device: torch.device
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, S, d) scene tokens and mask; lines without a scene get the learned null scene token."""
+        null = self.null_scene.expand(batch, 1, -1)
+        if scene is None:
+            return null, torch.ones(batch, 1, dtype=torch.bool, device=device)
+        tokens = self.scene_in(scene)
+        mask = scene_mask if scene_mask is not None else torch.ones(scene.shape[:2], dtype=torch.bool, device=device)
+        has = mask.any(dim=1)
+        tokens = torch.cat([tokens, null], dim=1)
+        mask = torch.cat([mask, ~has[:, None]], dim=1)  # the null token only where the line has no scene
+        return tokens, mask
+
+    def forward(
+        self,
+        x_t: torch.Tensor,
+        t: torch.Tensor,
+        frame_mask: torch.Tensor,
+        z_c: torch.Tensor,
+        z_p: torch.Tensor,
+        prompt: torch.Tensor,
+        prompt_mask: torch.Tensor,
+        scene: Optional[torch.Tensor] = None,
+        scene_mask: Optional[torch.Tensor] = None,
+        temperature: float = 1.0,
+    ) -> dict[str, Any]:
+        """Velocity of the target frames.
+
+        Args:
+            x_t: (B, T, C) noised (standardised) latents; frame_mask (B, T).
+            t: (B,) flow time in [0, 1].
+            z_c, z_p: (B, T, D_c), (B, T, D_p) content and pose conditioning.
+            prompt, prompt_mask: (B, P, C) clean standardised prompt latents and (B, P) mask
+                (a row without valid frames = no prompt; P may be 0).
+            scene, scene_mask: (B, S, D_s) scene tokens and (B, S) mask, or None.
+            temperature: Gumbel-softmax temperature of the routers (training).
+
+        Returns ``velocity`` (B, T, C), ``f0`` (B, T, 4) or None, ``routing``: one dict per
+        block of group -> stats (:class:`~isdrama.models.blocks.moe.ExpertGroup`), with the
+        ``packed_mask`` (B, L) and ``target_pos`` (B, T) the stats' frames refer to.
+        """
+        B = x_t.shape[0]
+        prompt_pos, target_pos, mask = pack_prefix(prompt_mask, frame_mask)
+        L = mask.shape[1]
+        prompt_h = self.in_latent(prompt) + self.type_embedding.weight[0]
+        content = self.in_content(z_c)
+        pose = self.in_pose(z_p)
+        target_h = self.in_latent(x_t) + content + pose + self.type_embedding.weight[1]
+        h = scatter_rows(L, [(prompt_h, prompt_pos), (target_h, target_pos)])
+        cond = self.time_embedding(t)
+        has_prompt = prompt_mask.any(dim=1)
+        prompt_vec = self.prompt_global(masked_mean(prompt, prompt_mask)) if prompt.shape[1] else self.null_prompt.expand(B, -1)
+        cond = cond + torch.where(has_prompt[:, None], prompt_vec, self.null_prompt.expand(B, -1))
+        scene_tok, scene_tok_mask = self.scene_tokens(scene, scene_mask, B, x_t.device)
+        cond = cond + masked_mean(scene_tok, scene_tok_mask)
+        ctx = {
+            "mask": mask,
+            "content_pose": scatter_rows(L, [(content + pose, target_pos)]),
+            "pose": scatter_rows(L, [(pose, target_pos)]),
+            "prompt": prompt_h,
+            "prompt_mask": prompt_mask,
+            "scene": scene_tok,
+            "scene_mask": scene_tok_mask,
+        }
+        routing, f0 = [], None
+        for i, block in enumerate(self.blocks):
+            h, stats = block(h, cond, ctx, temperature)
+            routing.append(stats)
+            if i == 0 and self.f0_head is not None:
+                f0_packed, h = self.f0_head(h)
+                f0 = gather_rows(f0_packed, target_pos)
+        velocity = gather_rows(self.final(h, cond), target_pos)
+        return {"velocity": velocity, "f0": f0, "routing": routing, "packed_mask": mask, "target_pos": target_pos}
+
+
+def count_parameters(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+__all__ = ["DramaTransformer", "DramaTransformerConfig", "AttentionConfig", "pack_prefix", "count_parameters"]

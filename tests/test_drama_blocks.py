@@ -1,0 +1,265 @@
+"""Blocks of the Immersive Drama Transformer: Mamba backends and mamba-ssm names, exact padding,
+Drama-MoE routing and balance loss, zero-initialised gates, the paper's parameter count."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from drama_configs import transformer_config
+from float_tolerance import sum_order_rtol
+
+from isdrama.models.blocks.mamba import MambaConfig, MambaLayer, flip_valid
+from isdrama.models.blocks.moe import ExpertGroup, MoEConfig, gumbel_softmax_fp32, switch_balance_loss
+from isdrama.models.blocks.scan import selective_scan
+from isdrama.models.drama_transformer import DramaTransformer, count_parameters
+
+
+def mamba_cfg(backend: str = "chunked", **kw) -> MambaConfig:
+    values = dict(transformer_config().mamba.__dict__)
+    values.update(backend=backend, **kw)
+    return MambaConfig(**values)
+
+
+def scan_inputs(B=2, L=37, E=6, N=4, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(B, L, E, generator=g)
+    delta = torch.nn.functional.softplus(torch.randn(B, L, E, generator=g))
+    A = -torch.exp(torch.randn(E, N, generator=g))
+    Bm, Cm = torch.randn(B, L, N, generator=g), torch.randn(B, L, N, generator=g)
+    D = torch.randn(E, generator=g)
+    return x, delta, A, Bm, Cm, D
+
+
+@pytest.mark.parametrize("backend,chunk", [("chunked", 0), ("chunked", 5), ("chunked", 64), ("mambapy", 0)])
+def test_scan_backends_equal_the_recurrence(backend, chunk):
+    args = scan_inputs()
+    ref = selective_scan(*args, backend="loop")
+    out = selective_scan(*args, backend=backend, chunk=chunk)
+    assert_within_scan_rounding(out, ref, args)
+
+
+def assert_within_scan_rounding(out, ref, args):
+    """Each output sums at most L products of at most L + 2 factors (decays in (0, 1]) plus the
+    D term: two evaluation orders differ by about (2 L + 3) eps times the sum of the terms'
+    magnitudes, which is the same scan run on |x|, |B|, |C|, |D|."""
+    x, delta, A, Bm, Cm, D = args
+    L = x.shape[1]
+    magnitude = selective_scan(x.abs(), delta, A, Bm.abs(), Cm.abs(), D.abs(), backend="loop")
+    bound = sum_order_rtol(2 * L + 3) * magnitude
+    assert bool(((out - ref).abs() <= bound).all()), float(((out - ref).abs() / bound).max())
+
+
+def test_scan_gradients_equal_the_recurrence():
+    args = [a.clone().requires_grad_(a.is_floating_point()) for a in scan_inputs(L=20)]
+    grads = {}
+    for backend in ("loop", "chunked", "mambapy"):
+        for a in args:
+            a.grad = None
+        selective_scan(*args, backend=backend, chunk=4).square().sum().backward()
+        grads[backend] = [a.grad.clone() for a in args]
+    # gradients chain two scans (forward and adjoint) over 20 steps: 4 L eps relative to the
+    # gradient's scale
+    for backend in ("chunked", "mambapy"):
+        for g, ref in zip(grads[backend], grads["loop"]):
+            tol = sum_order_rtol(4 * 20) * float(ref.abs().max())
+            torch.testing.assert_close(g, ref, rtol=0, atol=tol)
+
+
+def test_mamba_layer_has_mamba_ssm_names_and_equals_mambapy_on_the_same_weights():
+    from mambapy.mamba import MambaBlock
+    from mambapy.mamba import MambaConfig as PyConfig
+
+    d = 16
+    layer = MambaLayer(d, mamba_cfg("chunked"))
+    names = {k: tuple(v.shape) for k, v in layer.state_dict().items()}
+    E, N, R = layer.d_inner, layer.d_state, layer.dt_rank
+    assert names == {
+        "in_proj.weight": (2 * E, d),
+        "conv1d.weight": (E, 1, 4),
+        "conv1d.bias": (E,),
+        "x_proj.weight": (R + 2 * N, E),
+        "dt_proj.weight": (E, R),
+        "dt_proj.bias": (E,),
+        "A_log": (E, N),
+        "D": (E,),
+        "out_proj.weight": (d, E),
+    }
+    ref = MambaBlock(PyConfig(d_model=d, n_layers=1, d_state=N, expand_factor=E // d, d_conv=4, dt_rank=R))
+    ref.load_state_dict(layer.state_dict(), strict=True)  # one state dict, both implementations
+    x = torch.randn(2, 23, d)
+    y = layer(x)
+    # the projections (d, E terms) and the 23-step scan in another order: (E + d + 2 L) eps of the scale
+    tol = sum_order_rtol(E + d + 2 * 23) * float(y.detach().abs().max())
+    torch.testing.assert_close(y, ref(x), rtol=0, atol=tol)
+    for backend in ("loop", "mambapy"):
+        other = MambaLayer(d, mamba_cfg(backend))
+        other.load_state_dict(layer.state_dict())
+        torch.testing.assert_close(other(x), y, rtol=0, atol=tol)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="the mamba-ssm kernel needs CUDA")
+def test_cuda_kernel_equals_the_chunked_scan():  # pragma: no cover - runs on GPU machines only
+    pytest.importorskip("mamba_ssm")
+    args = [a.cuda() for a in scan_inputs(L=300, E=64, N=16)]
+    torch.testing.assert_close(
+        selective_scan(*args, backend="cuda"), selective_scan(*args, backend="chunked"), rtol=1e-4, atol=1e-4
+    )
+
+
+def test_flip_valid_reverses_each_line_within_its_length():
+    x = torch.arange(10.0).view(2, 5, 1)
+    mask = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]], dtype=torch.bool)
+    assert flip_valid(x, mask)[..., 0].tolist() == [[2, 1, 0, 3, 4], [9, 8, 7, 6, 5]]
+
+
+def test_padded_line_gives_the_output_of_the_line_alone():
+    torch.manual_seed(0)
+    cfg = transformer_config()
+    model = DramaTransformer(cfg).eval()
+    for p in model.parameters():  # wake the zero-initialised gates so every path matters
+        with torch.no_grad():
+            p.add_(0.05 * torch.randn_like(p))
+    T, P, C = 19, 7, cfg.latent_dim
+    x, zc, zp = torch.randn(1, T, C), torch.randn(1, T, cfg.content_dim), torch.randn(1, T, cfg.pose_dim)
+    prompt = torch.randn(1, P, C)
+    t = torch.tensor([0.3])
+    alone = model(x, t, torch.ones(1, T, dtype=torch.bool), zc, zp, prompt, torch.ones(1, P, dtype=torch.bool))
+
+    def pad(v, n):
+        return torch.cat([v, torch.randn(1, n, v.shape[-1]) * 100], dim=1)  # garbage in the pads
+
+    mask_t = torch.tensor([[True] * T + [False] * 6])
+    mask_p = torch.tensor([[True] * P + [False] * 4])
+    other = torch.randn(1, T + 6, C)  # a second, longer line in the batch
+    padded = model(
+        torch.cat([pad(x, 6), other]),
+        torch.tensor([0.3, 0.8]),
+        torch.cat([mask_t, torch.ones(1, T + 6, dtype=torch.bool)]),
+        torch.cat([pad(zc, 6), torch.randn(1, T + 6, cfg.content_dim)]),
+        torch.cat([pad(zp, 6), torch.randn(1, T + 6, cfg.pose_dim)]),
+        torch.cat([pad(prompt, 4), torch.randn(1, P + 4, C)]),
+        torch.cat([mask_p, torch.ones(1, P + 4, dtype=torch.bool)]),
+    )
+    # exact in arithmetic; in floats the batched kernels may sum in another order: per block the
+    # longest chain is the projections (d, E), the scan and attention over L frames, the experts
+    d, L = cfg.d_model, T + P
+    chain = cfg.n_blocks * (4 * d + 2 * cfg.mamba.expand * d + 4 * L + 2 * cfg.moe.ff_dim)
+    for key in ("velocity", "f0"):
+        ref = alone[key]
+        tol = sum_order_rtol(chain) * float(ref.abs().max())
+        torch.testing.assert_close(padded[key][:1, :T], ref, rtol=0, atol=tol)
+
+
+def test_zero_initialised_model_outputs_zero_velocity_and_cross_attention_gate_gets_a_gradient():
+    cfg = transformer_config()
+    model = DramaTransformer(cfg)
+    B, T, P = 2, 11, 3
+    out = model(
+        torch.randn(B, T, cfg.latent_dim),
+        torch.rand(B),
+        torch.ones(B, T, dtype=torch.bool),
+        torch.randn(B, T, cfg.content_dim),
+        torch.randn(B, T, cfg.pose_dim),
+        torch.randn(B, P, cfg.latent_dim),
+        torch.ones(B, P, dtype=torch.bool),
+        scene=torch.randn(B, 2, cfg.scene_dim),
+        scene_mask=torch.ones(B, 2, dtype=torch.bool),
+    )
+    assert torch.count_nonzero(out["velocity"]) == 0
+    # DiT: at step 0 only the final layer learns; once it has moved (as after the first step), the
+    # cross-attention, a residual of its own, gets a gradient at alpha = 0 although every AdaLN
+    # gate is still 0 (no path that is a product of two zero gates)
+    with torch.no_grad():
+        model.final.proj.weight.normal_()
+    out = model(
+        torch.randn(B, T, cfg.latent_dim),
+        torch.rand(B),
+        torch.ones(B, T, dtype=torch.bool),
+        torch.randn(B, T, cfg.content_dim),
+        torch.randn(B, T, cfg.pose_dim),
+        torch.randn(B, P, cfg.latent_dim),
+        torch.ones(B, P, dtype=torch.bool),
+        scene=torch.randn(B, 2, cfg.scene_dim),
+        scene_mask=torch.ones(B, 2, dtype=torch.bool),
+    )
+    (out["velocity"] - 1).square().mean().backward()
+    assert all(float(b.adaln.linear.weight.abs().max()) == 0 for b in model.blocks)
+    alphas = [b.cross_attn.alpha.grad for b in model.blocks]
+    assert all(a is not None and float(a.abs()) > 0 for a in alphas)
+
+
+def moe_cfg(**kw) -> MoEConfig:
+    values = dict(transformer_config().moe.__dict__)
+    values.update(kw)
+    return MoEConfig(**values)
+
+
+def test_switch_balance_loss_equals_a_hand_computation():
+    probs = torch.tensor([[[0.7, 0.2, 0.1], [0.1, 0.6, 0.3], [0.5, 0.25, 0.25], [0.0, 0.0, 1.0]]])
+    mask = torch.tensor([[True, True, True, False]])  # the padded frame is excluded
+    # top-1 of the 3 valid frames: experts 0, 1, 0 -> f = (2/3, 1/3, 0); P = mean probs
+    P = [(0.7 + 0.1 + 0.5) / 3, (0.2 + 0.6 + 0.25) / 3, (0.1 + 0.3 + 0.25) / 3]
+    expected = 3 * (2 / 3 * P[0] + 1 / 3 * P[1] + 0 * P[2])
+    assert float(switch_balance_loss(probs, mask)) == pytest.approx(expected, rel=1e-6)
+    uniform = torch.full((1, 8, 4), 0.25)
+    uniform[0, :, 0] += 1e-3  # ties broken toward expert 0
+    assert float(switch_balance_loss(uniform.softmax(-1), None)) == pytest.approx(1.0, abs=1e-2)
+
+
+def test_gumbel_softmax_stays_finite_for_extreme_logits():
+    logits = torch.tensor([[1e4, -1e4, 0.0, 3.0]]).expand(1000, 4)
+    w = gumbel_softmax_fp32(logits.half(), temperature=0.3, eps=1e-6)
+    assert w.dtype == torch.float32 and torch.isfinite(w).all()
+    torch.testing.assert_close(w.sum(-1), torch.ones(1000))
+
+
+def test_routing_is_top1_and_deterministic_at_eval_and_every_expert_learns_in_training():
+    torch.manual_seed(0)
+    group = ExpertGroup(8, 8, moe_cfg(n_experts=4, ff_dim=16), routed=True)
+    x, r = torch.randn(2, 30, 8), torch.randn(2, 30, 8)
+    group.eval()
+    y1, s1 = group(x, r, None, temperature=1.0)
+    y2, _ = group(x, r, None, temperature=1.0)
+    assert torch.equal(y1, y2)
+    choice = group.router(r).argmax(-1)
+    assert torch.equal(s1["choice"], choice)
+    for e in range(4):  # each frame went through its one expert
+        sel = choice == e
+        if sel.any():
+            torch.testing.assert_close(y1[sel], group.experts[e](x[sel]))
+    group.train()
+    y, stats = group(x, r, None, temperature=2.0)
+    (y.square().mean() + stats["balance"]).backward()
+    for expert in group.experts:
+        assert all(p.grad is not None and float(p.grad.abs().sum()) > 0 for p in expert.parameters())
+
+
+def test_ablation_switches_remove_their_blocks():
+    base = count_parameters(DramaTransformer(transformer_config()))
+    no_moe = DramaTransformer(transformer_config(**{"moe.enabled": False}))
+    assert all(b.moe.spatial is None and b.moe.prosodic.router is None for b in no_moe.blocks)
+    no_f0 = DramaTransformer(transformer_config(f0_head=False))
+    assert no_f0.f0_head is None and count_parameters(no_f0) < base
+    linear = DramaTransformer(transformer_config(**{"moe.expert": "linear"}))
+    assert type(linear.blocks[0].moe.prosodic.experts[0]).__name__ == "LinearExpert"
+    no_mamba = DramaTransformer(transformer_config(mamba_enabled=False))
+    assert type(no_mamba.blocks[0].sequence).__name__ == "TransformerStack"
+
+
+def test_paper_configuration_has_177m_parameters_on_the_meta_device():
+    from drama_configs import drama_model
+
+    model_cfg = drama_model("drama")
+    widths = dict(
+        latent_dim=model_cfg["latent_dim"],
+        content_dim=model_cfg["content"]["d_model"],
+        pose_dim=model_cfg["pose_encoder"]["d_model"],
+        scene_dim=768,  # the scene features of the paper's video backbone (CLIP ViT-B/16)
+    )
+    with torch.device("meta"):
+        model = DramaTransformer(transformer_config("drama", **widths))
+    n = count_parameters(model)
+    assert abs(n - 177e6) <= 0.05 * 177e6, f"{n / 1e6:.1f} M parameters"
+    assert math.isclose(model.config.d_model, 768) and len(model.blocks) == 4
