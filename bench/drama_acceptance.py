@@ -54,7 +54,11 @@ def main(argv=None) -> int:
     module = DramaModule.load_from_checkpoint(args.checkpoint, map_location="cpu", weights_only=True)
     module.set_codec(datamodule.token_loader.codec)
     module.eval()
-    loader = {"train": datamodule.train_dataloader, "val": datamodule.val_dataloader, "test": datamodule.test_dataloader}
+    loader = {
+        "train": datamodule.train_dataloader,
+        "val": datamodule.val_dataloader,
+        "test": datamodule.test_dataloader,
+    }
     report = evaluate_generation(
         module,
         loader[args.split](),

@@ -25,7 +25,6 @@ from typing import Any, Mapping, Optional, Sequence
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 TIME_SAMPLINGS = ("uniform", "logit_normal")
 
@@ -163,7 +162,9 @@ class RectifiedFlow(nn.Module):
         return x * self.latent_std + self.latent_mean
 
     # ------------------------------------------------------------------ training
-    def sample_times(self, batch: int, device: torch.device, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+    def sample_times(
+        self, batch: int, device: torch.device, generator: Optional[torch.Generator] = None
+    ) -> torch.Tensor:
         u = torch.rand(batch, device=device, generator=generator)
         if self.config.time_sampling == "logit_normal":
             n = torch.randn(batch, device=device, generator=generator)
@@ -184,14 +185,22 @@ class RectifiedFlow(nn.Module):
         Returns ``loss`` (scalar), ``t`` (B,), ``noise`` (B, T, C), ``target`` (x1 - x0) and the
         estimator's output under ``out``.
         """
-        x0 = noise if noise is not None else torch.randn(x1.shape, device=x1.device, dtype=x1.dtype, generator=generator)
+        x0 = (
+            noise if noise is not None else torch.randn(x1.shape, device=x1.device, dtype=x1.dtype, generator=generator)
+        )
         if t is None:
             t = self.sample_times(x1.shape[0], x1.device, generator)
         tt = t.to(x1.dtype)[:, None, None]
         x_t = (1 - tt) * x0 + tt * x1
         out = self.estimator(x_t=x_t, t=t, frame_mask=frame_mask, **cond)
         target = x1 - x0
-        return {"loss": masked_mse(out["velocity"], target, frame_mask), "t": t, "noise": x0, "target": target, "out": out}
+        return {
+            "loss": masked_mse(out["velocity"], target, frame_mask),
+            "t": t,
+            "noise": x0,
+            "target": target,
+            "out": out,
+        }
 
     # ------------------------------------------------------------------ sampling
     def guided_velocity(

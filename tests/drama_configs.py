@@ -30,7 +30,12 @@ def drama_model(experiment: str = "drama_demo") -> dict[str, Any]:
 
 
 def transformer_config(
-    experiment: str = "drama_demo", latent_dim: int = 16, content_dim: int = 8, pose_dim: int = 8, scene_dim: int = 4, **overrides: Any
+    experiment: str = "drama_demo",
+    latent_dim: int = 16,
+    content_dim: int = 8,
+    pose_dim: int = 8,
+    scene_dim: int = 4,
+    **overrides: Any,
 ) -> DramaTransformerConfig:
     """The experiment's DramaTransformerConfig with the given input widths; ``overrides`` replace
     top-level keys or, given as ``"mamba.backend": "loop"``, nested ones."""

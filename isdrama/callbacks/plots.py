@@ -88,6 +88,42 @@ def spectrogram_figure(
     return fig
 
 
+def ild_over_time(wav: torch.Tensor, sample_rate: int, frame_s: float = 0.05) -> tuple[np.ndarray, np.ndarray]:
+    """Broadband ILD (dB, 10 log10 of left / right energy) per ``frame_s`` window of (2, N):
+    window centres (s) and ILDs; windows without energy in an ear are NaN."""
+    x = wav.detach().double().cpu().numpy()
+    hop = max(1, int(round(frame_s * sample_rate)))
+    n = x.shape[-1] // hop
+    if n == 0:
+        return np.zeros(0), np.zeros(0)
+    energy = (x[:, : n * hop].reshape(2, n, hop) ** 2).sum(-1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ild = 10.0 * np.log10(energy[0] / energy[1])
+    ild[~np.isfinite(ild)] = np.nan
+    return (np.arange(n) + 0.5) * hop / sample_rate, ild
+
+
+def ild_curve_figure(
+    gen: torch.Tensor, sample_rate: int, gt: Optional[torch.Tensor] = None, title: str = "", dpi: int = 100
+) -> Figure:
+    """The interaural level difference over time of a generated line and its ground truth."""
+    fig = Figure(figsize=(8.0, 2.6), dpi=dpi, layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
+    for name, wav in (("ground truth", gt), ("generated", gen)):
+        if wav is not None:
+            t, ild = ild_over_time(wav, sample_rate)
+            ax.plot(t, ild, linewidth=1.0, label=name)
+    ax.axhline(0.0, color="grey", linewidth=0.5)
+    ax.set_xlabel("s")
+    ax.set_ylabel("ILD L/R (dB)")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    if title:
+        ax.set_title(title, fontsize=9)
+    return fig
+
+
 def band_error_figure(
     ipd_bands: Optional[np.ndarray],
     ild_bands: Optional[np.ndarray],

@@ -48,6 +48,7 @@ from isdrama.callbacks.plots import (
     SpectrogramConfig,
     band_error_figure,
     figure_to_rgb,
+    ild_curve_figure,
     save_figure,
     spectrogram_figure,
 )
@@ -400,6 +401,10 @@ class ValidationAudioCallback(pl.Callback):
             spectrogram_figure(m["gen"], m["sample_rate"], m["gt"], title=m["name"], cfg=self.spectrogram_cfg)
             for m in media
         ]
+        for m in media:  # the interaural level over time, beside the spectrograms
+            m["ild_curve"] = ild_curve_figure(
+                m["gen"], m["sample_rate"], m["gt"], title=m["name"], dpi=self.spectrogram_cfg.dpi
+            )
         band_fig = None
         if bands and spatial is not None:
             ref = self.mode == "reference"
@@ -461,6 +466,14 @@ class ValidationAudioCallback(pl.Callback):
             lg.log_image(
                 f"{p}/spectrogram", [figure_to_rgb(f) for f in specs], step=step, caption=[m["name"] for m in media]
             )
+        curves = [m for m in media if m.get("ild_curve") is not None]
+        if curves:
+            lg.log_image(
+                f"{p}/ild_over_time",
+                [figure_to_rgb(m["ild_curve"]) for m in curves],
+                step=step,
+                caption=[m["name"] for m in curves],
+            )
         if band_fig is not None:
             lg.log_image(f"{p}/band_errors", [figure_to_rgb(band_fig)], step=step)
 
@@ -480,6 +493,8 @@ class ValidationAudioCallback(pl.Callback):
                     write_audio(folder / f"{stem}_{tag}.wav", m[tag].numpy(), m["sample_rate"], subtype="FLOAT")
             if k < len(specs):
                 save_figure(specs[k], folder / f"{stem}_spectrogram.png")
+            if m.get("ild_curve") is not None:
+                save_figure(m["ild_curve"], folder / f"{stem}_ild_over_time.png")
         if band_fig is not None:
             save_figure(band_fig, folder / "band_errors.png")
         atomic_write_json(

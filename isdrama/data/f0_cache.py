@@ -56,7 +56,9 @@ class F0Cache:
         cache_dir: folder holding ``<settings key>/`` (default ROOT/.isdrama_cache/f0).
     """
 
-    def __init__(self, root: Path | str, pitch: Mapping | PitchConfig, frame_rate: float, cache_dir: Optional[Path | str] = None):
+    def __init__(
+        self, root: Path | str, pitch: Mapping | PitchConfig, frame_rate: float, cache_dir: Optional[Path | str] = None
+    ):
         self.root = Path(root)
         self.pitch = build_config(PitchConfig, pitch, "data.f0")
         self.frame_rate = float(frame_rate)

@@ -114,7 +114,9 @@ def evaluate_generation(
                 row["sim_own_prompt"] = float(cosine(emb[0:1], emb[1:2])[0])
             if batch.languages[i] == cer_language:
                 scored = cer_suite.score([SpeechItem(key, g, sr, gt=r, gt_sr=sr, text=batch.texts[i])])[0]
-                row.update(cer=scored.get("cer"), cer_round_trip=scored.get("gt_cer"), transcript=scored.get("transcript"))
+                row.update(
+                    cer=scored.get("cer"), cer_round_trip=scored.get("gt_cer"), transcript=scored.get("transcript")
+                )
             rows[key] = row
             gen_store[key] = g.mean(0)
             if out is not None and saved < save_audio:

@@ -21,10 +21,10 @@ sampler is positioned at the restored step (:func:`isdrama.lit.resume.skip_consu
 
 from __future__ import annotations
 
-import copy
 import logging
 import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Mapping, Optional
 
 import pytorch_lightning as pl
@@ -39,12 +39,13 @@ from isdrama.lit.optim import configure_adam
 from isdrama.models.blocks.f0_head import f0_loss
 from isdrama.models.conditioning import ConditioningFrontEnd, FrontEndConfig
 from isdrama.models.drama_transformer import DramaTransformer, DramaTransformerConfig
-from isdrama.models.layers import masked_mean
 from isdrama.utils.config import build_config, to_plain
 
 log = logging.getLogger(__name__)
 
 SCENE_SOURCES = ("none", "video", "text")
+#: the format tag of :meth:`DramaModule.export` files
+EXPORT_FORMAT = "isdrama-drama-v1"
 #: DramaModule's constructor arguments (its hyper-parameters, configs/model/drama.yaml)
 DRAMA_HPARAMS = (
     "frontend",
@@ -337,7 +338,9 @@ class DramaModule(pl.LightningModule):
     def _step_seed(self) -> int:
         return (self.seed * 1_000_003 + self.global_step * 7919 + self.global_rank) % (2**63 - 1)
 
-    def assemble(self, batch: DramaBatch, net: DramaNet, generator: Optional[torch.Generator], train: bool) -> dict[str, Any]:
+    def assemble(
+        self, batch: DramaBatch, net: DramaNet, generator: Optional[torch.Generator], train: bool
+    ) -> dict[str, Any]:
         """Targets and conditions of a batch with per-line prompt choices (train) or the batch's
         prompts (eval). Returns x1 (B, T, C) standardised, frame_mask, cond (estimator keywords),
         f0 / f0_voiced targets (shifted like x1) and the front end's output."""
@@ -367,7 +370,9 @@ class DramaModule(pl.LightningModule):
             own_mask = ar < k[:, None]
             other = torch.nn.functional.pad(prompt, (0, 0, 0, P - prompt.shape[1]))
             other_mask = torch.nn.functional.pad(prompt_mask, (0, P - prompt_mask.shape[1]))
-            prompt = torch.where(own[:, None, None], own_prompt * own_mask.unsqueeze(-1), other * use_other[:, None, None])
+            prompt = torch.where(
+                own[:, None, None], own_prompt * own_mask.unsqueeze(-1), other * use_other[:, None, None]
+            )
             prompt_mask = torch.where(own[:, None], own_mask, other_mask & use_other[:, None])
             new_mask = torch.arange(T, device=self.device)[None] < (lengths - k)[:, None]
             x1, z_c, z_p = (shift_frames(v, k, new_mask) for v in (x1, z_c, z_p))
@@ -495,7 +500,39 @@ class DramaModule(pl.LightningModule):
     # ------------------------------------------------------------------ checkpoints
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         if self._codec is not None:
-            checkpoint["codec"] = {"config_key": self._codec.config_key(), "describe": self._codec.describe()}
+            checkpoint["codec"] = self.codec_identity()
+
+    def codec_identity(self) -> dict[str, Any]:
+        return {"config_key": self.codec.config_key(), "weights": self.codec.weights_source}
+
+    def export(self, path) -> Path:
+        """Write the EMA weights (front end + flow core) with the hyper-parameters and the codec's
+        identity to ``path`` atomically (what inference loads, :meth:`from_export`)."""
+        from isdrama.utils.io import atomic_path
+
+        payload = {
+            "format": EXPORT_FORMAT,
+            "hyper_parameters": dict(self.hparams),
+            "state_dict": {k: v.detach().cpu() for k, v in self.ema_net.state_dict().items()},
+            "codec": self.codec_identity() if self._codec is not None else None,
+            "global_step": int(self.global_step) if self._trainer is not None else 0,
+        }
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(path, suffix=".pt") as tmp:
+            torch.save(payload, tmp)
+        return path
+
+    @classmethod
+    def from_export(cls, path, map_location: Any = "cpu") -> "DramaModule":
+        """A module (eval mode) whose online and EMA weights are an export's EMA weights."""
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+        if not isinstance(payload, Mapping) or payload.get("format") != EXPORT_FORMAT:
+            raise ValueError(f"{path}: not a drama-stage export (format {EXPORT_FORMAT!r}, see DramaModule.export)")
+        module = cls(**payload["hyper_parameters"])
+        module.net.load_state_dict(payload["state_dict"])
+        module.ema_net.load_state_dict(payload["state_dict"])
+        return module.eval()
 
 
 def routing_summary(routing: list[dict[str, dict[str, torch.Tensor]]], mask: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -81,8 +81,12 @@ class TransformerStack(nn.Module):
     def __init__(self, d_model: int, n_layers: int, n_heads: int, ff_mult: float, cfg: AttentionConfig, eps: float):
         super().__init__()
         self.norms = nn.ModuleList(nn.RMSNorm(d_model, eps=eps) for _ in range(2 * n_layers))
-        self.attn = nn.ModuleList(RoPESelfAttention(d_model, n_heads, cfg.rope_base, cfg.dropout) for _ in range(n_layers))
-        self.ff = nn.ModuleList(FeedForward(d_model, int(d_model * ff_mult), dropout=cfg.dropout) for _ in range(n_layers))
+        self.attn = nn.ModuleList(
+            RoPESelfAttention(d_model, n_heads, cfg.rope_base, cfg.dropout) for _ in range(n_layers)
+        )
+        self.ff = nn.ModuleList(
+            FeedForward(d_model, int(d_model * ff_mult), dropout=cfg.dropout) for _ in range(n_layers)
+        )
 
     def forward(self, x: torch.Tensor, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
         for i, (attn, ff) in enumerate(zip(self.attn, self.ff)):
@@ -102,7 +106,9 @@ class DramaBlock(nn.Module):
         if cfg.mamba_layers > 0 and cfg.mamba_enabled:
             self.sequence = MambaStack(d, cfg.mamba_layers, cfg.mamba, eps)
         elif cfg.mamba_layers > 0:
-            self.sequence = TransformerStack(d, cfg.mamba_layers, cfg.n_heads, cfg.replacement_ff_mult, cfg.attention, eps)
+            self.sequence = TransformerStack(
+                d, cfg.mamba_layers, cfg.n_heads, cfg.replacement_ff_mult, cfg.attention, eps
+            )
         else:
             self.sequence = None
         att = cfg.attention
@@ -131,9 +137,7 @@ class DramaBlock(nn.Module):
         return h + g3[:, None] * out, stats
 
 
-def pack_prefix(
-    prompt_mask: torch.Tensor, frame_mask: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def pack_prefix(prompt_mask: torch.Tensor, frame_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Positions of ``[prompt | target]`` packed per line without interior padding.
 
     prompt_mask (B, P), frame_mask (B, T) (both right-padded). Returns prompt_pos (B, P) and
@@ -146,7 +150,9 @@ def pack_prefix(
     P, T = prompt_mask.shape[1], frame_mask.shape[1]
     ar_p = torch.arange(P, device=prompt_mask.device)[None]
     ar_t = torch.arange(T, device=frame_mask.device)[None]
-    prompt_pos = torch.where(prompt_mask, ar_p.expand_as(prompt_mask), torch.full_like(prompt_mask, L, dtype=torch.long))
+    prompt_pos = torch.where(
+        prompt_mask, ar_p.expand_as(prompt_mask), torch.full_like(prompt_mask, L, dtype=torch.long)
+    )
     target_pos = torch.where(frame_mask, p_len[:, None] + ar_t, torch.full_like(frame_mask, L, dtype=torch.long))
     packed_mask = torch.arange(L, device=frame_mask.device)[None] < (p_len + t_len)[:, None]
     return prompt_pos, target_pos, packed_mask
@@ -239,7 +245,9 @@ class DramaTransformer(nn.Module):
         h = scatter_rows(L, [(prompt_h, prompt_pos), (target_h, target_pos)])
         cond = self.time_embedding(t)
         has_prompt = prompt_mask.any(dim=1)
-        prompt_vec = self.prompt_global(masked_mean(prompt, prompt_mask)) if prompt.shape[1] else self.null_prompt.expand(B, -1)
+        prompt_vec = (
+            self.prompt_global(masked_mean(prompt, prompt_mask)) if prompt.shape[1] else self.null_prompt.expand(B, -1)
+        )
         cond = cond + torch.where(has_prompt[:, None], prompt_vec, self.null_prompt.expand(B, -1))
         scene_tok, scene_tok_mask = self.scene_tokens(scene, scene_mask, B, x_t.device)
         cond = cond + masked_mean(scene_tok, scene_tok_mask)

@@ -106,7 +106,9 @@ def scan_cuda(x, delta, A, Bm, Cm, D) -> torch.Tensor:
             f"CUDA machine); use backend=chunked or mambapy otherwise ({err})"
         ) from err
     if not x.is_cuda:
-        raise RuntimeError("model.transformer.mamba.backend=cuda runs on CUDA tensors only; the input is on " + str(x.device))
+        raise RuntimeError(
+            "model.transformer.mamba.backend=cuda runs on CUDA tensors only; the input is on " + str(x.device)
+        )
     y = selective_scan_fn(
         x.transpose(1, 2).contiguous(),
         delta.transpose(1, 2).contiguous(),

@@ -1,0 +1,142 @@
+"""The drama stage through the real configs: `experiment=drama_demo` trains on a tiny tokenised
+dataset with falling losses, validation generates scored audio, resume from a checkpoint taken
+mid-epoch continues to the same losses and weights, and the configs compose for every preset."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import write_tiny_dataset
+from test_configs import compose_train
+
+from isdrama.training import run_training
+
+#: a transformer small enough for a test (the tiny preset's structure, narrower)
+SMALL = [
+    "model.transformer.d_model=32",
+    "model.transformer.n_heads=2",
+    "model.transformer.moe.ff_dim=32",
+    "model.transformer.moe.router_heads=2",
+    "model.optimizer.warmup_steps=2",
+    "model.optimizer.lr=3.0e-3",
+    "model.ema.update_after_step=0",
+    "model.statistics.max_batches=4",
+    "model.flow.steps=4",
+]
+
+
+def drama_overrides(root: Path, steps: int, extra: list[str] = ()) -> list[str]:
+    return [
+        "experiment=drama_demo",
+        "logger=csv",
+        f"data.root={root}",
+        "data.synth=null",
+        "data.val_fraction=0.25",
+        "data.test_fraction=0.0",
+        "data.train.max_frames=300",
+        "data.val.max_frames=300",
+        "codec.pretrained=false",
+        "codec.kmeans.n_iters=2",
+        f"trainer.max_steps={steps}",
+        "trainer.max_time=null",
+        "trainer.check_val_every_n_epoch=1",
+        "trainer.log_every_n_steps=1",
+        "trainer.enable_progress_bar=false",
+        "callbacks.validation_audio.metrics=[ipd,ild]",
+        "callbacks.validation_audio.num_lines=2",
+        "callbacks.validation_audio.log_audio=1",
+        *SMALL,
+        *extra,
+    ]
+
+
+def logged(out: Path, key: str) -> list[tuple[int, float]]:
+    (path,) = out.glob("csv/*/metrics.csv")
+    return [(int(r["step"]), float(r[key])) for r in csv.DictReader(path.open()) if r.get(key)]
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    return write_tiny_dataset(tmp_path_factory.mktemp("drama") / "ds", n_dramas=8)
+
+
+@pytest.fixture(scope="module")
+def trained(dataset, tmp_path_factory, one_torch_thread):
+    out = tmp_path_factory.mktemp("drama_run")
+    metrics = run_training(compose_train(drama_overrides(dataset, 30), out))
+    return out, metrics
+
+
+def test_drama_stage_trains_validates_and_its_losses_fall(trained):
+    out, metrics = trained
+    flow = [v for _, v in logged(out, "train/flow")]
+    assert len(flow) >= 25
+    assert sum(flow[-5:]) / 5 < 0.8 * sum(flow[:5]) / 5, flow
+    for key in ("train/pitch", "train/balance", "train/duration", "val/flow", "val_audio/ild_mae"):
+        assert logged(out, key), key
+    assert any(k.startswith("val/routing/b0_spatial_usage") for k in metrics)
+    ckpt = torch.load(out / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    sd = ckpt["state_dict"]
+    assert any(k.startswith("ema.ema_model.flow.estimator.") for k in sd)
+    assert not any(k.startswith("_codec") for k in sd)  # the codec stays outside the checkpoint
+    assert "routing_temperature" in sd and float(sd["routing_temperature"]) < 2.0
+    assert bool(sd["net.flow.statistics_fitted"])
+
+
+def test_resume_from_a_mid_epoch_checkpoint_gives_the_same_losses_and_weights(dataset, tmp_path, one_torch_thread):
+    every = [
+        "callbacks.model_checkpoint.every_n_train_steps=5",
+        "callbacks.model_checkpoint.save_top_k=-1",
+        "callbacks.model_checkpoint.filename=step_{step:03d}",
+        "callbacks=default",
+    ]
+    straight = tmp_path / "straight"
+    run_training(compose_train(drama_overrides(dataset, 14, every), straight))
+    (mid,) = list((straight / "checkpoints").glob("step_005*.ckpt"))
+    ckpt = torch.load(mid, map_location="cpu", weights_only=True)
+    assert ckpt["loops"]["fit_loop"]["epoch_loop.batch_progress"]["current"]["completed"] not in (0,), "not mid-epoch"
+    resumed = tmp_path / "resumed"
+    run_training(compose_train(drama_overrides(dataset, 14, [*every, f"ckpt_path={mid}"]), resumed))
+    a, b = dict(logged(straight, "train/total")), dict(logged(resumed, "train/total"))
+    later = sorted(s for s in b if s > 5)
+    assert later and all(a[s] == b[s] for s in later), [(s, a[s], b[s]) for s in later]
+    wa = torch.load(straight / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)["state_dict"]
+    wb = torch.load(resumed / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)["state_dict"]
+    assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+@pytest.mark.parametrize(
+    "experiment",
+    [
+        "drama",
+        "drama_demo",
+        "ablation/no_mamba",
+        "ablation/no_moe",
+        "ablation/no_prosodic_moe",
+        "ablation/no_spatial_moe",
+        "ablation/linear_experts",
+        "ablation/no_f0",
+        "ablation/no_cfg",
+    ],
+)
+def test_drama_experiments_compose(experiment, tmp_path):
+    cfg = compose_train([f"experiment={experiment}"], tmp_path)
+    assert cfg.model._target_ == "isdrama.lit.drama.DramaModule"
+    assert cfg.model.transformer.d_model in (128, 768)
+    if experiment == "drama":
+        assert cfg.trainer.precision == "bf16-mixed" and cfg.data.train.max_frames == 12000
+        assert cfg.model.optimizer.lr == 5.0e-5 and cfg.model.optimizer.warmup_steps == 10000
+
+
+def test_drama_stage_without_tokens_fails_clearly(dataset, tmp_path):
+    from isdrama.lit.drama import DramaModule
+
+    cfg = compose_train(drama_overrides(dataset, 1, SMALL), tmp_path)
+    from hydra.utils import instantiate
+
+    module: DramaModule = instantiate(cfg.model, _recursive_=False)
+    with pytest.raises(RuntimeError, match="no codec"):
+        module.codec
