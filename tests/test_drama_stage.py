@@ -140,3 +140,11 @@ def test_drama_stage_without_tokens_fails_clearly(dataset, tmp_path):
     module: DramaModule = instantiate(cfg.model, _recursive_=False)
     with pytest.raises(RuntimeError, match="no codec"):
         module.codec
+
+
+def test_ddp_on_two_cpu_processes_trains_the_drama_stage(dataset, tmp_path):
+    """The distributed config path (trainer=ddp_cpu: gloo, 2 processes) on the real configs."""
+    out = tmp_path / "ddp"
+    run_training(compose_train(drama_overrides(dataset, 3, ["trainer=ddp_cpu", "callbacks=default"]), out))
+    ckpt = torch.load(out / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert ckpt["global_step"] == 3

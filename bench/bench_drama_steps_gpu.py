@@ -1,0 +1,102 @@
+"""The paper configuration (177 M) for N bf16 training steps of a 12 k-frame batch on a GPU.
+
+    .venv/bin/python bench/bench_drama_steps_gpu.py [--steps 300] [--frames 12000] [--line-seconds 10]
+
+Random latents and conditioning (the transformer's cost does not depend on their values), Adam,
+bf16 autocast, activation checkpointing per Mamba layer; for each scan backend that runs here
+(``cuda`` with mamba-ssm, ``mambapy``): median step time, peak memory, frames per second.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--steps", type=int, default=300)
+    p.add_argument("--frames", type=int, default=12000)
+    p.add_argument("--line-seconds", type=float, default=10.0)
+    p.add_argument("--out", type=Path, default=None)
+    args = p.parse_args(argv)
+
+    import torch
+    from bench_drama_step import transformer_values
+
+    from isdrama.flow import FlowConfig, RectifiedFlow
+    from isdrama.models.drama_transformer import DramaTransformer, DramaTransformerConfig
+    from isdrama.utils.config import build_config
+
+    if not torch.cuda.is_available():
+        raise SystemExit("bench_drama_steps_gpu.py needs a CUDA device")
+    backends = ["mambapy"]
+    try:
+        import mamba_ssm  # noqa: F401
+
+        backends.insert(0, "cuda")
+    except ImportError:
+        print("mamba-ssm not installed: the cuda backend is not measured")
+    T = int(args.line_seconds * 75)
+    B = max(1, args.frames // T)
+    results = []
+    for backend in backends:
+        values = transformer_values("base", "none")
+        values["mamba"].update(backend=backend, checkpoint=True)
+        d = values["d_model"]
+        cfg = build_config(DramaTransformerConfig, values, "t", latent_dim=256, content_dim=d, pose_dim=d, scene_dim=d)
+        flow_cfg = {"steps": 25, "sway": None, "guidance_scale": 3.0, "context_alpha": 0.4}
+        flow_cfg.update(time_sampling="uniform", std_floor=1e-3)
+        flow = RectifiedFlow(DramaTransformer(cfg), 256, build_config(FlowConfig, flow_cfg, "flow")).cuda()
+        opt = torch.optim.Adam(flow.parameters(), lr=5e-5)
+        x1 = torch.randn(B, T, 256, device="cuda")
+        mask = torch.ones(B, T, dtype=torch.bool, device="cuda")
+        cond = {
+            "z_c": torch.randn(B, T, d, device="cuda"),
+            "z_p": torch.randn(B, T, d, device="cuda"),
+            "prompt": torch.randn(B, 225, 256, device="cuda"),
+            "prompt_mask": torch.ones(B, 225, dtype=torch.bool, device="cuda"),
+        }
+        torch.cuda.reset_peak_memory_stats()
+        times = []
+        for step in range(args.steps):
+            torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            with torch.autocast("cuda", dtype=torch.bfloat16):
+                loss = flow.loss(x1, mask, cond)["loss"]
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(flow.parameters(), 1.0)
+            opt.step()
+            torch.cuda.synchronize()
+            if step >= 10:
+                times.append(time.perf_counter() - t0)
+        step_s = statistics.median(times)
+        row = {
+            "backend": backend,
+            "batch": [B, T],
+            "frames": B * T,
+            "step_s": step_s,
+            "frames_per_s": B * T / step_s,
+            "peak_gib": torch.cuda.max_memory_allocated() / 2**30,
+            "final_loss": float(loss),
+            "params_m": sum(p.numel() for p in flow.parameters()) / 1e6,
+        }
+        print(json.dumps(row), flush=True)
+        results.append(row)
+        del flow, opt
+        torch.cuda.empty_cache()
+    if args.out:
+        args.out.write_text(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
