@@ -151,3 +151,36 @@ def test_empty_split_is_reported(tmp_path):
     dm = make_module(root)
     with pytest.raises(ValueError, match="the val split is empty"):
         dm.val_dataloader()
+
+
+def test_resumable_loader_continues_mid_epoch_and_rolls_over_at_the_epoch_end():
+    from torch.utils.data import Dataset
+
+    from isdrama.data.sampler import ResumableDataLoader
+
+    class Index(Dataset):
+        def __len__(self):
+            return 40
+
+        def __getitem__(self, i):
+            return i
+
+    def loader():
+        sampler = FrameBudgetBatchSampler([5 + i % 7 for i in range(40)], 30, shuffle=True, seed=3)
+        return ResumableDataLoader(Index(), batch_sampler=sampler, collate_fn=list)
+
+    a = loader()
+    a.batch_sampler.set_epoch(2)
+    full = list(a)
+    it = iter(a)
+    seen = [next(it) for _ in range(3)]
+    state = a.state_dict()
+    assert state == {"epoch": 2, "batches": 3}
+    b = loader()
+    b.load_state_dict(state)
+    assert seen + list(b) == full  # the rest of the same order
+    assert b.state_dict() == {"epoch": 2, "batches": len(full)}
+    c = loader()
+    c.load_state_dict(b.state_dict())  # saved at the end of epoch 2: epoch 3 starts whole
+    a.batch_sampler.set_epoch(3)
+    assert c.batch_sampler.epoch == 3 and list(c) == list(a)

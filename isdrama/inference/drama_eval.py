@@ -121,7 +121,7 @@ def evaluate_generation(
             gen_store[key] = g.mean(0)
             if out is not None and saved < save_audio:
                 for tag, audio in (("gen", g), ("mirrored", gm), ("round_trip", r)):
-                    write_audio(Path(out) / f"{key.replace('/', '_')}.{tag}.wav", audio.T, sr)
+                    write_audio(Path(out) / f"{key.replace('/', '_')}.{tag}.wav", audio, sr, subtype="FLOAT")
                 saved += 1
 
     # speaker ranking: own prompt vs one prompt of every other speaker

@@ -29,6 +29,7 @@ from typing import Any, Mapping, Optional
 
 import pytorch_lightning as pl
 import torch
+from ema_pytorch import EMA
 from torch import nn
 
 from isdrama.callbacks.generation import GeneratedAudio
@@ -127,6 +128,14 @@ def shift_frames(x: torch.Tensor, offset: torch.Tensor, new_mask: torch.Tensor) 
     return out * new_mask.view(*new_mask.shape, *([1] * (x.dim() - 2))).to(out.dtype)
 
 
+class PicklableEMA(EMA):
+    """ema-pytorch's EMA of a module. Its ``__new__`` wants the model, which unpickling (the DDP
+    spawn launcher pickles the LightningModule) does not pass; this one takes it optionally."""
+
+    def __new__(cls, model: Optional[nn.Module] = None, *args: Any, **kwargs: Any) -> "PicklableEMA":
+        return nn.Module.__new__(cls)
+
+
 class DramaNet(nn.Module):
     """Front end + flow core: what the optimiser trains and EMA averages."""
 
@@ -216,9 +225,13 @@ class DramaModule(pl.LightningModule):
         )
         flow_core = RectifiedFlow(DramaTransformer(tcfg), int(latent_dim), build_config(FlowConfig, flow, "model.flow"))
         self.net = DramaNet(front, flow_core)
-        from ema_pytorch import EMA
-
-        self.ema = EMA(
+        # parameters this stage never uses stay out of the optimiser (and out of DDP's reducer):
+        # the pose encoder's contrastive heads (pose pre-training only) and, without a scene, the
+        # scene projection
+        front.pose_encoder.heads.requires_grad_(False)
+        if self.scene_source == "none":
+            flow_core.estimator.scene_in.requires_grad_(False)
+        self.ema = PicklableEMA(
             self.net,
             beta=self.ema_cfg.beta,
             update_after_step=self.ema_cfg.update_after_step,
@@ -513,7 +526,10 @@ class DramaModule(pl.LightningModule):
         payload = {
             "format": EXPORT_FORMAT,
             "hyper_parameters": dict(self.hparams),
-            "state_dict": {k: v.detach().cpu() for k, v in self.ema_net.state_dict().items()},
+            "state_dict": {
+                k: v.detach().cpu() if isinstance(v, torch.Tensor) else v  # the vocabulary is extra state
+                for k, v in self.ema_net.state_dict().items()
+            },
             "codec": self.codec_identity() if self._codec is not None else None,
             "global_step": int(self.global_step) if self._trainer is not None else 0,
         }
