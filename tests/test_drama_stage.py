@@ -166,6 +166,7 @@ def test_drama_stage_without_tokens_fails_clearly(dataset, tmp_path):
         module.codec
 
 
+@pytest.mark.slow
 def test_ddp_on_two_cpu_processes_trains_the_drama_stage(dataset, tmp_path):
     """The distributed config path (trainer=ddp_cpu: gloo, 2 processes) on the real configs."""
     out = tmp_path / "ddp"
