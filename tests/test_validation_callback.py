@@ -181,6 +181,7 @@ def test_values_fixed_lines_every_n_and_csv_files(tmp_path, one_torch_thread):
     wavs = sorted(folder.glob("*_gen.wav"))
     assert len(wavs) == 2 and len(list(folder.glob("*_gt.wav"))) == 2
     assert len(list(folder.glob("*_spectrogram.png"))) == 2 and (folder / "band_errors.png").stat().st_size > 0
+    assert len(list(folder.glob("*_ild_over_time.png"))) == 2
     wav, sr = sf.read(wavs[0], dtype="float32")
     i0 = first[0]
     assert sr == SR and wav.shape == (N, 2) and wavs[0].name == f"00_line{i0}_gen.wav"
@@ -265,7 +266,7 @@ def test_wandb_offline_run_gets_media(tmp_path, one_torch_thread):
     images = sorted((runs[0] / "files" / "media" / "images").rglob("*.png"))
     assert len(audio) == 4  # 2 generated + 2 ground truth, stereo
     assert all(sf.info(p).channels == 2 for p in audio)
-    assert len(images) == 3  # 2 spectrograms + the per-band error plot
+    assert len(images) == 5  # 2 spectrograms + 2 ILD-over-time curves + the per-band error plot
 
 
 def test_metric_states_merge_and_nan_handling():
