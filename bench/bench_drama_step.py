@@ -24,7 +24,8 @@ sys.path.insert(0, str(ROOT))
 FRAME_RATE = 75
 
 
-def transformer_values(preset: str, ablation: str) -> dict:
+def model_values(preset: str, ablation: str) -> dict:
+    """``cfg.model`` of the drama stage with the transformer preset (and ablation), resolved."""
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
@@ -33,7 +34,7 @@ def transformer_values(preset: str, ablation: str) -> dict:
         overrides.append("model.transformer.mamba_enabled=false")
     with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
         cfg = compose("train", overrides=["model=drama", *overrides])
-    return OmegaConf.to_container(cfg.model.transformer, resolve=True)
+    return OmegaConf.to_container(cfg.model, resolve=True)
 
 
 def one(
@@ -48,7 +49,9 @@ def one(
     from isdrama.models.drama_transformer import DramaTransformer, DramaTransformerConfig
     from isdrama.utils.config import build_config
 
-    values = transformer_values(preset, ablation)
+    model = model_values(preset, ablation)
+    values = model["transformer"]
+    C = model["latent_dim"]
     values["mamba"]["checkpoint"] = checkpoint
     if device == "cuda":
         try:
@@ -59,32 +62,18 @@ def one(
             values["mamba"]["backend"] = "mambapy"
     d = values["d_model"]
     cfg = build_config(
-        DramaTransformerConfig, values, "model.transformer", latent_dim=256, content_dim=d, pose_dim=d, scene_dim=d
+        DramaTransformerConfig, values, "model.transformer", latent_dim=C, content_dim=d, pose_dim=d, scene_dim=d
     )
-    flow = RectifiedFlow(
-        DramaTransformer(cfg),
-        256,
-        build_config(
-            FlowConfig,
-            {
-                "steps": 25,
-                "sway": None,
-                "guidance_scale": 3.0,
-                "context_alpha": 0.4,
-                "time_sampling": "uniform",
-                "std_floor": 1e-3,
-            },
-            "flow",
-        ),
-    ).to(device)
+    flow_cfg = build_config(FlowConfig, model["flow"], "model.flow")
+    flow = RectifiedFlow(DramaTransformer(cfg), C, flow_cfg).to(device)
     T, P = int(seconds * FRAME_RATE), 3 * FRAME_RATE
     g = torch.Generator(device=device).manual_seed(0)
-    x1 = torch.randn(1, T, 256, device=device, generator=g)
+    x1 = torch.randn(1, T, C, device=device, generator=g)
     mask = torch.ones(1, T, dtype=torch.bool, device=device)
     cond = {
         "z_c": torch.randn(1, T, d, device=device, generator=g),
         "z_p": torch.randn(1, T, d, device=device, generator=g),
-        "prompt": torch.randn(1, P, 256, device=device, generator=g),
+        "prompt": torch.randn(1, P, C, device=device, generator=g),
         "prompt_mask": torch.ones(1, P, dtype=torch.bool, device=device),
     }
     base_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

@@ -29,7 +29,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
 
     import torch
-    from bench_drama_step import transformer_values
+    from bench_drama_step import model_values
 
     from isdrama.flow import FlowConfig, RectifiedFlow
     from isdrama.models.drama_transformer import DramaTransformer, DramaTransformerConfig
@@ -48,20 +48,21 @@ def main(argv=None) -> int:
     B = max(1, args.frames // T)
     results = []
     for backend in backends:
-        values = transformer_values("base", "none")
+        model = model_values("base", "none")
+        values = model["transformer"]
+        C = model["latent_dim"]
         values["mamba"].update(backend=backend, checkpoint=True)
         d = values["d_model"]
-        cfg = build_config(DramaTransformerConfig, values, "t", latent_dim=256, content_dim=d, pose_dim=d, scene_dim=d)
-        flow_cfg = {"steps": 25, "sway": None, "guidance_scale": 3.0, "context_alpha": 0.4}
-        flow_cfg.update(time_sampling="uniform", std_floor=1e-3)
-        flow = RectifiedFlow(DramaTransformer(cfg), 256, build_config(FlowConfig, flow_cfg, "flow")).cuda()
+        cfg = build_config(DramaTransformerConfig, values, "t", latent_dim=C, content_dim=d, pose_dim=d, scene_dim=d)
+        flow_cfg = build_config(FlowConfig, model["flow"], "model.flow")
+        flow = RectifiedFlow(DramaTransformer(cfg), C, flow_cfg).cuda()
         opt = torch.optim.Adam(flow.parameters(), lr=5e-5)
-        x1 = torch.randn(B, T, 256, device="cuda")
+        x1 = torch.randn(B, T, C, device="cuda")
         mask = torch.ones(B, T, dtype=torch.bool, device="cuda")
         cond = {
             "z_c": torch.randn(B, T, d, device="cuda"),
             "z_p": torch.randn(B, T, d, device="cuda"),
-            "prompt": torch.randn(B, 225, 256, device="cuda"),
+            "prompt": torch.randn(B, 225, C, device="cuda"),
             "prompt_mask": torch.ones(B, 225, dtype=torch.bool, device="cuda"),
         }
         torch.cuda.reset_peak_memory_stats()

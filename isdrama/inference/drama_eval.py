@@ -78,7 +78,7 @@ def evaluate_generation(
     hop = codec.hop_length
     rows: dict[str, dict[str, Any]] = {}
     prompts_by_speaker: dict[str, np.ndarray] = {}
-    gen_store: dict[str, np.ndarray] = {}
+    gen_embedding: dict[str, np.ndarray] = {}  # (1, D) speaker embedding of each generated line
     saved = 0
     if out is not None:
         Path(out).mkdir(parents=True, exist_ok=True)
@@ -112,13 +112,13 @@ def evaluate_generation(
                 prompts_by_speaker.setdefault(spk, p)
                 emb = speaker.embed([g.mean(0), p], sr)
                 row["sim_own_prompt"] = float(cosine(emb[0:1], emb[1:2])[0])
+                gen_embedding[key] = emb[0:1]
             if batch.languages[i] == cer_language:
                 scored = cer_suite.score([SpeechItem(key, g, sr, gt=r, gt_sr=sr, text=batch.texts[i])])[0]
                 row.update(
                     cer=scored.get("cer"), cer_round_trip=scored.get("gt_cer"), transcript=scored.get("transcript")
                 )
             rows[key] = row
-            gen_store[key] = g.mean(0)
             if out is not None and saved < save_audio:
                 for tag, audio in (("gen", g), ("mirrored", gm), ("round_trip", r)):
                     write_audio(Path(out) / f"{key.replace('/', '_')}.{tag}.wav", audio, sr, subtype="FLOAT")
@@ -131,8 +131,7 @@ def evaluate_generation(
         for key, row in rows.items():
             if not row.get("has_prompt"):
                 continue
-            emb = speaker.embed([gen_store[key]], sr)
-            sims = cosine(np.repeat(emb, len(speakers), axis=0), bank)
+            sims = cosine(np.repeat(gen_embedding[key], len(speakers), axis=0), bank)
             others = [float(s) for s, name in zip(sims, speakers) if name != row["speaker"]]
             row["sim_best_other"] = max(others)
             row["speaker_ranked_first"] = bool(row["sim_own_prompt"] > max(others))

@@ -113,7 +113,7 @@ class EMAConfig:
 @dataclass
 class ValidationConfig:
     """Generation in validation: Euler ``steps``, CFG ``guidance_scale`` (the prompt vs no prompt),
-    noise ``seed``; ``max_batches`` of the validation loss."""
+    noise ``seed``."""
 
     steps: int
     guidance_scale: float
@@ -209,7 +209,7 @@ class DramaModule(pl.LightningModule):
         self.frontend_frozen = bool(self.frontend_cfg["freeze"])
         if self.frontend_frozen:
             front.requires_grad_(False)
-        scene_dim = {"none": 1, "video": None, "text": None}[self.scene_source]
+        scene_dim = 1  # "none": only the learned null scene is used
         if self.scene_source == "video":
             scene_dim = front.pose_encoder.video_encoder.dim
         elif self.scene_source == "text":
