@@ -1,23 +1,29 @@
-"""Generate a binaural drama from a script + speaker prompts + pose prompts.
+"""Generate a binaural drama from a drama script (speakers with prompt recordings, lines with
+trajectory / pose-file / text / video pose prompts) with Hydra overrides, like train.py.
 
-Not built yet: generation needs the Immersive Drama Transformer (flow matching over binaural
-EnCodec latents), which is its own milestone. Until then this entry point says so instead of
-pretending; `isdrama-data resynth` gives the codec round trip of dataset lines for evaluation.
+    python infer.py script=examples/three_speakers.yaml                  # demo checkpoints
+    python infer.py script=S.yaml checkpoint=OUTPUT/drama/drama-last.pt out=outputs/my_drama
+    python infer.py script=S.yaml dry_run=true                           # validate only
+    python infer.py script=S.yaml generation.steps=32 generation.guidance_scale=2 device=cuda
+
+Options: configs/infer.yaml; the script format: docs/drama-script.md. The same without Hydra:
+`isdrama-infer S.yaml --checkpoint CKPT --out DIR`, or `DramaGenerator` in Python.
 """
 
 import sys
 
-MESSAGE = (
-    "infer.py: drama generation is not built yet. It needs the Immersive Drama Transformer "
-    "(isdrama.models.drama_transformer), which lands with its own issue. Available now: "
-    "`isdrama-data resynth ROOT OUT` (codec round trip of dataset lines) and `isdrama-eval`."
-)
+import hydra
+from omegaconf import DictConfig
+
+from isdrama.inference.run import run_infer
 
 
-def main() -> int:
-    print(MESSAGE, file=sys.stderr)
-    return 2
+@hydra.main(version_base="1.3", config_path="configs", config_name="infer")
+def main(cfg: DictConfig) -> None:
+    code = run_infer(cfg)
+    if code:
+        sys.exit(code)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

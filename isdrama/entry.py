@@ -1,4 +1,5 @@
-"""Console-script wrappers for the top-level entry scripts (train.py, infer.py).
+"""Console-script wrapper for the top-level entry script train.py (`isdrama-infer` is
+:mod:`isdrama.inference.cli`, an argparse front end; ``python infer.py`` takes Hydra overrides).
 
 They run from a source checkout (``pip install -e .``): the Hydra config tree lives in
 ``configs/`` beside the package.
@@ -17,8 +18,8 @@ def _run_script(name: str) -> None:
     script = PROJECT_ROOT / name
     if not script.is_file() or not (PROJECT_ROOT / "configs").is_dir():
         sys.exit(
-            f"error: {script} or {PROJECT_ROOT / 'configs'} not found; the isdrama-train / isdrama-infer "
-            "commands need a source checkout installed with `pip install -e .`"
+            f"error: {script} or {PROJECT_ROOT / 'configs'} not found; the isdrama-train "
+            "command needs a source checkout installed with `pip install -e .`"
         )
     sys.argv[0] = str(script)
     runpy.run_path(str(script), run_name="__main__")
@@ -27,8 +28,3 @@ def _run_script(name: str) -> None:
 def train_main() -> None:
     """`isdrama-train` = `python train.py` (Hydra overrides as arguments)."""
     _run_script("train.py")
-
-
-def infer_main() -> None:
-    """`isdrama-infer` = `python infer.py`."""
-    _run_script("infer.py")

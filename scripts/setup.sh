@@ -20,8 +20,8 @@ fi
 [ -x "$VENV/bin/python" ] || { echo "[setup] creating $VENV"; "$PY" -m venv "$VENV"; }
 stamp="$VENV/.isdrama-setup-$(sha1sum pyproject.toml scripts/setup.sh | sha1sum | cut -c1-16)"
 if [ ! -f "$stamp" ]; then
-  echo "[setup] pip install -e .[eval,test] (first run downloads a few GB: torch)"
-  "$VENV/bin/pip" install -q -e ".[eval,test]"
+  echo "[setup] pip install -e .[eval,test,video] (first run downloads a few GB: torch)"
+  "$VENV/bin/pip" install -q -e ".[eval,test,video]"
   # resemblyzer pins the compiled `webrtcvad` and a stray `typing` backport: install it alone.
   "$VENV/bin/pip" install -q --no-deps "resemblyzer==0.1.4"
   rm -f "$VENV"/.isdrama-setup-*

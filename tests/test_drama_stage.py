@@ -12,6 +12,7 @@ import torch
 from conftest import write_tiny_dataset
 from test_configs import compose_train
 
+from isdrama.lit.drama import sample_pose_branches, select_pose_branches
 from isdrama.training import run_training
 
 #: a transformer small enough for a test (the tiny preset's structure, narrower)
@@ -63,7 +64,8 @@ def logged(out: Path, key: str) -> list[tuple[int, float]]:
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
-    return write_tiny_dataset(tmp_path_factory.mktemp("drama") / "ds", n_dramas=8)
+    # with videos: drama_demo trains all three pose branches (geo, video, text)
+    return write_tiny_dataset(tmp_path_factory.mktemp("drama") / "ds", n_dramas=8, with_video=True)
 
 
 @pytest.fixture(scope="module")
@@ -173,3 +175,38 @@ def test_ddp_on_two_cpu_processes_trains_the_drama_stage(dataset, tmp_path):
     run_training(compose_train(drama_overrides(dataset, 3, ["trainer=ddp_cpu"], validation_audio=False), out))
     ckpt = torch.load(out / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert ckpt["global_step"] == 3
+
+
+def _front_out(present: dict[str, list[bool]]) -> dict:
+    B = len(next(iter(present.values())))
+    z_p = {b: torch.full((B, 3, 2), float(i + 1)) for i, b in enumerate(present)}
+    pres = {b: torch.tensor(v) for b, v in present.items()}
+    from isdrama.models.pose_encoder import MultimodalPoseEncoder
+
+    return {"z_p": z_p, "present": pres, "fused": MultimodalPoseEncoder.fuse(z_p, pres)}
+
+
+def test_pose_branch_sampling_picks_one_present_branch_or_fuses_all():
+    # geo = 1, video = 2, text = 3 everywhere; line 1 has no video, line 2 has geo only
+    out = _front_out({"geo": [True, True, True], "video": [True, False, False], "text": [True, True, False]})
+    assert torch.equal(sample_pose_branches(out, 0.0, torch.Generator().manual_seed(0)), out["fused"])
+    assert out["fused"][:, 0, 0].tolist() == [2.0, 2.0, 1.0]
+    seen = set()
+    for seed in range(40):
+        z = sample_pose_branches(out, 1.0, torch.Generator().manual_seed(seed))[:, 0, 0].tolist()
+        assert z[0] in (1.0, 2.0, 3.0) and z[1] in (1.0, 3.0) and z[2] == 1.0  # only present branches
+        seen.add(z[0])
+    assert seen == {1.0, 2.0, 3.0}
+    # p = 0.5: some lines keep the fusion, some one branch
+    mixed = [sample_pose_branches(out, 0.5, torch.Generator().manual_seed(s))[0, 0, 0].item() for s in range(40)]
+    assert 2.0 in mixed and {1.0, 3.0} & set(mixed)
+
+
+def test_select_pose_branches_uses_the_asked_branch_and_names_what_is_missing():
+    out = _front_out({"geo": [True, True], "text": [True, False]})
+    assert select_pose_branches(out, ["geo"])[:, 0, 0].tolist() == [1.0, 1.0]
+    assert torch.equal(select_pose_branches(out, None), out["fused"])
+    with pytest.raises(ValueError, match="video"):
+        select_pose_branches(out, ["video"])
+    with pytest.raises(ValueError, match="none of the pose branches"):
+        select_pose_branches(out, ["text"])

@@ -64,6 +64,7 @@ def evaluate_generation(
     from tqdm.auto import tqdm
 
     from isdrama.data.audio import write_audio
+    from isdrama.inference.line_generator import decode_latents
     from isdrama.metrics.interaural import broadband_ild_db, lateral_side
     from isdrama.metrics.speech import SpeechItem, SpeechMetrics, SpeechMetricsConfig
     from isdrama.metrics.speech.speaker import SpeakerConfig, build_speaker_encoder, cosine
@@ -88,9 +89,9 @@ def evaluate_generation(
         if batch.pose is None:
             raise ValueError("the acceptance needs the geometric pose of every line (data.items.load_pose)")
         kwargs = {"guidance_scale": guidance_scale, "steps": steps}
-        wav = codec.decode(codec.quantize(module.generate_latents(batch, **kwargs).transpose(1, 2)))
+        wav = decode_latents(codec, module.generate_latents(batch, **kwargs))
         mirrored = _with_pose(batch, mirror_pose(batch.pose))
-        wav_m = codec.decode(codec.quantize(module.generate_latents(mirrored, **kwargs).transpose(1, 2)))
+        wav_m = decode_latents(codec, module.generate_latents(mirrored, **kwargs))
         gt = codec.decode(batch.tokens)
         prompt = codec.decode(batch.prompt_tokens) if batch.prompt_tokens is not None else None
         for i, key in enumerate(batch.keys):

@@ -25,7 +25,7 @@ import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Optional
+from typing import Any, Mapping, Optional, Sequence
 
 import pytorch_lightning as pl
 import torch
@@ -34,12 +34,14 @@ from torch import nn
 
 from isdrama.callbacks.generation import GeneratedAudio
 from isdrama.data.dataset import DramaBatch
-from isdrama.flow import FlowConfig, GuidanceBranch, RectifiedFlow, cfg_branches
+from isdrama.flow import FlowConfig, RectifiedFlow
+from isdrama.inference.line_generator import Guidance, decode_latents, sample_latents
 from isdrama.lit.conditioning import fit_video_norm, frontend_inputs
 from isdrama.lit.optim import configure_adam
 from isdrama.models.blocks.f0_head import f0_loss
 from isdrama.models.conditioning import ConditioningFrontEnd, FrontEndConfig
 from isdrama.models.drama_transformer import DramaTransformer, DramaTransformerConfig
+from isdrama.models.pose_encoder import MultimodalPoseEncoder
 from isdrama.utils.config import build_config, to_plain
 
 log = logging.getLogger(__name__)
@@ -66,6 +68,7 @@ DRAMA_HPARAMS = (
     "validation",
     "latent_dim",
     "seed",
+    "pose",
 )
 
 
@@ -78,6 +81,15 @@ class PromptConfig:
     drop: float
     prefix_fraction: list[float]
     max_frames: int
+
+
+@dataclass
+class PoseBranchConfig:
+    """Which pose branches make z_p in training: per line, with p = ``single_branch`` one of the
+    line's present branches (uniform), else the mean over all present (the paper's fusion).
+    Inference asks for one branch per line (the script's pose kind), so this trains that case."""
+
+    single_branch: float
 
 
 @dataclass
@@ -171,6 +183,7 @@ class DramaModule(pl.LightningModule):
         validation: Mapping[str, Any],
         latent_dim: int,
         seed: int,
+        pose: Optional[Mapping[str, Any]] = None,
     ):
         super().__init__()
         # plain containers: a checkpoint then loads with torch.load(weights_only=True)
@@ -178,6 +191,10 @@ class DramaModule(pl.LightningModule):
         self.save_hyperparameters({k: to_plain(args[k]) for k in DRAMA_HPARAMS})
         self.frontend_cfg = to_plain(dict(frontend))
         self.prompt_cfg = build_config(PromptConfig, prompt, "model.prompt")
+        # None only for exports written before model.pose existed: the fusion of every branch
+        self.pose_cfg = build_config(
+            PoseBranchConfig, pose if pose is not None else {"single_branch": 0.0}, "model.pose"
+        )
         self.loss_w = build_config(LossWeights, losses, "model.losses")
         self.routing = build_config(RoutingSchedule, routing, "model.routing")
         self.ema_cfg = build_config(EMAConfig, ema, "model.ema")
@@ -239,6 +256,8 @@ class DramaModule(pl.LightningModule):
             include_online_model=False,
         )
         self.register_buffer("routing_temperature", torch.tensor(self.routing.start))
+        #: what inference must feed the front end as training did (set from the data module in setup)
+        self.inputs: dict[str, Any] = {}
         object.__setattr__(self, "_codec", None)  # the data module's codec (set in setup; not in the state dict)
 
     # ------------------------------------------------------------------ plumbing
@@ -267,6 +286,9 @@ class DramaModule(pl.LightningModule):
             if dm.token_loader is None or getattr(dm.token_loader, "codec", None) is None:
                 raise ValueError("the drama stage needs codec tokens: set data.items.load_tokens=true")
             self.set_codec(dm.token_loader.codec)
+        if dm is not None and getattr(dm, "config", None) is not None:
+            items = dm.config.items
+            self.inputs = {"video_fps": float(items.video_fps), "video_size": [int(v) for v in items.video_size]}
         if self._codec is not None and int(self.hparams.latent_dim) != self._codec.latent_dim:
             raise ValueError(
                 f"model.latent_dim={self.hparams.latent_dim} but the codec's binaural latent has "
@@ -352,16 +374,26 @@ class DramaModule(pl.LightningModule):
         return (self.seed * 1_000_003 + self.global_step * 7919 + self.global_rank) % (2**63 - 1)
 
     def assemble(
-        self, batch: DramaBatch, net: DramaNet, generator: Optional[torch.Generator], train: bool
+        self,
+        batch: DramaBatch,
+        net: DramaNet,
+        generator: Optional[torch.Generator],
+        train: bool,
+        pose_branches: Optional[Sequence[str]] = None,
     ) -> dict[str, Any]:
-        """Targets and conditions of a batch with per-line prompt choices (train) or the batch's
-        prompts (eval). Returns x1 (B, T, C) standardised, frame_mask, cond (estimator keywords),
-        f0 / f0_voiced targets (shifted like x1) and the front end's output."""
+        """Targets and conditions of a batch with per-line prompt and pose-branch choices (train)
+        or the batch's prompts (eval; z_p from ``pose_branches`` only when given, else every
+        present branch). Returns x1 (B, T, C) standardised, frame_mask, cond (estimator
+        keywords), f0 / f0_voiced targets (shifted like x1) and the front end's output."""
         flow = net.flow
         front_out = self.condition(net, batch)
         x1 = flow.normalize(self.latents(batch.tokens))
         mask = batch.mask
-        z_c, z_p = front_out["z_c"], front_out["fused"]
+        z_c = front_out["z_c"]
+        if train:
+            z_p = sample_pose_branches(front_out, self.pose_cfg.single_branch, generator)
+        else:
+            z_p = select_pose_branches(front_out, pose_branches)
         prompt, prompt_mask = self.batch_prompts(batch, flow)
         f0, voiced = batch.f0, batch.f0_voiced
         if train:
@@ -466,32 +498,25 @@ class DramaModule(pl.LightningModule):
         guidance_scale: Optional[float] = None,
         steps: Optional[int] = None,
         seed: Optional[int] = None,
+        pose_branches: Optional[Sequence[str]] = None,
     ) -> torch.Tensor:
         """Raw binaural latents (B, T, C) of a batch's lines (ground-truth durations, the batch's
-        prompts, CFG against no prompt; EMA weights by default)."""
+        prompts, CFG against no prompt; EMA weights by default; z_p from ``pose_branches`` only
+        when given)."""
         net = self.ema_net if net is None else net
-        parts = self.assemble(batch, net, None, train=False)
-        cond = parts["cond"]
+        parts = self.assemble(batch, net, None, train=False, pose_branches=pose_branches)
         g = self.val_cfg.guidance_scale if guidance_scale is None else guidance_scale
-        if g == 1.0:
-            branches = [GuidanceBranch(1.0, cond)]
-        else:
-            uncond = dict(cond, prompt_mask=torch.zeros_like(cond["prompt_mask"]))
-            branches = cfg_branches(cond, uncond, g)
-        x = net.flow.sample(
-            parts["mask"], branches, steps=steps or self.val_cfg.steps, seed=self.val_cfg.seed if seed is None else seed
-        )
-        return net.flow.denormalize(x) * parts["mask"].unsqueeze(-1)
+        guidance = Guidance(steps=steps or self.val_cfg.steps, scale=g, alpha=1.0)
+        seed = self.val_cfg.seed if seed is None else seed
+        return sample_latents(net.flow, parts["mask"], parts["cond"], guidance, seed)
 
     @torch.no_grad()
     def generate_validation_audio(self, batch: DramaBatch) -> GeneratedAudio:
         """Generated binaural audio of a validation batch with its codec-decoded ground truth and prompts."""
-        latent = self.generate_latents(batch)
         codec = self.codec
-        tokens = codec.quantize(latent.transpose(1, 2))
+        wav = decode_latents(codec, self.generate_latents(batch))
         hop = codec.hop_length
         lengths = batch.frames * hop
-        wav = codec.decode(tokens)
         gt = codec.decode(batch.tokens)
         prompt_wav, prompt_lengths = None, None
         if batch.prompt_tokens is not None and batch.prompt_tokens.shape[-1] > 0:
@@ -514,6 +539,7 @@ class DramaModule(pl.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         if self._codec is not None:
             checkpoint["codec"] = self.codec_identity()
+        checkpoint["inputs"] = dict(self.inputs)
 
     def codec_identity(self) -> dict[str, Any]:
         return {"config_key": self.codec.config_key(), "weights": self.codec.weights_source}
@@ -531,6 +557,7 @@ class DramaModule(pl.LightningModule):
                 for k, v in self.ema_net.state_dict().items()
             },
             "codec": self.codec_identity() if self._codec is not None else None,
+            "inputs": dict(self.inputs),
             "global_step": int(self.global_step) if self._trainer is not None else 0,
         }
         path = Path(path)
@@ -548,7 +575,73 @@ class DramaModule(pl.LightningModule):
         module = cls(**payload["hyper_parameters"])
         module.net.load_state_dict(payload["state_dict"])
         module.ema_net.load_state_dict(payload["state_dict"])
+        module.inputs = dict(payload.get("inputs") or {})
         return module.eval()
+
+    @classmethod
+    def load_for_inference(cls, path, map_location: Any = "cpu") -> tuple["DramaModule", dict[str, Any]]:
+        """(module in eval mode with its EMA weights as the online ones, the file's metadata:
+        ``codec``, ``inputs``, ``global_step``) from an export (:meth:`export`) or a drama-stage
+        Lightning checkpoint."""
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: drama model not found")
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+        if isinstance(payload, Mapping) and payload.get("format") == EXPORT_FORMAT:
+            module = cls.from_export(path, map_location)
+        elif isinstance(payload, Mapping) and "state_dict" in payload and "hyper_parameters" in payload:
+            hp = payload["hyper_parameters"]
+            if not all(k in hp for k in DRAMA_HPARAMS if k != "pose"):
+                raise ValueError(
+                    f"{path}: a Lightning checkpoint, but not of the drama stage (hyper_parameters {sorted(hp)})"
+                )
+            module = cls(**{k: hp[k] for k in DRAMA_HPARAMS if k in hp})
+            prefix = "ema.ema_model."
+            ema = {k[len(prefix) :]: v for k, v in payload["state_dict"].items() if k.startswith(prefix)}
+            if not ema:
+                raise ValueError(f"{path}: the checkpoint holds no EMA weights ({prefix}*)")
+            module.net.load_state_dict(ema)
+            module.ema_net.load_state_dict(ema)
+            module.routing_temperature.copy_(payload["state_dict"]["routing_temperature"])
+            module.inputs = dict(payload.get("inputs") or {})
+            module.eval()
+        else:
+            raise ValueError(f"{path}: neither a drama export ({EXPORT_FORMAT}) nor a drama-stage checkpoint")
+        meta = {k: payload.get(k) for k in ("codec", "inputs", "global_step")}
+        return module, meta
+
+
+def select_pose_branches(front_out: Mapping[str, Any], branches: Optional[Sequence[str]] = None) -> torch.Tensor:
+    """z_p (B, T, d): the mean over the present branches named in ``branches`` (None: all).
+    Raises ValueError when a named branch did not run or a line has none of them."""
+    if branches is None:
+        return front_out["fused"]
+    missing = [b for b in branches if b not in front_out["z_p"]]
+    if missing:
+        raise ValueError(f"pose branch(es) {missing} not computed for this batch (have {sorted(front_out['z_p'])})")
+    z_p = {b: front_out["z_p"][b] for b in branches}
+    present = {b: front_out["present"][b] for b in branches}
+    if not torch.stack(list(present.values())).any(0).all():
+        raise ValueError(f"some lines have none of the pose branches {list(branches)}")
+    return MultimodalPoseEncoder.fuse(z_p, present)
+
+
+def sample_pose_branches(
+    front_out: Mapping[str, Any], single_branch: float, generator: Optional[torch.Generator]
+) -> torch.Tensor:
+    """z_p (B, T, d) for training: per line, with p = ``single_branch`` one present branch
+    (uniform among the line's present ones), else the mean over all present branches."""
+    names = list(front_out["z_p"])
+    present = torch.stack([front_out["present"][b] for b in names], dim=1)  # (B, N)
+    if single_branch <= 0 or len(names) == 1:
+        return front_out["fused"]
+    B = present.shape[0]
+    u = torch.rand(B, generator=generator, device="cpu").to(present.device)
+    scores = torch.rand(B, len(names), generator=generator, device="cpu").to(present.device)
+    pick = torch.where(present, scores, torch.full_like(scores, -1.0)).argmax(dim=1)
+    one = torch.nn.functional.one_hot(pick, len(names)).bool() & present
+    keep = torch.where((u < single_branch)[:, None] & one.any(dim=1, keepdim=True), one, present)
+    return MultimodalPoseEncoder.fuse(front_out["z_p"], {b: keep[:, i] for i, b in enumerate(names)})
 
 
 def routing_summary(routing: list[dict[str, dict[str, torch.Tensor]]], mask: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -568,4 +661,4 @@ def routing_summary(routing: list[dict[str, dict[str, torch.Tensor]]], mask: tor
     return out
 
 
-__all__ = ["DramaModule", "DramaNet", "routing_summary", "shift_frames"]
+__all__ = ["DramaModule", "DramaNet", "routing_summary", "sample_pose_branches", "select_pose_branches", "shift_frames"]

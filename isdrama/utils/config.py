@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import typing
+from pathlib import Path
 from typing import Any, Mapping, Optional, TypeVar
 
 T = TypeVar("T")
@@ -79,3 +80,18 @@ def build_config(cls: type[T], values: Optional[Mapping[str, Any]], where: str, 
 
 
 __all__ = ["build_config", "to_plain"]
+
+
+#: the project's Hydra configs (an editable install or a checkout)
+CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
+
+
+def project_config(name: str) -> dict[str, Any]:
+    """A top-level YAML of configs/ (no defaults list, no interpolation across groups) as plain
+    containers, e.g. ``project_config("infer")`` for the inference defaults of the Python API."""
+    from omegaconf import OmegaConf
+
+    path = CONFIG_DIR / f"{name}.yaml"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: project config not found (is isdrama installed from a checkout?)")
+    return OmegaConf.to_container(OmegaConf.load(path), resolve=False)
