@@ -34,6 +34,12 @@ def main(argv=None) -> int:
     parser.add_argument("--guidance-scale", type=float, default=None, help="default: model.validation's")
     parser.add_argument("--steps", type=int, default=None, help="Euler steps (default: model.validation's)")
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument(
+        "--pose-branch",
+        default=None,
+        choices=["geo", "video", "text"],
+        help="z_p from this front-end branch only (default: every branch the data has, fused)",
+    )
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args(argv)
 
@@ -67,6 +73,7 @@ def main(argv=None) -> int:
         guidance_scale=args.guidance_scale,
         steps=args.steps,
         progress=not args.quiet,
+        pose_branches=[args.pose_branch] if args.pose_branch else None,
     )
     print(json.dumps(report["summary"], indent=2))
     return 0

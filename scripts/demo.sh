@@ -1,29 +1,35 @@
 #!/usr/bin/env bash
-# The main job, end to end on CPU (called by `make demo` after scripts/setup.sh):
-# synthetic MRSDrama -> check -> EnCodec tokens -> pose-encoder training -> codec resynthesis -> evaluation.
-# Every step is resumable: a rerun reuses the dataset, the token cache and the k-means codec.
-# The drama split is $DATA/splits.json (written by synth); training, resynth and eval all read it,
-# so no fractions are passed here.
+# The main job, end to end on CPU (called by `make demo` after scripts/setup.sh): a binaural drama
+# from a hand-written three-speaker script with the demo checkpoints, and its evaluation.
+#   1 synthetic MRSDrama (24 dramas; their test split is held out from the demo model's training too)
+#   2 check
+#   3 the demo checkpoints (checkpoints/demo: codec + drama model, committed; `make demo-train`
+#     retrains them with the project's training commands)
+#   4 infer.py on examples/three_speakers.yaml (trajectory, pose-file, text and video pose prompts)
+#     -> drama.wav, lines/, manifest.json, report.md
+#   5 held-out test lines generated from their geometric pose and by the cascade baseline,
+#     scored by isdrama-eval -> one table
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export HF_HUB_OFFLINE="${HF_HUB_OFFLINE:-1}" WANDB_MODE="${WANDB_MODE:-offline}"
 BIN=.venv/bin
 DATA="${DEMO_DATA:-data/synth_demo}"
 OUT="${DEMO_OUT:-outputs/demo}"
-DRAMAS="${DEMO_DRAMAS:-24}"
+CKPT="${DEMO_CHECKPOINTS:-checkpoints/demo}"
+SCRIPT="${DEMO_SCRIPT:-examples/three_speakers.yaml}"
+LINES="${DEMO_EVAL_LINES:-8}"
 
-echo "== 1/5 synthetic dataset: $DATA ($DRAMAS dramas)"
-$BIN/isdrama-data synth "$DATA" --dramas "$DRAMAS" --seed 0 --workers 2
+echo "== 1/5 synthetic dataset: $DATA"
+$BIN/isdrama-data synth "$DATA" --dramas "${DEMO_DRAMAS:-24}" --seed 0 --workers 2
 echo "== 2/5 check"
 $BIN/isdrama-data check "$DATA" --quiet
-echo "== 3/5 EnCodec tokens"
-$BIN/isdrama-data tokenize "$DATA" --kmeans-init "${DEMO_KMEANS_SECONDS:-90}"
-echo "== 4/5 pose-encoder training (experiment=demo)"
-$BIN/python train.py experiment=demo data.root="$DATA" hydra.run.dir="$OUT/train"
-echo "== 5/5 codec resynthesis of the test split + evaluation"
-$BIN/isdrama-data resynth "$DATA" "$OUT/resynth" --split test --limit 12 --quiet
-$BIN/isdrama-eval "$OUT/resynth/gt" "$OUT/resynth/infer" --prompt-dir "$OUT/resynth/prompt" \
-  --texts "$OUT/resynth/texts.json" --splits "$DATA" --split test --out "$OUT/eval"
+echo "== 3/5 demo checkpoints: $CKPT"
+for f in drama.pt codec.pt; do
+  [ -f "$CKPT/$f" ] || { echo "missing $CKPT/$f: run 'make demo-train' (see $CKPT/README.md)" >&2; exit 1; }
+done
+echo "== 4/5 infer.py script=$SCRIPT"
+$BIN/python infer.py script="$SCRIPT" checkpoint="$CKPT/drama.pt" out="$OUT/drama" hydra.run.dir="$OUT/infer_log"
+echo "== 5/5 $LINES held-out test lines: drama model (geometric pose) and cascade baseline -> isdrama-eval"
+$BIN/isdrama-infer table "$DATA" "$OUT/eval" --modes geo cascade --limit "$LINES" --checkpoint "$CKPT/drama.pt" --quiet
 echo
-cat "$OUT/eval/report.md"
-echo "demo outputs: $OUT (training logs in $OUT/train, report in $OUT/eval)"
+echo "demo outputs: $OUT/drama/drama.wav (the drama), $OUT/drama/report.md, $OUT/eval/table.md"

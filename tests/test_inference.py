@@ -238,3 +238,21 @@ def test_the_cascade_baseline_puts_a_left_line_on_the_left(tiny, tmp_path):
         assert wav.shape == (2, sf.info(line.wav_path).frames)
         ild = broadband_ild_db(wav)
         assert (ild > 3.0) if line.speaker == "spk0" else (ild < -3.0), (line.speaker, ild)
+
+
+def test_the_drama_is_muxed_onto_the_input_video(generator, tiny, tmp_path):
+    import subprocess
+
+    from isdrama.inference.mux import ffmpeg_binary
+    from isdrama.inference.script import load_script
+
+    root, _, _ = tiny
+    script = load_script(script_file(tmp_path, root))
+    video = sorted(root.glob("room1/*/*.mp4"))[0]
+    drama = generator.generate(script, progress=False)
+    paths = drama.save(tmp_path / "out", video=video)
+    probe = subprocess.run([ffmpeg_binary(), "-i", str(paths["video"])], capture_output=True, text=True).stderr
+    assert "Video:" in probe and "Audio: aac" in probe, probe
+    assert json.loads(paths["manifest"].read_text())["video"]["output"] == "drama.mp4"
+    with pytest.raises(FileNotFoundError, match="not found"):
+        drama.save(tmp_path / "out2", video=tmp_path / "nope.mp4")

@@ -109,8 +109,8 @@ class Drama:
         return self.wav.shape[1] / self.sample_rate
 
     def save(self, out_dir: Path | str, video: Optional[Path] = None) -> dict[str, Path]:
-        """Write ``drama.wav``, ``lines/NNN_<speaker>.wav``, ``manifest.json`` (atomically) and,
-        with ``video``, ``drama.mp4`` (the video with this audio). Returns the paths."""
+        """Write ``drama.wav``, ``lines/NNN_<speaker>.wav``, ``manifest.json``, ``report.md``
+        (atomically) and, with ``video``, ``drama.mp4`` (the video with this audio). Returns the paths."""
         from isdrama.data.audio import write_audio
         from isdrama.utils.io import atomic_write_json
 
@@ -126,6 +126,9 @@ class Drama:
             paths["video"] = mux_audio(Path(video), paths["drama"], out / "drama.mp4")
             self.manifest["video"] = {"input": str(video), "output": "drama.mp4"}
         atomic_write_json(paths["manifest"], self.manifest)
+        from isdrama.inference.report import write_drama_report
+
+        paths["report"] = write_drama_report(out)
         return paths
 
 
@@ -445,6 +448,7 @@ class DramaGenerator:
                     "pose": line.pose_description,
                     "seed": res.seed,
                     "wav": f"lines/{line.index:03d}_{_safe(line.speaker)}.wav",
+                    **spatial_summary(wav, res.pose),
                 }
             )
             t += wav.shape[1] / sr
@@ -476,6 +480,25 @@ class DramaGenerator:
             manifest=manifest,
             line_audio=list(results),
         )
+
+
+def spatial_summary(wav: np.ndarray, pose: Optional[np.ndarray]) -> dict[str, Any]:
+    """What a listener checks first: the generated line's broadband ILD (dB, + = louder left) over
+    the whole line and its two halves, and, for a geometric pose, the side it asks for
+    (left / right, None within 22.5 degrees of the median plane, as the acceptance scores it)."""
+    from isdrama.metrics.interaural import broadband_ild_db, lateral_side
+
+    half = wav.shape[1] // 2
+    out: dict[str, Any] = {
+        "ild_db": round(broadband_ild_db(wav), 2),
+        "ild_first_half_db": round(broadband_ild_db(wav[:, :half]), 2) if half else None,
+        "ild_second_half_db": round(broadband_ild_db(wav[:, half:]), 2) if half else None,
+    }
+    if pose is not None:
+        side = lateral_side(pose)
+        out["pose_side"] = {1: "left", -1: "right"}.get(side) if side is not None else None
+        out["pose_x_first_last_m"] = [round(float(pose[0, 0]), 2), round(float(pose[-1, 0]), 2)]
+    return out
 
 
 def _safe(name: str) -> str:

@@ -72,7 +72,8 @@ def run_infer(cfg) -> int:
         mux_video=cfg.mux_video,
         progress=bool(cfg.progress),
     )
-    print(f"drama: {paths['drama']}\nmanifest: {paths['manifest']}")
+    print(paths["report"].read_text())
+    print(f"drama: {paths['drama']}\nmanifest: {paths['manifest']}\nreport: {paths['report']}")
     return 0
 
 
