@@ -122,9 +122,7 @@ def test_generation_is_deterministic_per_seed_and_uses_the_previous_line(generat
     assert np.array_equal(a.wav, b.wav)
     line = script.lines[0]
     prompt = generator.encode_prompt_file(script.speakers["a"].prompt)
-    from isdrama.inference.poses import line_pose_input
-
-    pose = line_pose_input(line, 20, generator.frame_rate, 4.0, (64, 64))
+    pose = generator.pose_input(line, 20)
     one = generator.generate_line(line.text, pose, prompt, frames=20, seed=5)
     same = generator.generate_line(line.text, pose, prompt, frames=20, seed=5)
     other = generator.generate_line(line.text, pose, prompt, frames=20, seed=6)
@@ -256,3 +254,26 @@ def test_the_drama_is_muxed_onto_the_input_video(generator, tiny, tmp_path):
     assert json.loads(paths["manifest"].read_text())["video"]["output"] == "drama.mp4"
     with pytest.raises(FileNotFoundError, match="not found"):
         drama.save(tmp_path / "out2", video=tmp_path / "nope.mp4")
+
+
+def test_the_committed_demo_checkpoints_load_and_speak_where_the_pose_says():
+    """checkpoints/demo (make demo's model) must keep loading with this code; a line on the left is
+    louder on the left (the demo model's spatial control, the acceptance's check in small)."""
+    from isdrama.inference.generator import DramaGenerator, default_settings, file_sha1
+    from isdrama.inference.poses import PoseInput
+    from isdrama.metrics.interaural import broadband_ild_db
+
+    folder = Path(__file__).resolve().parents[1] / "checkpoints" / "demo"
+    pack = json.loads((folder / "pack.json").read_text())
+    for name, info in pack["files"].items():
+        assert file_sha1(folder / name) == info["sha1"], name
+    gen = DramaGenerator.from_checkpoint(folder / "drama.pt", settings=default_settings(steps=8))
+    assert set(gen.net.frontend.branches) == {"geo", "video", "text"}
+    frames = 150
+    ilds = {}
+    for side, x in (("left", -2.0), ("right", 2.0)):
+        pose = PoseInput("geo", pose=torch.tensor([[x, 1.0, 0.3, 1, 0, 0, 0, 0, 0]]).repeat(frames, 1))
+        wav = gen.generate_line("Has anyone seen my green umbrella?", pose, None, frames=frames, seed=0).wav
+        assert np.isfinite(wav).all() and np.abs(wav).max() > 1e-3
+        ilds[side] = broadband_ild_db(wav)
+    assert ilds["left"] > 1.0 and ilds["right"] < -1.0, ilds

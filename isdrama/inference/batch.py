@@ -116,7 +116,6 @@ def generate_split(
 
     from isdrama.data.audio import audio_info, write_audio
     from isdrama.inference.generator import resample_audio
-    from isdrama.inference.poses import line_pose_input
     from isdrama.utils.io import atomic_write_json
 
     if mode not in MODES:
@@ -150,13 +149,7 @@ def generate_split(
                 sl = script_line(line, mode, i)
                 n = audio_info(line.wav_path).frames
                 frames = max(1, math.ceil(n * generator.frame_rate / DATA_SAMPLE_RATE - 1e-9))
-                pose = line_pose_input(
-                    sl,
-                    frames,
-                    generator.frame_rate,
-                    float(generator.inputs.get("video_fps", 4.0)),
-                    tuple(generator.inputs.get("video_size", (64, 64))),
-                )
+                pose = generator.pose_input(sl, frames)
                 res = generator.generate_line(
                     line.text,
                     pose,

@@ -247,6 +247,17 @@ class DramaGenerator:
         return self.codec.frame_rate
 
     @property
+    def video_inputs(self) -> tuple[float, tuple[int, int]]:
+        """(frames per second, (H, W)) of the video frames the model was trained on."""
+        if "video_fps" not in self.inputs or "video_size" not in self.inputs:
+            raise ValueError(
+                f"{self.identity.get('model', 'the model')} does not record its video input settings "
+                "(video_fps, video_size; written by the drama stage since inference exists): pass "
+                "DramaGenerator(..., inputs={'video_fps': 4.0, 'video_size': [64, 64]}) as it was trained"
+            )
+        return float(self.inputs["video_fps"]), tuple(int(v) for v in self.inputs["video_size"])
+
+    @property
     def prompt_max_frames(self) -> int:
         return int(self.module.prompt_cfg.max_frames)
 
@@ -299,6 +310,11 @@ class DramaGenerator:
         if line.pose_kind == "trajectory" and line.trajectory.span is not None:
             return max(1, round(line.trajectory.span * self.frame_rate)), "trajectory span"
         return self.predict_frames(tokens), "predicted"
+
+    def pose_input(self, line: Line, frames: int) -> PoseInput:
+        """The front-end input of a script line's pose for a line of ``frames`` model frames."""
+        fps, size = self.video_inputs if line.pose_kind == "video" else (0.0, (0, 0))
+        return line_pose_input(line, frames, self.frame_rate, fps, size)
 
     # ------------------------------------------------------------------ generation
     @torch.no_grad()
@@ -401,14 +417,12 @@ class DramaGenerator:
         prompts = {name: self.encode_prompt_file(spk.prompt) for name, spk in script.speakers.items()}
         previous: dict[str, torch.Tensor] = {}
         results: list[LineAudio] = []
-        vfps = float(self.inputs.get("video_fps", 4.0))
-        vsize = tuple(self.inputs.get("video_size", (64, 64)))
         bar = tqdm(script.lines, desc="lines", unit="line", disable=not progress)
         for line in bar:
             bar.set_postfix_str(f"{line.speaker}: {line.text[:24]}")
             tokens = self.tokens(line.text)
             frames, source = self.line_frames(line, tokens)
-            pose = line_pose_input(line, frames, self.frame_rate, vfps, vsize)
+            pose = self.pose_input(line, frames)
             seed = line.seed if line.seed is not None else s.seed + line.index
             res = self.generate_line(
                 line.text,

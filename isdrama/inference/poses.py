@@ -39,11 +39,11 @@ def trajectory_path(spec: TrajectoryPose, duration: float) -> Trajectory:
     if isinstance(spec.facing, (int, float)):
         yaws = [float(np.radians(spec.facing))] * len(times)
     elif spec.facing == "path":
+        # a knot faces the way the path runs through it; a knot where nothing moves faces the listener
         yaws = []
         for i, p in enumerate(positions):
-            step = positions[min(i + 1, len(positions) - 1)] - positions[max(i - 1, 0)] if len(positions) > 1 else 0
-            moving = np.linalg.norm(step) > 1e-6 if isinstance(step, np.ndarray) else False
-            yaws.append(float(facing_yaw(step)) if moving else facing_listener_yaw(p))
+            around = positions[min(i + 1, len(positions) - 1)] - positions[max(i - 1, 0)]
+            yaws.append(float(facing_yaw(around)) if np.linalg.norm(around[:2]) > 1e-6 else facing_listener_yaw(p))
     else:
         yaws = [facing_listener_yaw(p) for p in positions]
     yaws = np.asarray(yaws)
