@@ -3,9 +3,10 @@
     .venv/bin/python bench/drama_acceptance.py CKPT [--split test] [--out outputs/drama_acceptance] \
         -- experiment=drama_demo codec.checkpoint=OUTPUT/codec/codec-last.pt
 
-CKPT: a drama-stage Lightning checkpoint (``OUTPUT/checkpoints/last.ckpt``; the EMA weights are
-used). The overrides after ``--`` compose the same config the run was trained with (they name
-the data and the codec). Prints and writes ``OUT/report.json``: the share of lateral lines whose
+CKPT: a drama-stage Lightning checkpoint (``OUTPUT/checkpoints/last.ckpt``) or its export
+(``OUTPUT/drama/drama-last.pt``); the EMA weights are used. The overrides after ``--`` compose the
+same config the run was trained with (they name the data and the codec); ``--pose-branch`` scores
+one pose mode (geo / video / text). Prints and writes ``OUT/report.json``: the share of lateral lines whose
 generated broadband ILD sign matches the pose and flips with the pose mirrored, the share of
 lines whose SIM to their own prompt beats every other speaker's prompt, and Whisper CER on the
 English lines beside the codec round trip's.
@@ -27,7 +28,7 @@ def main(argv=None) -> int:
     overrides = argv[argv.index("--") + 1 :] if "--" in argv else []
     argv = argv[: argv.index("--")] if "--" in argv else argv
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("checkpoint", type=Path, help="drama-stage Lightning checkpoint")
+    parser.add_argument("checkpoint", type=Path, help="drama-stage Lightning checkpoint or export")
     parser.add_argument("--split", default="test", choices=["train", "val", "test"])
     parser.add_argument("--out", type=Path, default=Path("outputs/drama_acceptance"))
     parser.add_argument("--max-batches", type=int, default=None)
@@ -57,7 +58,7 @@ def main(argv=None) -> int:
     datamodule = instantiate(cfg.data, codec=cfg.codec, _recursive_=False)
     datamodule.prepare_data()
     datamodule.setup()
-    module = DramaModule.load_from_checkpoint(args.checkpoint, map_location="cpu", weights_only=True)
+    module, _ = DramaModule.load_for_inference(args.checkpoint)  # the EMA weights
     module.set_codec(datamodule.token_loader.codec)
     module.eval()
     loader = {

@@ -7,7 +7,8 @@ was seen in training; the 8 voices spk00..spk07 are the same in every synthetic 
 copies out:
 
 - prompts/<speaker>.wav: one binaural line per example speaker (spk01, spk04, spk06);
-- left_static.npy: the 9-column pose of a static line on the listener's left (pose_file mode);
+- left_static.npy: the 9-column pose of a static line on the listener's left, 45-135 degrees
+  off the front (pose_file mode);
 - video.mp4 + video.json: a drama video and the span of a lateral line in it (video mode), with
   the side the talker is on.
 """
@@ -46,7 +47,9 @@ def main() -> None:
             line = next(ln for ln in lines if ln.speaker == spk and ln.end - ln.start >= 3.0)
             shutil.copyfile(line.wav_path, ASSETS / "prompts" / f"{spk}.wav")
         static_left = [
-            ln for ln in lines if ln.pose_prompt.startswith("[STATIC]") and _azimuth(np.load(ln.pose_path)) < -45
+            ln
+            for ln in lines
+            if ln.pose_prompt.startswith("[STATIC]") and -135 < _azimuth(np.load(ln.pose_path)) < -45
         ]
         shutil.copyfile(static_left[0].pose_path, ASSETS / "left_static.npy")
         # a video span: a static line clearly on the right (the other side from the pose file)
@@ -54,7 +57,7 @@ def main() -> None:
             ln
             for ln in lines
             if ln.pose_prompt.startswith("[STATIC]")
-            and _azimuth(np.load(ln.pose_path)) > 45
+            and 45 < _azimuth(np.load(ln.pose_path)) < 135
             and ln.video_path is not None
             and ln.end - ln.start >= 2.0
         ]

@@ -277,3 +277,55 @@ def test_the_committed_demo_checkpoints_load_and_speak_where_the_pose_says():
         assert np.isfinite(wav).all() and np.abs(wav).max() > 1e-3
         ilds[side] = broadband_ild_db(wav)
     assert ilds["left"] > 1.0 and ilds["right"] < -1.0, ilds
+
+
+def test_a_packed_codec_drops_the_ema_sums_and_decodes_exactly_as_the_original(tiny, tmp_path):
+    from isdrama.codec import BinauralCodec
+    from isdrama.inference.checkpoints import pack_inference_checkpoints
+
+    _, export, codec_path = tiny
+    paths = pack_inference_checkpoints(export, codec_path, tmp_path / "fp32", half=False)
+    stored = torch.load(paths["codec"], weights_only=True)["state_dict"]
+    assert not any(k.endswith("embed_avg") for k in stored) and any(k.endswith("_codebook.embed") for k in stored)
+    original, packed = BinauralCodec.load(codec_path), BinauralCodec.load(paths["codec"])
+    tokens = torch.randint(0, original.codebook_size, (1, 2, original.n_q, 12))
+    assert torch.equal(original.decode(tokens), packed.decode(tokens))
+    sd = packed.model.state_dict()
+    key = next(k for k in sd if k.endswith("embed_avg"))
+    base = key[: -len("embed_avg")]
+    assert torch.equal(sd[key], sd[base + "embed"] * sd[base + "cluster_size"][:, None])
+    assert paths["drama"].stat().st_size < export.stat().st_size  # EMA weights only, no optimiser
+
+
+def test_an_export_of_a_pretrained_front_end_loads_without_the_pose_checkpoint(tmp_path):
+    """The export describes the front end by its own config and vocabulary, so it loads on a machine
+    that never had the pose-pretrain file (a user's, CI's: checkpoints/demo)."""
+    import pytorch_lightning as pl
+    from drama_configs import drama_model
+    from model_configs import pose_pretrain_kwargs
+
+    from isdrama.lit.drama import DramaModule
+    from isdrama.lit.pose_pretrain import PosePretrainModule
+
+    torch.manual_seed(0)
+    kwargs = pose_pretrain_kwargs()
+    kwargs["content"]["d_model"] = 48  # unlike drama_demo's content config: the checkpoint's must win
+    kwargs["pose_encoder"]["content_dim"] = 48
+    pose = PosePretrainModule(**kwargs)
+    path = tmp_path / "pose.ckpt"
+    meta = {"hyper_parameters": dict(pose.hparams), "pytorch-lightning_version": pl.__version__}
+    torch.save({"state_dict": pose.state_dict(), **meta}, path)
+    values = drama_model("drama_demo")
+    values.pop("_target_")
+    values["frontend"] = {"checkpoint": str(path), "freeze": False}
+    module = DramaModule(**values)
+    assert module.net.frontend.config.content.d_model == 48
+    export = module.export(tmp_path / "drama.pt")
+    path.unlink()
+    loaded = DramaModule.from_export(export)
+    assert loaded.hparams["frontend"]["checkpoint"] is None
+    assert loaded.net.frontend.config.content.d_model == 48
+    assert loaded.net.frontend.content.vocab == module.net.frontend.content.vocab
+    for name, value in module.ema_net.state_dict().items():
+        if isinstance(value, torch.Tensor):
+            assert torch.equal(value, loaded.net.state_dict()[name]), name

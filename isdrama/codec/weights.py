@@ -176,7 +176,30 @@ def load_weights(model: EncodecModel, config: CodecConfig) -> str:
     return f"pretrained:{spec.checkpoint_name}"
 
 
+#: training-only buffers of EnCodec's EMA codebooks (embed_avg = the running sum behind embed)
+EMA_SUM_SUFFIX = "._codebook.embed_avg"
+
+
+def strip_training_buffers(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The state dict without the codebooks' EMA sums (half the quantiser's bytes; only codebook
+    updates in training read them), as inference checkpoints store it (``isdrama-infer pack``)."""
+    return {k: v for k, v in state.items() if not k.endswith(EMA_SUM_SUFFIX)}
+
+
+def _restore_training_buffers(model: EncodecModel, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Refill EMA sums a packed checkpoint left out: embed_avg = embed * cluster_size, the state an
+    EMA codebook is in after an update (embed = embed_avg / cluster_size)."""
+    out = dict(state)
+    for key in model.state_dict():
+        if key.endswith(EMA_SUM_SUFFIX) and key not in out:
+            base = key[: -len("embed_avg")]
+            if base + "embed" in out and base + "cluster_size" in out:
+                out[key] = out[base + "embed"] * out[base + "cluster_size"].to(out[base + "embed"].dtype)[:, None]
+    return out
+
+
 def _load_state(model: EncodecModel, state: dict[str, torch.Tensor], source: str) -> None:
+    state = _restore_training_buffers(model, state)
     try:
         model.load_state_dict(state)
     except RuntimeError as exc:

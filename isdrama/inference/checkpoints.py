@@ -2,7 +2,8 @@
 the committed demo checkpoints in checkpoints/demo/ are made (`isdrama-infer pack`).
 
     OUT/drama.pt     the drama export (EMA weights), float16, its codec recorded as codec.pt
-    OUT/codec.pt     the codec checkpoint (isdrama-codec/1), float16
+    OUT/codec.pt     the codec checkpoint (isdrama-codec/1), float16, without the codebooks' EMA
+                     sums (training only; refilled from embed x cluster_size on load)
     OUT/pack.json    the source files, their sha1, the sizes
 
 Weights are stored in float16 and loaded into float32 modules (``load_state_dict`` casts).
@@ -25,7 +26,7 @@ def pack_inference_checkpoints(
 ) -> dict[str, Path]:
     """Write OUT/drama.pt, OUT/codec.pt and OUT/pack.json; returns their paths."""
     from isdrama.codec import BinauralCodec
-    from isdrama.codec.weights import CHECKPOINT_FORMAT
+    from isdrama.codec.weights import CHECKPOINT_FORMAT, strip_training_buffers
     from isdrama.inference.generator import file_sha1
     from isdrama.lit.drama import EXPORT_FORMAT, DramaModule
     from isdrama.utils.io import atomic_path, atomic_write_json
@@ -36,7 +37,8 @@ def pack_inference_checkpoints(
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"{codec}: not an isdrama codec checkpoint ({CHECKPOINT_FORMAT})")
     codec_out = out / "codec.pt"
-    packed_codec = dict(payload, state_dict=_half(payload["state_dict"]) if half else payload["state_dict"])
+    codec_state = strip_training_buffers(payload["state_dict"])  # the codebooks' EMA sums: training only
+    packed_codec = dict(payload, state_dict=_half(codec_state) if half else codec_state)
     with atomic_path(codec_out, suffix=".pt") as tmp:
         torch.save(packed_codec, tmp)
     codec_key = BinauralCodec.load(codec_out).config_key()
@@ -47,7 +49,7 @@ def pack_inference_checkpoints(
     }
     export = {
         "format": EXPORT_FORMAT,
-        "hyper_parameters": dict(module.hparams),
+        "hyper_parameters": module.resolved_hparams(),
         "state_dict": _half(state) if half else state,
         # relative to this file's folder (resolve_codec_path)
         "codec": {"config_key": codec_key, "weights": "codec.pt"},

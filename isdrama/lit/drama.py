@@ -34,6 +34,7 @@ from torch import nn
 
 from isdrama.callbacks.generation import GeneratedAudio
 from isdrama.data.dataset import DramaBatch
+from isdrama.data.text_tokenizer import Vocabulary
 from isdrama.flow import FlowConfig, RectifiedFlow
 from isdrama.inference.line_generator import Guidance, decode_latents, sample_latents
 from isdrama.lit.conditioning import fit_video_norm, frontend_inputs
@@ -211,6 +212,9 @@ class DramaModule(pl.LightningModule):
             front = ConditioningFrontEnd.from_pretrained(pretrained)
             log.info("front end loaded from %s", pretrained)
         else:
+            # model.frontend.vocabulary: only in resolved hyper-parameters (exports, see
+            # resolved_hparams), the content vocabulary of a pre-trained front end
+            tokens = self.frontend_cfg.get("vocabulary")
             front = ConditioningFrontEnd(
                 build_config(
                     FrontEndConfig,
@@ -221,7 +225,8 @@ class DramaModule(pl.LightningModule):
                         "video_feature_norm": video_feature_norm,
                     },
                     "model",
-                )
+                ),
+                vocab=Vocabulary(tokens) if tokens else None,
             )
         self.frontend_frozen = bool(self.frontend_cfg["freeze"])
         if self.frontend_frozen:
@@ -540,6 +545,22 @@ class DramaModule(pl.LightningModule):
         if self._codec is not None:
             checkpoint["codec"] = self.codec_identity()
         checkpoint["inputs"] = dict(self.inputs)
+        checkpoint["resolved_hyper_parameters"] = self.resolved_hparams()
+
+    def resolved_hparams(self) -> dict[str, Any]:
+        """Hyper-parameters that rebuild this module from its state dict alone: a front end loaded
+        from a pose-pretrain checkpoint is described by its own config and vocabulary instead of
+        the file's path (``model.frontend.checkpoint`` -> null), so an export loads anywhere."""
+        from dataclasses import asdict
+
+        hp = dict(self.hparams)
+        front = self.net.frontend
+        hp["frontend"] = {**dict(hp["frontend"]), "checkpoint": None, "vocabulary": list(front.content.vocab.tokens)}
+        hp["content"] = to_plain(asdict(front.config.content))
+        hp["pose_encoder"] = to_plain(asdict(front.config.pose_encoder))
+        hp["feature_cache"] = bool(front.config.feature_cache)
+        hp["video_feature_norm"] = bool(front.config.video_feature_norm)
+        return hp
 
     def codec_identity(self) -> dict[str, Any]:
         return {"config_key": self.codec.config_key(), "weights": self.codec.weights_source}
@@ -551,7 +572,7 @@ class DramaModule(pl.LightningModule):
 
         payload = {
             "format": EXPORT_FORMAT,
-            "hyper_parameters": dict(self.hparams),
+            "hyper_parameters": self.resolved_hparams(),
             "state_dict": {
                 k: v.detach().cpu() if isinstance(v, torch.Tensor) else v  # the vocabulary is extra state
                 for k, v in self.ema_net.state_dict().items()
@@ -590,7 +611,7 @@ class DramaModule(pl.LightningModule):
         if isinstance(payload, Mapping) and payload.get("format") == EXPORT_FORMAT:
             module = cls.from_export(path, map_location)
         elif isinstance(payload, Mapping) and "state_dict" in payload and "hyper_parameters" in payload:
-            hp = payload["hyper_parameters"]
+            hp = payload.get("resolved_hyper_parameters") or payload["hyper_parameters"]
             if not all(k in hp for k in DRAMA_HPARAMS if k != "pose"):
                 raise ValueError(
                     f"{path}: a Lightning checkpoint, but not of the drama stage (hyper_parameters {sorted(hp)})"
