@@ -216,6 +216,10 @@ def test_batch_mode_writes_what_isdrama_eval_reads_and_the_table_has_every_syste
     table = path.read_text()
     for label in ("Spatialization", "geometric pose", "video pose", "text pose"):
         assert label in table
+    # the tiny dataset: spk0 sits at x = -2, spk1 at x = +2, the cascade renders exactly there
+    summary = json.loads((tmp_path / "table" / "table.json").read_text())
+    assert summary["cascade"]["ild_sign_matches_pose"] == 1.0 and summary["cascade"]["lateral_lines"] > 0
+    assert "100.0 % of" in table
     # the folder is exactly isdrama-eval's input
     f = tmp_path / "table" / "geo"
     argv = [str(f / "gt"), str(f / "infer"), "--prompt-dir", str(f / "prompt"), "--texts", str(f / "texts.json")]

@@ -135,7 +135,7 @@ def generate_split(
         from isdrama.data.synth.hrtf import cached_hrtf
 
         hrtf = cached_hrtf(SynthConfig().hrtf)
-    texts, prompts_used = {}, {}
+    texts, prompts_used, keys = {}, {}, {}
     for i, line in enumerate(tqdm(lines, desc=f"batch {mode}", unit="line", disable=not progress)):
         name = line_name(line)
         others = [o for o in by_speaker[line.speaker] if o.key != line.key]
@@ -164,12 +164,14 @@ def generate_split(
             _copy(others[0].wav_path, out / "prompt" / f"{name}.wav")
             prompts_used[name] = others[0].key
         texts[name] = line.text
+        keys[name] = line.key
     atomic_write_json(out / "texts.json", texts)
     info: dict[str, Any] = {
         "mode": mode,
         "root": str(root),
         "split": split,
         "lines": len(lines),
+        "keys": keys,
         "prompts": prompts_used,
     }
     if generator is not None:
@@ -180,4 +182,26 @@ def generate_split(
     return len(lines)
 
 
-__all__ = ["MODES", "cascade_line", "generate_split", "pose_path_of", "script_line"]
+def side_agreement(root: Path, folder: Path, margin_deg: float = 22.5) -> dict[str, Any]:
+    """Spatial control of a batch folder: on the lines more than ``margin_deg`` off the median plane
+    (side from the line's pose file), the share whose generated broadband ILD has the pose's sign."""
+    import json
+
+    from isdrama.data.audio import read_audio
+    from isdrama.data.mrsdrama import load_dataset
+    from isdrama.metrics.interaural import broadband_ild_db, lateral_side
+
+    keys = json.loads((Path(folder) / "batch.json").read_text())["keys"]
+    by_key = {ln.key: ln for ln in load_dataset(Path(root)).lines}
+    hits = []
+    for name, key in keys.items():
+        line = by_key[key]
+        side = lateral_side(np.load(line.pose_path), margin_deg) if line.pose_path is not None else None
+        if side is None:
+            continue
+        wav, _ = read_audio(Path(folder) / "infer" / f"{name}.wav")
+        hits.append(float(np.sign(broadband_ild_db(wav)) == side))
+    return {"lateral_lines": len(hits), "ild_sign_matches_pose": float(np.mean(hits)) if hits else None}
+
+
+__all__ = ["MODES", "cascade_line", "generate_split", "pose_path_of", "script_line", "side_agreement"]

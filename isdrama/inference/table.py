@@ -70,10 +70,12 @@ def evaluate_folder(
     return json.loads((folder / "eval" / "results.json").read_text())
 
 
-def format_table(results: dict[str, dict], n_lines: dict[str, int]) -> str:
-    """Markdown table from system -> results.json; a metric that was skipped shows as '-'."""
-    head = "| Method | " + " | ".join(COLUMNS) + " | lines |"
-    rows = [head, "|" + "---|" * (len(COLUMNS) + 2)]
+def format_table(results: dict[str, dict], n_lines: dict[str, int], sides: Optional[dict[str, dict]] = None) -> str:
+    """Markdown table from system -> results.json (+ the ILD-sign agreement of each system); a
+    metric that was skipped shows as '-'."""
+    sides = sides or {}
+    head = "| Method | " + " | ".join(COLUMNS) + " | ILD sign = pose | lines |"
+    rows = [head, "|" + "---|" * (len(COLUMNS) + 3)]
     skipped: dict[str, str] = {}
     for system, res in results.items():
         agg = res.get("aggregate", {})
@@ -82,12 +84,16 @@ def format_table(results: dict[str, dict], n_lines: dict[str, int]) -> str:
             value = agg.get(key, {}).get("mean")
             cells.append("-" if value is None or value != value else f"{value:.{digits}f}")
         skipped.update(res.get("skipped", {}))
+        side = sides.get(system, {})
+        share = side.get("ild_sign_matches_pose")
+        cells.append("-" if share is None else f"{100 * share:.1f} % of {side['lateral_lines']}")
         rows.append(f"| {SYSTEM_LABELS.get(system, system)} | " + " | ".join(cells) + f" | {n_lines[system]} |")
     notes = [
         "",
         "IPD / ILD MAE in isdrama-eval's corrected mode (rad, dB); ANG / DIS need a BAT SpatialAST "
         "checkpoint (--spatial-ast-checkpoint); CER Whisper (faster-whisper), SIM resemblyzer to the prompt, "
-        "FFE Praat.",
+        "FFE Praat. ILD sign = pose: lines more than 22.5 degrees off the median plane whose generated "
+        "broadband ILD has the side of the line's pose.",
     ]
     if skipped:
         notes += ["", "Skipped: " + "; ".join(f"{k}: {v}" for k, v in skipped.items())]
@@ -107,20 +113,21 @@ def results_table(
     progress: bool = True,
 ) -> Path:
     """Generate, score and tabulate every system of ``modes``; returns OUT/table.md."""
-    from isdrama.inference.batch import generate_split
+    from isdrama.inference.batch import generate_split, side_agreement
     from isdrama.utils.io import atomic_write_json, atomic_write_text
 
     root, out = Path(root), Path(out)
-    results, counts = {}, {}
+    results, counts, sides = {}, {}, {}
     for mode in modes:
         folder = out / mode
         counts[mode] = generate_split(root, folder, mode, generator, split, limit, splits_file, progress)
         results[mode] = evaluate_folder(folder, root, split, splits_file, spatial_ast_checkpoint, metrics, progress)
-    table = format_table(results, counts)
+        sides[mode] = side_agreement(root, folder)
+    table = format_table(results, counts, sides)
     atomic_write_text(out / "table.md", table)
     atomic_write_json(
         out / "table.json",
-        {m: {"lines": counts[m], "aggregate": results[m].get("aggregate", {})} for m in modes},
+        {m: {"lines": counts[m], "aggregate": results[m].get("aggregate", {}), **sides[m]} for m in modes},
     )
     return out / "table.md"
 
