@@ -47,9 +47,7 @@ def main() -> None:
             line = next(ln for ln in lines if ln.speaker == spk and ln.end - ln.start >= 3.0)
             shutil.copyfile(line.wav_path, ASSETS / "prompts" / f"{spk}.wav")
         static_left = [
-            ln
-            for ln in lines
-            if ln.pose_prompt.startswith("[STATIC]") and -135 < _azimuth(np.load(ln.pose_path)) < -45
+            ln for ln in lines if ln.pose_prompt.startswith("[STATIC]") and -135 < _azimuth(np.load(ln.pose_path)) < -45
         ]
         shutil.copyfile(static_left[0].pose_path, ASSETS / "left_static.npy")
         # a video span: a static line clearly on the right (the other side from the pose file)
