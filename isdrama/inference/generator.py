@@ -79,8 +79,9 @@ class GenerationSettings:
 
 @dataclass
 class LineAudio:
-    """One generated line: binaural ``wav`` (2, N) at ``sample_rate``, its raw latents (T, C) and
-    standardised latents (T, C) (the next line's context prompt), frames, seed, the branch used,
+    """One generated line: binaural ``wav`` (2, N) at ``sample_rate``, its raw latents (T, C), the
+    standardised latents of its codec tokens (T, C: the next line's context prompt, built like the
+    training prompts), frames, seed, the branch used,
     where its frame count came from, and the geometric pose (T, 9) when it had one."""
 
     wav: np.ndarray
@@ -384,11 +385,13 @@ class DramaGenerator:
             prev = (p, torch.ones(p.shape[:2], dtype=torch.bool, device=dev))
         latents = sample_latents(self.net.flow, frame_mask, cond, self.settings.guidance, seed, prev)
         wav = decode_latents(self.codec, latents)[0, :, : frames * self.codec.hop_length]
+        # the next line's context prompt: the line as the codec's tokens say it, as training prompts are
+        heard = self.module.latents(self.codec.quantize(latents.transpose(1, 2)))
         return LineAudio(
             wav=wav.float().cpu().numpy(),
             sample_rate=self.codec.sample_rate,
             latents=latents[0].cpu(),
-            normalized=self.net.flow.normalize(latents)[0].cpu(),
+            normalized=self.net.flow.normalize(heard)[0].cpu(),
             frames=frames,
             seed=int(seed),
             branch=pose.branch,
