@@ -263,14 +263,15 @@ def test_the_drama_is_muxed_onto_the_input_video(generator, tiny, tmp_path):
 def test_the_committed_demo_checkpoints_load_and_speak_where_the_pose_says():
     """checkpoints/demo (make demo's model) must keep loading with this code; a line on the left is
     louder on the left (the demo model's spatial control, the acceptance's check in small)."""
-    from isdrama.inference.generator import DramaGenerator, default_settings, file_sha1
+    from isdrama.data.cache import hash_file
+    from isdrama.inference.generator import DramaGenerator, default_settings
     from isdrama.inference.poses import PoseInput
     from isdrama.metrics.interaural import broadband_ild_db
 
     folder = Path(__file__).resolve().parents[1] / "checkpoints" / "demo"
     pack = json.loads((folder / "pack.json").read_text())
     for name, info in pack["files"].items():
-        assert file_sha1(folder / name) == info["sha1"], name
+        assert hash_file(folder / name) == info["sha1"], name
     gen = DramaGenerator.from_checkpoint(folder / "drama.pt", settings=default_settings(steps=8))
     assert set(gen.net.frontend.branches) == {"geo", "video", "text"}
     frames = 150

@@ -27,7 +27,7 @@ def pack_inference_checkpoints(
     """Write OUT/drama.pt, OUT/codec.pt and OUT/pack.json; returns their paths."""
     from isdrama.codec import BinauralCodec
     from isdrama.codec.weights import CHECKPOINT_FORMAT, strip_training_buffers
-    from isdrama.inference.generator import file_sha1
+    from isdrama.data.cache import hash_file
     from isdrama.lit.drama import EXPORT_FORMAT, DramaModule
     from isdrama.utils.io import atomic_path, atomic_write_json
 
@@ -63,12 +63,12 @@ def pack_inference_checkpoints(
         out / "pack.json",
         {
             "drama_source": str(drama),
-            "drama_source_sha1": file_sha1(drama),
+            "drama_source_sha1": hash_file(drama),
             "codec_source": str(codec),
-            "codec_source_sha1": file_sha1(codec),
+            "codec_source_sha1": hash_file(codec),
             "trained_with_codec": meta.get("codec"),
             "dtype": "float16" if half else "float32",
-            "files": {p.name: {"sha1": file_sha1(p), "bytes": p.stat().st_size} for p in (drama_out, codec_out)},
+            "files": {p.name: {"sha1": hash_file(p), "bytes": p.stat().st_size} for p in (drama_out, codec_out)},
         },
     )
     return {"drama": drama_out, "codec": codec_out, "pack": out / "pack.json"}

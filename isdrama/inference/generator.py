@@ -17,7 +17,6 @@ loudness-normalised (ITU-R BS.1770, pyloudnorm) and peak-limited.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import re
 from dataclasses import asdict, dataclass, field
@@ -27,7 +26,8 @@ from typing import Any, Optional, Sequence
 import numpy as np
 import torch
 
-from isdrama.inference.line_generator import Guidance, decode_latents, sample_latents
+from isdrama.data.cache import hash_file
+from isdrama.inference.line_generator import Guidance, quantize_latents, sample_latents
 from isdrama.inference.poses import PoseInput, line_pose_input, pose_file_frames
 from isdrama.inference.script import DramaScript, Line
 
@@ -50,14 +50,6 @@ def line_words(text: str) -> list[str]:
             words.extend(parts)
             words.append(SIL_TOKEN)
     return words
-
-
-def file_sha1(path: Path | str) -> str:
-    h = hashlib.sha1()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 @dataclass(frozen=True)
@@ -227,10 +219,10 @@ class DramaGenerator:
             )
         identity = {
             "model": str(path),
-            "model_sha1": file_sha1(path),
+            "model_sha1": hash_file(path),
             "model_step": payload.get("global_step"),
             "codec": str(codec_path),
-            "codec_sha1": file_sha1(codec_path),
+            "codec_sha1": hash_file(codec_path),
             "codec_config_key": codec_obj.config_key(),
         }
         return cls(
@@ -384,9 +376,10 @@ class DramaGenerator:
             p = previous[-self.prompt_max_frames :][None].to(dev)
             prev = (p, torch.ones(p.shape[:2], dtype=torch.bool, device=dev))
         latents = sample_latents(self.net.flow, frame_mask, cond, self.settings.guidance, seed, prev)
-        wav = decode_latents(self.codec, latents)[0, :, : frames * self.codec.hop_length]
+        tokens = quantize_latents(self.codec, latents)
+        wav = self.codec.decode(tokens)[0, :, : frames * self.codec.hop_length]
         # the next line's context prompt: the line as the codec's tokens say it, as training prompts are
-        heard = self.module.latents(self.codec.quantize(latents.transpose(1, 2)))
+        heard = self.module.latents(tokens)
         return LineAudio(
             wav=wav.float().cpu().numpy(),
             sample_rate=self.codec.sample_rate,

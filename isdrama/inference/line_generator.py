@@ -69,10 +69,17 @@ def sample_latents(
 
 
 @torch.no_grad()
+def quantize_latents(codec, latents: torch.Tensor) -> torch.Tensor:
+    """Raw latents (B, T, C) -> the codec's tokens (B, 2, n_q, T): generated latents snapped to its
+    codebooks, as the tokens trained on."""
+    return codec.quantize(latents.transpose(1, 2))
+
+
+@torch.no_grad()
 def decode_latents(codec, latents: torch.Tensor) -> torch.Tensor:
     """Raw latents (B, T, C) -> binaural audio (B, 2, T * hop) at ``codec.sample_rate``, through the
-    codec's quantiser (generated latents are snapped to its codebooks, as the tokens trained on)."""
-    return codec.decode(codec.quantize(latents.transpose(1, 2)))
+    codec's quantiser (:func:`quantize_latents`)."""
+    return codec.decode(quantize_latents(codec, latents))
 
 
-__all__ = ["Guidance", "decode_latents", "guidance_branches", "sample_latents"]
+__all__ = ["Guidance", "decode_latents", "guidance_branches", "quantize_latents", "sample_latents"]

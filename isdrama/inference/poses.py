@@ -18,7 +18,7 @@ import torch
 
 from isdrama.data.resample import output_length, resample_pose
 from isdrama.data.schema import POSE_FRAME_RATE
-from isdrama.data.synth.geometry import facing_yaw
+from isdrama.data.synth.geometry import facing_yaw, wrap_angle
 from isdrama.data.synth.trajectory import Trajectory, facing_listener_yaw
 from isdrama.inference.script import Line, TrajectoryPose
 
@@ -47,7 +47,7 @@ def trajectory_path(spec: TrajectoryPose, duration: float) -> Trajectory:
     else:
         yaws = [facing_listener_yaw(p) for p in positions]
     yaws = np.asarray(yaws)
-    yaws = yaws[0] + np.concatenate([[0.0], np.cumsum(np.angle(np.exp(1j * np.diff(yaws))))])  # short turns
+    yaws = yaws[0] + np.concatenate([[0.0], np.cumsum(wrap_angle(np.diff(yaws)))])  # short turns
     moving = any(np.linalg.norm(positions[i + 1] - positions[i]) > 1e-6 for i in range(len(positions) - 1))
     return Trajectory(
         times=np.asarray(times, dtype=np.float64),
