@@ -33,11 +33,17 @@ def scan_inputs(B=2, L=37, E=6, N=4, seed=0):
 
 
 @pytest.mark.parametrize("backend,chunk", [("chunked", 0), ("chunked", 5), ("chunked", 64), ("mambapy", 0)])
-def test_scan_backends_equal_the_recurrence(backend, chunk):
+@pytest.mark.parametrize("records_graph", [False, True], ids=["no-grad", "autograd"])
+def test_scan_backends_equal_the_recurrence(backend, chunk, records_graph):
+    """Both forms of the chunked scan: in place when autograd records nothing, differentiable
+    otherwise."""
     args = scan_inputs()
     ref = selective_scan(*args, backend="loop")
+    if records_graph:
+        args = [a.clone().requires_grad_(True) for a in args]
     out = selective_scan(*args, backend=backend, chunk=chunk)
-    assert_within_scan_rounding(out, ref, args)
+    assert out.requires_grad == records_graph
+    assert_within_scan_rounding(out.detach(), ref, [a.detach() for a in args])
 
 
 def assert_within_scan_rounding(out, ref, args):
