@@ -12,7 +12,7 @@ import torch
 from conftest import write_tiny_dataset
 from test_configs import compose_train
 
-from isdrama.lit.drama import sample_pose_branches, select_pose_branches
+from isdrama.models.pose_encoder import sample_pose_branches, select_pose_branches
 from isdrama.training import run_training
 
 #: a transformer small enough for a test (the tiny preset's structure, narrower)

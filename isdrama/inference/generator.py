@@ -30,6 +30,7 @@ from isdrama.data.cache import hash_file
 from isdrama.inference.line_generator import Guidance, quantize_latents, sample_latents
 from isdrama.inference.poses import PoseInput, line_pose_input, pose_file_frames
 from isdrama.inference.script import DramaScript, Line
+from isdrama.models.pose_encoder import select_pose_branches
 
 log = logging.getLogger(__name__)
 
@@ -355,8 +356,6 @@ class DramaGenerator:
         else:
             kwargs["prompts"] = [pose.text]
         out = front(ids, torch.ones_like(ids, dtype=torch.bool), frame_mask, with_chunks=False, **kwargs)
-        from isdrama.lit.drama import select_pose_branches
-
         C = int(self.module.hparams.latent_dim)
         if prompt is None:
             prompt_x, prompt_mask = torch.zeros(1, 1, C, device=dev), torch.zeros(1, 1, dtype=torch.bool, device=dev)

@@ -42,7 +42,7 @@ from isdrama.lit.optim import configure_adam
 from isdrama.models.blocks.f0_head import f0_loss
 from isdrama.models.conditioning import ConditioningFrontEnd, FrontEndConfig
 from isdrama.models.drama_transformer import DramaTransformer, DramaTransformerConfig
-from isdrama.models.pose_encoder import MultimodalPoseEncoder
+from isdrama.models.pose_encoder import sample_pose_branches, select_pose_branches
 from isdrama.utils.config import build_config, to_plain
 
 log = logging.getLogger(__name__)
@@ -632,39 +632,6 @@ class DramaModule(pl.LightningModule):
         return module, meta
 
 
-def select_pose_branches(front_out: Mapping[str, Any], branches: Optional[Sequence[str]] = None) -> torch.Tensor:
-    """z_p (B, T, d): the mean over the present branches named in ``branches`` (None: all).
-    Raises ValueError when a named branch did not run or a line has none of them."""
-    if branches is None:
-        return front_out["fused"]
-    missing = [b for b in branches if b not in front_out["z_p"]]
-    if missing:
-        raise ValueError(f"pose branch(es) {missing} not computed for this batch (have {sorted(front_out['z_p'])})")
-    z_p = {b: front_out["z_p"][b] for b in branches}
-    present = {b: front_out["present"][b] for b in branches}
-    if not torch.stack(list(present.values())).any(0).all():
-        raise ValueError(f"some lines have none of the pose branches {list(branches)}")
-    return MultimodalPoseEncoder.fuse(z_p, present)
-
-
-def sample_pose_branches(
-    front_out: Mapping[str, Any], single_branch: float, generator: Optional[torch.Generator]
-) -> torch.Tensor:
-    """z_p (B, T, d) for training: per line, with p = ``single_branch`` one present branch
-    (uniform among the line's present ones), else the mean over all present branches."""
-    names = list(front_out["z_p"])
-    present = torch.stack([front_out["present"][b] for b in names], dim=1)  # (B, N)
-    if single_branch <= 0 or len(names) == 1:
-        return front_out["fused"]
-    B = present.shape[0]
-    u = torch.rand(B, generator=generator, device="cpu").to(present.device)
-    scores = torch.rand(B, len(names), generator=generator, device="cpu").to(present.device)
-    pick = torch.where(present, scores, torch.full_like(scores, -1.0)).argmax(dim=1)
-    one = torch.nn.functional.one_hot(pick, len(names)).bool() & present
-    keep = torch.where((u < single_branch)[:, None] & one.any(dim=1, keepdim=True), one, present)
-    return MultimodalPoseEncoder.fuse(front_out["z_p"], {b: keep[:, i] for i, b in enumerate(names)})
-
-
 def routing_summary(routing: list[dict[str, dict[str, torch.Tensor]]], mask: torch.Tensor) -> dict[str, torch.Tensor]:
     """Expert usage (share of valid frames whose top-1 is each expert) and mean routing entropy
     per block and group: keys ``routing/b{i}_{group}_usage{e}``, ``routing/b{i}_{group}_entropy``."""
@@ -682,4 +649,4 @@ def routing_summary(routing: list[dict[str, dict[str, torch.Tensor]]], mask: tor
     return out
 
 
-__all__ = ["DramaModule", "DramaNet", "routing_summary", "sample_pose_branches", "select_pose_branches", "shift_frames"]
+__all__ = ["DramaModule", "DramaNet", "routing_summary", "shift_frames"]

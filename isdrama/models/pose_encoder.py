@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Optional, Sequence
+from typing import Any, Mapping, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -498,3 +498,36 @@ class MultimodalPoseEncoder(nn.Module):
         weight = torch.stack([present[b] for b in z_p]).to(stacked.dtype)  # (N, B)
         weight = rearrange(weight, "n b -> n b 1 1")
         return (stacked * weight).sum(0) / weight.sum(0).clamp_min(1.0)
+
+
+def select_pose_branches(front_out: Mapping[str, Any], branches: Optional[Sequence[str]] = None) -> torch.Tensor:
+    """z_p (B, T, d): the mean over the present branches named in ``branches`` (None: all).
+    Raises ValueError when a named branch did not run or a line has none of them."""
+    if branches is None:
+        return front_out["fused"]
+    missing = [b for b in branches if b not in front_out["z_p"]]
+    if missing:
+        raise ValueError(f"pose branch(es) {missing} not computed for this batch (have {sorted(front_out['z_p'])})")
+    z_p = {b: front_out["z_p"][b] for b in branches}
+    present = {b: front_out["present"][b] for b in branches}
+    if not torch.stack(list(present.values())).any(0).all():
+        raise ValueError(f"some lines have none of the pose branches {list(branches)}")
+    return MultimodalPoseEncoder.fuse(z_p, present)
+
+
+def sample_pose_branches(
+    front_out: Mapping[str, Any], single_branch: float, generator: Optional[torch.Generator]
+) -> torch.Tensor:
+    """z_p (B, T, d) for training: per line, with p = ``single_branch`` one present branch
+    (uniform among the line's present ones), else the mean over all present branches."""
+    names = list(front_out["z_p"])
+    present = torch.stack([front_out["present"][b] for b in names], dim=1)  # (B, N)
+    if single_branch <= 0 or len(names) == 1:
+        return front_out["fused"]
+    B = present.shape[0]
+    u = torch.rand(B, generator=generator, device="cpu").to(present.device)
+    scores = torch.rand(B, len(names), generator=generator, device="cpu").to(present.device)
+    pick = torch.where(present, scores, torch.full_like(scores, -1.0)).argmax(dim=1)
+    one = F.one_hot(pick, len(names)).bool() & present
+    keep = torch.where((u < single_branch)[:, None] & one.any(dim=1, keepdim=True), one, present)
+    return MultimodalPoseEncoder.fuse(front_out["z_p"], {b: keep[:, i] for i, b in enumerate(names)})
