@@ -293,7 +293,7 @@ class DramaGenerator:
         out = self.net.frontend.content(ids, torch.ones_like(ids, dtype=torch.bool), speed=self.settings.speed)
         return max(1, int(out["durations"].sum()))
 
-    def line_frames(self, line: Line, tokens: torch.Tensor) -> tuple[int, str]:
+    def line_frames(self, line: Line) -> tuple[int, str]:
         """(frames, where they came from) of a script line."""
         if line.duration is not None:
             return max(1, round(line.duration * self.frame_rate)), "duration"
@@ -303,7 +303,7 @@ class DramaGenerator:
             return pose_file_frames(line.pose_file, self.frame_rate), "pose file"
         if line.pose_kind == "trajectory" and line.trajectory.span is not None:
             return max(1, round(line.trajectory.span * self.frame_rate)), "trajectory span"
-        return self.predict_frames(tokens), "predicted"
+        return self.predict_frames(self.tokens(line.text)), "predicted"
 
     def pose_input(self, line: Line, frames: int) -> PoseInput:
         """The front-end input of a script line's pose for a line of ``frames`` model frames."""
@@ -415,8 +415,7 @@ class DramaGenerator:
         bar = tqdm(script.lines, desc="lines", unit="line", disable=not progress)
         for line in bar:
             bar.set_postfix_str(f"{line.speaker}: {line.text[:24]}")
-            tokens = self.tokens(line.text)
-            frames, source = self.line_frames(line, tokens)
+            frames, source = self.line_frames(line)
             pose = self.pose_input(line, frames)
             seed = line.seed if line.seed is not None else s.seed + line.index
             res = self.generate_line(

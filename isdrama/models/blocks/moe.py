@@ -136,8 +136,11 @@ class ExpertGroup(nn.Module):
             weights = gumbel_softmax_fp32(logits, temperature, self.config.noise_eps).to(x.dtype)
             y = sum(weights[..., i : i + 1] * expert(x) for i, expert in enumerate(self.experts))
             return y, stats
+        # top-1 dispatch of the valid frames (padded frames stay zero)
         y = x.new_zeros(x.shape)
         flat_x, flat_y, flat_c = x.reshape(-1, x.shape[-1]), y.view(-1, x.shape[-1]), choice.reshape(-1)
+        if mask is not None:
+            flat_c = flat_c.masked_fill(~mask.reshape(-1), -1)
         for i, expert in enumerate(self.experts):
             idx = (flat_c == i).nonzero().flatten()
             if idx.numel():
