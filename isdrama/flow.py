@@ -15,6 +15,8 @@ classifier-free / context-consistent guidance. No Lightning, no batch classes: t
 
 The estimator is any module called as ``estimator(x_t=..., t=..., frame_mask=..., **cond)``
 returning a dict with ``velocity`` (B, T, C) (e.g. :class:`~isdrama.models.drama_transformer.DramaTransformer`).
+One that also has ``condition(frame_mask=..., **cond)`` (the work that depends on neither x_t
+nor t) gets it computed once per sampling and passed back as ``condition=...``.
 """
 
 from __future__ import annotations
@@ -203,13 +205,30 @@ class RectifiedFlow(nn.Module):
         }
 
     # ------------------------------------------------------------------ sampling
+    def batch_branches(self, frame_mask: torch.Tensor, branches: Sequence[GuidanceBranch]) -> dict[str, Any]:
+        """The estimator's keywords for all branches in one batch (branch-major): frame_mask
+        repeated, the conditions concatenated, and, for an estimator with a ``condition`` method
+        (the part of its forward that depends on neither x_t nor t), that part computed here once
+        and passed back as ``condition``."""
+        kwargs = dict(concat_conditions([b.cond for b in branches]), frame_mask=frame_mask.repeat(len(branches), 1))
+        if hasattr(self.estimator, "condition"):
+            kwargs["condition"] = self.estimator.condition(**kwargs)
+        return kwargs
+
     def guided_velocity(
-        self, x: torch.Tensor, t: torch.Tensor, frame_mask: torch.Tensor, branches: Sequence[GuidanceBranch]
+        self,
+        x: torch.Tensor,
+        t: torch.Tensor,
+        frame_mask: torch.Tensor,
+        branches: Sequence[GuidanceBranch],
+        batched: Optional[Mapping[str, Any]] = None,
     ) -> torch.Tensor:
-        """sum_k w_k v(x | cond_k) with every branch in one batched estimator call; x (B, T, C), t (B,)."""
+        """sum_k w_k v(x | cond_k) with every branch in one batched estimator call; x (B, T, C), t (B,).
+        ``batched``: :meth:`batch_branches` of these branches (computed once per sampling), or None."""
         k = len(branches)
-        cond = concat_conditions([b.cond for b in branches])
-        out = self.estimator(x_t=x.repeat(k, 1, 1), t=t.repeat(k), frame_mask=frame_mask.repeat(k, 1), **cond)
+        if batched is None:
+            batched = self.batch_branches(frame_mask, branches)
+        out = self.estimator(x_t=x.repeat(k, 1, 1), t=t.repeat(k), **batched)
         v = out["velocity"].view(k, *x.shape)
         weights = torch.tensor([b.weight for b in branches], device=x.device, dtype=v.dtype)
         return torch.einsum("k,kbtc->btc", weights, v)
@@ -240,9 +259,10 @@ class RectifiedFlow(nn.Module):
             noise = torch.randn(B, T, C, device=frame_mask.device, generator=gen)
         x = noise
         grid = time_grid(steps, sway, frame_mask.device)
+        batched = self.batch_branches(frame_mask, branches)  # the conditions' work, once
         for i in range(steps):
             t = grid[i].expand(B)
-            x = x + (grid[i + 1] - grid[i]) * self.guided_velocity(x, t, frame_mask, branches)
+            x = x + (grid[i + 1] - grid[i]) * self.guided_velocity(x, t, frame_mask, branches, batched)
         return x * frame_mask.unsqueeze(-1).to(x.dtype)
 
 

@@ -140,6 +140,30 @@ def test_sampling_is_deterministic_for_a_seed():
     assert torch.equal(a, b) and not torch.equal(a, c)
 
 
+def test_the_estimators_condition_work_runs_once_per_sampling_and_changes_nothing():
+    """DramaTransformer.condition (packing, embeddings, router inputs) is computed once for all
+    Euler steps, and a velocity from it equals the one computed in the same call."""
+    flow, cond = tiny_flow()
+    with torch.no_grad():  # wake the zero-initialised gates so every path matters
+        for p in flow.estimator.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    flow.eval()
+    mask = torch.ones(2, 24, dtype=torch.bool)
+    mask[1, 17:] = False
+    uncond = dict(cond, prompt_mask=torch.zeros_like(cond["prompt_mask"]))
+    branches = cfg_branches(cond, uncond, 2.0)
+    x, t = torch.randn(2, 24, 8), torch.full((2,), 0.4)
+    with torch.no_grad():
+        fresh = flow.guided_velocity(x, t, mask, branches)
+        reused = flow.guided_velocity(x, t, mask, branches, flow.batch_branches(mask, branches))
+    assert torch.equal(fresh, reused) and fresh.abs().max() > 0
+    calls = []
+    original = flow.estimator.condition
+    flow.estimator.condition = lambda **kw: calls.append(1) or original(**kw)
+    flow.sample(mask, branches, steps=6, seed=0)
+    assert len(calls) == 1
+
+
 def test_statistics_standardise_and_round_trip():
     flow, _ = tiny_flow()
     x = torch.randn(1000, 8) * torch.arange(1, 9) + 5

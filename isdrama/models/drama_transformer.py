@@ -116,8 +116,23 @@ class DramaBlock(nn.Module):
         self.cross_attn = GatedCrossAttention(d, d, cfg.n_heads, att.dropout, eps) if att.cross else None
         self.moe = DramaMoE(d, cfg.moe)
 
-    def forward(self, h: torch.Tensor, cond: torch.Tensor, ctx: dict[str, Any], temperature: float):
+    def router_input(self, ctx: dict[str, Any]) -> Optional[torch.Tensor]:
+        """The Drama-MoE's prosodic router input (B, L, d) from the condition context (or None)."""
+        return self.moe.prosodic_router_input(ctx["content_pose"], ctx["prompt"], ctx["prompt_mask"])
+
+    def forward(
+        self,
+        h: torch.Tensor,
+        cond: torch.Tensor,
+        ctx: dict[str, Any],
+        temperature: float,
+        router_input: Optional[torch.Tensor] = None,
+    ):
+        """h (B, L, d), cond (B, d); ``router_input``: :meth:`router_input` of ``ctx`` (computed
+        once per sampling) or None to compute it here."""
         mask = ctx["mask"]
+        if router_input is None:
+            router_input = self.router_input(ctx)
         (s1, c1, g1), (s2, c2, g2), (s3, c3, g3) = self.adaln(cond)
         if self.sequence is not None:
             h = h + g1[:, None] * self.sequence(modulate(self.norms[0](h), s1, c1), mask)
@@ -125,15 +140,7 @@ class DramaBlock(nn.Module):
             h = h + g2[:, None] * self.self_attn(modulate(self.norms[1](h), s2, c2), mask)
         if self.cross_attn is not None:
             h = self.cross_attn(h, ctx["scene"], ctx["scene_mask"])
-        out, stats = self.moe(
-            modulate(self.norms[2](h), s3, c3),
-            mask,
-            ctx["content_pose"],
-            ctx["pose"],
-            ctx["prompt"],
-            ctx["prompt_mask"],
-            temperature,
-        )
+        out, stats = self.moe(modulate(self.norms[2](h), s3, c3), mask, router_input, ctx["pose"], temperature)
         return h + g3[:, None] * out, stats
 
 
@@ -207,6 +214,51 @@ class DramaTransformer(nn.Module):
         mask = torch.cat([mask, ~has[:, None]], dim=1)  # the null token only where the line has no scene
         return tokens, mask
 
+    def condition(
+        self,
+        frame_mask: torch.Tensor,
+        z_c: torch.Tensor,
+        z_p: torch.Tensor,
+        prompt: torch.Tensor,
+        prompt_mask: torch.Tensor,
+        scene: Optional[torch.Tensor] = None,
+        scene_mask: Optional[torch.Tensor] = None,
+        temperature: float = 1.0,
+    ) -> dict[str, Any]:
+        """The part of :meth:`forward` that depends on neither x_t nor t: the packing, the prompt,
+        content and pose embeddings, the prompt / scene part of the global condition and each
+        block's prosodic router input. The sampler computes it once for all Euler steps
+        (:meth:`isdrama.flow.RectifiedFlow.sample`) and passes it back as ``condition``.
+        ``temperature`` is accepted (the estimator's keywords) and unused: it applies per call."""
+        B = frame_mask.shape[0]
+        prompt_pos, target_pos, mask = pack_prefix(prompt_mask, frame_mask)
+        L = mask.shape[1]
+        content = self.in_content(z_c)
+        pose = self.in_pose(z_p)
+        has_prompt = prompt_mask.any(dim=1)
+        prompt_vec = (
+            self.prompt_global(masked_mean(prompt, prompt_mask)) if prompt.shape[1] else self.null_prompt.expand(B, -1)
+        )
+        global_cond = torch.where(has_prompt[:, None], prompt_vec, self.null_prompt.expand(B, -1))
+        scene_tok, scene_tok_mask = self.scene_tokens(scene, scene_mask, B, frame_mask.device)
+        ctx = {
+            "mask": mask,
+            "content_pose": scatter_rows(L, [(content + pose, target_pos)]),
+            "pose": scatter_rows(L, [(pose, target_pos)]),
+            "prompt": self.in_latent(prompt) + self.type_embedding.weight[0],
+            "prompt_mask": prompt_mask,
+            "scene": scene_tok,
+            "scene_mask": scene_tok_mask,
+        }
+        return {
+            "prompt_pos": prompt_pos,
+            "target_pos": target_pos,
+            "target_cond": content + pose + self.type_embedding.weight[1],  # (B, T, d)
+            "global": global_cond + masked_mean(scene_tok, scene_tok_mask),  # (B, d)
+            "ctx": ctx,
+            "routers": [block.router_input(ctx) for block in self.blocks],
+        }
+
     def forward(
         self,
         x_t: torch.Tensor,
@@ -219,6 +271,7 @@ class DramaTransformer(nn.Module):
         scene: Optional[torch.Tensor] = None,
         scene_mask: Optional[torch.Tensor] = None,
         temperature: float = 1.0,
+        condition: Optional[dict[str, Any]] = None,
     ) -> dict[str, Any]:
         """Velocity of the target frames.
 
@@ -230,44 +283,28 @@ class DramaTransformer(nn.Module):
                 (a row without valid frames = no prompt; P may be 0).
             scene, scene_mask: (B, S, D_s) scene tokens and (B, S) mask, or None.
             temperature: Gumbel-softmax temperature of the routers (training).
+            condition: :meth:`condition` of these same inputs, computed once (sampling), or None.
 
         Returns ``velocity`` (B, T, C), ``f0`` (B, T, 4) or None, ``routing``: one dict per
         block of group -> stats (:class:`~isdrama.models.blocks.moe.ExpertGroup`), with the
         ``packed_mask`` (B, L) and ``target_pos`` (B, T) the stats' frames refer to.
         """
-        B = x_t.shape[0]
-        prompt_pos, target_pos, mask = pack_prefix(prompt_mask, frame_mask)
-        L = mask.shape[1]
-        prompt_h = self.in_latent(prompt) + self.type_embedding.weight[0]
-        content = self.in_content(z_c)
-        pose = self.in_pose(z_p)
-        target_h = self.in_latent(x_t) + content + pose + self.type_embedding.weight[1]
-        h = scatter_rows(L, [(prompt_h, prompt_pos), (target_h, target_pos)])
-        cond = self.time_embedding(t)
-        has_prompt = prompt_mask.any(dim=1)
-        prompt_vec = (
-            self.prompt_global(masked_mean(prompt, prompt_mask)) if prompt.shape[1] else self.null_prompt.expand(B, -1)
-        )
-        cond = cond + torch.where(has_prompt[:, None], prompt_vec, self.null_prompt.expand(B, -1))
-        scene_tok, scene_tok_mask = self.scene_tokens(scene, scene_mask, B, x_t.device)
-        cond = cond + masked_mean(scene_tok, scene_tok_mask)
-        ctx = {
-            "mask": mask,
-            "content_pose": scatter_rows(L, [(content + pose, target_pos)]),
-            "pose": scatter_rows(L, [(pose, target_pos)]),
-            "prompt": prompt_h,
-            "prompt_mask": prompt_mask,
-            "scene": scene_tok,
-            "scene_mask": scene_tok_mask,
-        }
+        if condition is None:
+            condition = self.condition(frame_mask, z_c, z_p, prompt, prompt_mask, scene, scene_mask)
+        ctx, target_pos = condition["ctx"], condition["target_pos"]
+        L = ctx["mask"].shape[1]
+        target_h = self.in_latent(x_t) + condition["target_cond"]
+        h = scatter_rows(L, [(ctx["prompt"], condition["prompt_pos"]), (target_h, target_pos)])
+        cond = self.time_embedding(t) + condition["global"]
         routing, f0 = [], None
-        for i, block in enumerate(self.blocks):
-            h, stats = block(h, cond, ctx, temperature)
+        for i, (block, router_input) in enumerate(zip(self.blocks, condition["routers"])):
+            h, stats = block(h, cond, ctx, temperature, router_input)
             routing.append(stats)
             if i == 0 and self.f0_head is not None:
                 f0_packed, h = self.f0_head(h)
                 f0 = gather_rows(f0_packed, target_pos)
         velocity = gather_rows(self.final(h, cond), target_pos)
+        mask = ctx["mask"]
         return {"velocity": velocity, "f0": f0, "routing": routing, "packed_mask": mask, "target_pos": target_pos}
 
 

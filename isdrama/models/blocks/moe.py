@@ -163,21 +163,29 @@ class DramaMoE(nn.Module):
         self.prosodic = ExpertGroup(d_model, d_model, config, routed=routed and config.prosodic)
         self.spatial = ExpertGroup(d_model, d_model, config, routed=routed and config.spatial) if routed else None
 
+    def prosodic_router_input(
+        self, content_pose: torch.Tensor, prompt: torch.Tensor, prompt_mask: Optional[torch.Tensor]
+    ) -> Optional[torch.Tensor]:
+        """The prosodic router's input: CrossAttention(content/pose stream (B, L, D) -> prompt
+        stream (B, P, D), mask (B, P)) -> (B, L, D); None when the group is not routed. It depends
+        on the conditions only, so a sampler computes it once for all steps."""
+        if self.prosodic_router_attn is None:
+            return None
+        return self.prosodic_router_attn(content_pose, prompt, prompt_mask)
+
     def forward(
         self,
         h: torch.Tensor,
         mask: Optional[torch.Tensor],
-        content_pose: torch.Tensor,
+        router_p: Optional[torch.Tensor],
         pose: torch.Tensor,
-        prompt: torch.Tensor,
-        prompt_mask: Optional[torch.Tensor],
         temperature: float,
     ) -> tuple[torch.Tensor, dict[str, dict[str, torch.Tensor]]]:
-        """h, content_pose, pose (B, L, D); prompt (B, P, D) with prompt_mask (B, P). Returns the
-        output (B, L, D) and the routing stats per group (``prosodic`` / ``spatial``)."""
-        router_p = None
-        if self.prosodic_router_attn is not None:
-            router_p = self.prosodic_router_attn(content_pose, prompt, prompt_mask)
+        """h, pose (B, L, D); ``router_p``: :meth:`prosodic_router_input` (B, L, D) or None when
+        the prosodic group is not routed. Returns the output (B, L, D) and the routing stats per
+        group (``prosodic`` / ``spatial``)."""
+        if self.prosodic_router_attn is not None and router_p is None:
+            raise ValueError("the prosodic group is routed: pass router_p = prosodic_router_input(...)")
         p, stats_p = self.prosodic(h, router_p, mask, temperature)
         stats = {"prosodic": stats_p} if stats_p else {}
         if self.spatial is None:
