@@ -1,6 +1,12 @@
-"""Selective-scan backends on this machine: forward + backward time of one Mamba layer's scan.
+"""Selective-scan backends on this machine: forward + backward time of one Mamba layer's scan,
+or with ``--inference`` the forward alone without autograd (sampling).
 
     .venv/bin/python bench/bench_scan.py [--lengths 375 1500 6000] [--batch 1] [--inner 256] [--state 8]
+    .venv/bin/python bench/bench_scan.py --inference --batch 3 --lengths 375 600 975
+
+``--inference`` compares the chunked scan's in-place form (what runs when autograd records
+nothing) with its differentiable form run under ``torch.no_grad`` (the arithmetic sampling used
+before the in-place form existed) and mambapy; minimum of --repeats.
 
 For each sequence length: the pure-PyTorch chunked scan (the CPU default; chunk = ceil(sqrt(L))
 and fixed chunks), mambapy's parallel scan and the plain loop (skipped above --loop-max). The
@@ -29,11 +35,15 @@ def main(argv=None) -> int:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--loop-max", type=int, default=1500)
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--inference", action="store_true", help="no-grad forward only (sampling)")
     args = p.parse_args(argv)
 
     import torch
 
     from isdrama.models.blocks.scan import selective_scan
+
+    if args.inference:
+        return inference(args)
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -61,6 +71,45 @@ def main(argv=None) -> int:
                     times.append(time.perf_counter() - t0)
             t = statistics.median(times)
             print(f"| {L} | {name} | {t:.3f} | {1000 * t / (L * args.batch):.3f} |", flush=True)
+    return 0
+
+
+def inference(args) -> int:
+    """No-grad forward: the in-place chunked form vs the differentiable form's arithmetic vs mambapy."""
+    import torch
+
+    from isdrama.models.blocks import scan
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, B={args.batch} E={args.inner} N={args.state}")
+    print("| L | scan (no grad) | ms (min) | ms / frame |")
+    print("|---|---|---|---|")
+    for L in args.lengths:
+        g = torch.Generator().manual_seed(0)
+        shape = (args.batch, L, args.inner)
+        x = torch.randn(shape, generator=g)
+        delta = torch.nn.functional.softplus(torch.randn(shape, generator=g))
+        A = -torch.exp(torch.randn(args.inner, args.state, generator=g))
+        Bm = torch.randn(args.batch, L, args.state, generator=g)
+        Cm = torch.randn(args.batch, L, args.state, generator=g)
+        D = torch.randn(args.inner, generator=g)
+        inputs = (x, delta, A, Bm, Cm, D)
+        runs = []
+        for c in args.chunks:
+            runs.append((f"in place c={c or 'sqrt'}", scan.scan_chunked_inplace, c))
+            runs.append((f"differentiable form c={c or 'sqrt'}", scan.scan_chunked_differentiable, c))
+        runs.append(("mambapy", lambda *a, chunk: scan.scan_mambapy(*a), 0))
+        for name, fn, chunk in runs:
+            times = []
+            for i in range(args.repeats + 1):
+                t0 = time.perf_counter()
+                with torch.no_grad():
+                    fn(*inputs, chunk=chunk)
+                if i:
+                    times.append(time.perf_counter() - t0)
+            t = min(times)
+            print(f"| {L} | {name} | {1000 * t:.1f} | {1000 * t / (L * args.batch):.4f} |", flush=True)
     return 0
 
 

@@ -59,6 +59,11 @@ def scan_chunked(x, delta, A, Bm, Cm, D, chunk: int = 0) -> torch.Tensor:
     faster on CPU (docs/benchmarks.md, "Scan backends")."""
     if not (torch.is_grad_enabled() and any(t.requires_grad for t in (x, delta, A, Bm, Cm, D))):
         return scan_chunked_inplace(x, delta, A, Bm, Cm, D, chunk=chunk)
+    return scan_chunked_differentiable(x, delta, A, Bm, Cm, D, chunk=chunk)
+
+
+def scan_chunked_differentiable(x, delta, A, Bm, Cm, D, chunk: int = 0) -> torch.Tensor:
+    """The chunked scan in plain autograd operations (training)."""
     dA, dBx = _discretise(x, delta, A, Bm)
     Bsz, L, E, N = dA.shape
     c = int(chunk) if chunk > 0 else max(1, math.ceil(math.sqrt(L)))
@@ -188,6 +193,7 @@ __all__ = [
     "selective_scan",
     "scan_loop",
     "scan_chunked",
+    "scan_chunked_differentiable",
     "scan_chunked_inplace",
     "scan_mambapy",
     "scan_cuda",
