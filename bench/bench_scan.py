@@ -25,6 +25,34 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
+def header(args, columns: str) -> None:
+    """Thread count, shapes and the table header."""
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, B={args.batch} E={args.inner} N={args.state}")
+    print(columns)
+    print("|---" * columns.count("|", 1) + "|")
+
+
+def scan_inputs(args, L: int, requires_grad: bool):
+    """x, delta (B, L, E), A (E, N), Bm, Cm (B, L, N), D (E,) of seed 0."""
+    import torch
+
+    g = torch.Generator().manual_seed(0)
+    shape = (args.batch, L, args.inner)
+    tensors = (
+        torch.randn(shape, generator=g),
+        torch.nn.functional.softplus(torch.randn(shape, generator=g)),
+        -torch.exp(torch.randn(args.inner, args.state, generator=g)),
+        torch.randn(args.batch, L, args.state, generator=g),
+        torch.randn(args.batch, L, args.state, generator=g),
+        torch.randn(args.inner, generator=g),
+    )
+    return tuple(t.requires_grad_() for t in tensors) if requires_grad else tensors
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--lengths", type=int, nargs="+", default=[375, 1500, 6000])
@@ -38,27 +66,14 @@ def main(argv=None) -> int:
     p.add_argument("--inference", action="store_true", help="no-grad forward only (sampling)")
     args = p.parse_args(argv)
 
-    import torch
-
     from isdrama.models.blocks.scan import selective_scan
 
     if args.inference:
         return inference(args)
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, B={args.batch} E={args.inner} N={args.state}")
-    print("| L | backend | fwd+bwd s | ms / frame |")
-    print("|---|---|---|---|")
+    header(args, "| L | backend | fwd+bwd s | ms / frame |")
     for L in args.lengths:
-        g = torch.Generator().manual_seed(0)
-        shape = (args.batch, L, args.inner)
-        x = torch.randn(shape, generator=g).requires_grad_()
-        delta = torch.nn.functional.softplus(torch.randn(shape, generator=g)).requires_grad_()
-        A = (-torch.exp(torch.randn(args.inner, args.state, generator=g))).requires_grad_()
-        Bm = torch.randn(args.batch, L, args.state, generator=g).requires_grad_()
-        Cm = torch.randn(args.batch, L, args.state, generator=g).requires_grad_()
-        D = torch.randn(args.inner, generator=g).requires_grad_()
+        x, delta, A, Bm, Cm, D = scan_inputs(args, L, requires_grad=True)
         runs = [(f"chunked c={c or 'sqrt'}", "chunked", c) for c in args.chunks] + [("mambapy", "mambapy", 0)]
         if L <= args.loop_max:
             runs.append(("loop", "loop", 0))
@@ -80,21 +95,9 @@ def inference(args) -> int:
 
     from isdrama.models.blocks import scan
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, B={args.batch} E={args.inner} N={args.state}")
-    print("| L | scan (no grad) | ms (min) | ms / frame |")
-    print("|---|---|---|---|")
+    header(args, "| L | scan (no grad) | ms (min) | ms / frame |")
     for L in args.lengths:
-        g = torch.Generator().manual_seed(0)
-        shape = (args.batch, L, args.inner)
-        x = torch.randn(shape, generator=g)
-        delta = torch.nn.functional.softplus(torch.randn(shape, generator=g))
-        A = -torch.exp(torch.randn(args.inner, args.state, generator=g))
-        Bm = torch.randn(args.batch, L, args.state, generator=g)
-        Cm = torch.randn(args.batch, L, args.state, generator=g)
-        D = torch.randn(args.inner, generator=g)
-        inputs = (x, delta, A, Bm, Cm, D)
+        inputs = scan_inputs(args, L, requires_grad=False)
         runs = []
         for c in args.chunks:
             runs.append((f"in place c={c or 'sqrt'}", scan.scan_chunked_inplace, c))
