@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Retrain the demo checkpoints (checkpoints/demo) from scratch with the project's own training
-# commands (called by `make demo-train`; about 1 h 45 min on 2 cores, see README):
+# commands (called by `make demo-train`; 2 h 14 min on 2 cores measured as one command, see README):
 #   1 codec: experiment=codec_demo (45 min of training; generates data/synth_codec on first use)
 #   2 data/synth_drama: the same 240 dramas (seed 0) with their videos
 #   3 front end: experiment=pose_pretrain_drama (~14 min)

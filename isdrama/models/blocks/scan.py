@@ -55,7 +55,7 @@ def scan_chunked(x, delta, A, Bm, Cm, D, chunk: int = 0) -> torch.Tensor:
     """Two-level scan (see the module docstring); ``chunk`` <= 0 picks ceil(sqrt(L)).
 
     When autograd records nothing (inference, validation) the in-place form
-    :func:`scan_chunked_inplace` runs instead: the same two-level recurrence, about 2.5x
+    :func:`scan_chunked_inplace` runs instead: the same two-level recurrence, 2-4x
     faster on CPU (docs/benchmarks.md, "Scan backends")."""
     if not (torch.is_grad_enabled() and any(t.requires_grad for t in (x, delta, A, Bm, Cm, D))):
         return scan_chunked_inplace(x, delta, A, Bm, Cm, D, chunk=chunk)
