@@ -126,13 +126,11 @@ class DramaBlock(nn.Module):
         cond: torch.Tensor,
         ctx: dict[str, Any],
         temperature: float,
-        router_input: Optional[torch.Tensor] = None,
+        router_input: Optional[torch.Tensor],
     ):
-        """h (B, L, d), cond (B, d); ``router_input``: :meth:`router_input` of ``ctx`` (computed
-        once per sampling) or None to compute it here."""
+        """h (B, L, d), cond (B, d); ``router_input``: :meth:`router_input` of ``ctx`` (part of
+        :meth:`DramaTransformer.condition`; None when the prosodic group is not routed)."""
         mask = ctx["mask"]
-        if router_input is None:
-            router_input = self.router_input(ctx)
         (s1, c1, g1), (s2, c2, g2), (s3, c3, g3) = self.adaln(cond)
         if self.sequence is not None:
             h = h + g1[:, None] * self.sequence(modulate(self.norms[0](h), s1, c1), mask)
