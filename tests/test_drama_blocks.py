@@ -4,15 +4,18 @@ Drama-MoE routing and balance loss, zero-initialised gates, the paper's paramete
 from __future__ import annotations
 
 import math
+import os
+import shutil
 
 import pytest
 import torch
 from drama_configs import transformer_config
 from float_tolerance import sum_order_rtol
 
+from isdrama.models.blocks.cpu_scan import fused_scan_available, scan_fused_cpu
 from isdrama.models.blocks.mamba import MambaConfig, MambaLayer, flip_valid
 from isdrama.models.blocks.moe import ExpertGroup, MoEConfig, gumbel_softmax_fp32, switch_balance_loss
-from isdrama.models.blocks.scan import selective_scan
+from isdrama.models.blocks.scan import scan_chunked_inplace, selective_scan
 from isdrama.models.drama_transformer import DramaTransformer, count_parameters
 
 
@@ -35,25 +38,53 @@ def scan_inputs(B=2, L=37, E=6, N=4, seed=0):
 @pytest.mark.parametrize("backend,chunk", [("chunked", 0), ("chunked", 5), ("chunked", 64), ("mambapy", 0)])
 @pytest.mark.parametrize("records_graph", [False, True], ids=["no-grad", "autograd"])
 def test_scan_backends_equal_the_recurrence(backend, chunk, records_graph):
-    """Both forms of the chunked scan: in place when autograd records nothing, differentiable
-    otherwise."""
+    """Through ``selective_scan``: without autograd the chunked backend runs the fused CPU kernel
+    (where it builds), with autograd its differentiable form."""
     args = scan_inputs()
     ref = selective_scan(*args, backend="loop")
     if records_graph:
         args = [a.clone().requires_grad_(True) for a in args]
     out = selective_scan(*args, backend=backend, chunk=chunk)
     assert out.requires_grad == records_graph
-    assert_within_scan_rounding(out.detach(), ref, [a.detach() for a in args])
+    exp_ulps = FUSED_EXP_ULPS if (backend == "chunked" and not records_graph and fused_scan_available()) else 0
+    assert_within_scan_rounding(out.detach(), ref, [a.detach() for a in args], exp_ulps)
 
 
-def assert_within_scan_rounding(out, ref, args):
+@pytest.mark.parametrize("chunk", [0, 5, 64])
+def test_inplace_chunked_form_equals_the_recurrence(chunk):
+    """The no-grad fallback where the fused kernel cannot be built."""
+    args = scan_inputs()
+    with torch.no_grad():
+        out = scan_chunked_inplace(*args, chunk=chunk)
+    assert_within_scan_rounding(out, selective_scan(*args, backend="loop"), args)
+
+
+#: glibc's vector expf (libmvec, what the fused kernel's -ffast-math loop calls) is specified
+#: within 4 ulp (2.5 measured over 262 k arguments here); an ulp is at most eps relative
+FUSED_EXP_ULPS = 4
+
+
+@pytest.mark.parametrize("shape", [(2, 37, 6, 4), (3, 130, 200, 16)], ids=["tiny", "two-blocks"])
+def test_fused_cpu_scan_equals_the_recurrence(shape):
+    """The fused kernel builds wherever a C compiler is on PATH (CI has one) and equals the loop;
+    (3, 130, 200, 16): channels over several 64-wide blocks with a partial last one."""
+    if shutil.which("cc") is None and not os.environ.get("CC"):
+        pytest.skip("no C compiler on PATH: the fused kernel cannot be built here")
+    assert fused_scan_available(), "the fused CPU scan did not build (see the log warning)"
+    B, L, E, N = shape
+    args = scan_inputs(B=B, L=L, E=E, N=N)
+    assert_within_scan_rounding(scan_fused_cpu(*args), selective_scan(*args, backend="loop"), args, FUSED_EXP_ULPS)
+
+
+def assert_within_scan_rounding(out, ref, args, exp_ulps: int = 0):
     """Each output sums at most L products of at most L + 2 factors (decays in (0, 1]) plus the
     D term: two evaluation orders differ by about (2 L + 3) eps times the sum of the terms'
-    magnitudes, which is the same scan run on |x|, |B|, |C|, |D|."""
+    magnitudes, which is the same scan run on |x|, |B|, |C|, |D|. An exp within ``exp_ulps`` ulp
+    adds that many eps per decay factor: L exp_ulps eps more."""
     x, delta, A, Bm, Cm, D = args
     L = x.shape[1]
     magnitude = selective_scan(x.abs(), delta, A, Bm.abs(), Cm.abs(), D.abs(), backend="loop")
-    bound = sum_order_rtol(2 * L + 3) * magnitude
+    bound = sum_order_rtol(2 * L + 3 + L * exp_ulps) * magnitude
     assert bool(((out - ref).abs() <= bound).all()), float(((out - ref).abs() / bound).max())
 
 
@@ -283,3 +314,43 @@ def test_activation_checkpointing_gives_the_same_gradients():
         grads.append({k: p.grad.clone() for k, p in stack.named_parameters()})
     for k in grads[0]:  # the recomputation is the same arithmetic: identical
         assert torch.equal(grads[0][k], grads[1][k]), k
+
+
+@pytest.fixture
+def fresh_kernel_state(monkeypatch, tmp_path):
+    """An empty kernel cache and no loaded kernel; the session's kernel comes back afterwards."""
+    from isdrama.models.blocks import cpu_scan
+
+    saved = dict(cpu_scan._state)
+    cpu_scan._state.clear()
+    monkeypatch.setenv("ISDRAMA_KERNEL_CACHE", str(tmp_path / "kernels"))
+    yield cpu_scan
+    cpu_scan._state.clear()
+    cpu_scan._state.update(saved)
+
+
+def test_fused_kernel_is_built_once_and_an_unbuildable_one_falls_back_with_a_warning(
+    fresh_kernel_state, monkeypatch, caplog
+):
+    cpu_scan = fresh_kernel_state
+    if shutil.which("cc") is not None:
+        lib = cpu_scan.build_kernel()
+        assert lib.parent == cpu_scan.kernel_cache_dir() and lib.name.startswith("selective_scan-")
+        stamp = lib.stat().st_mtime_ns
+        assert cpu_scan.build_kernel() == lib and lib.stat().st_mtime_ns == stamp  # cached, not rebuilt
+        assert [p.name for p in lib.parent.iterdir()] == [lib.name]  # no temporary files left
+    cpu_scan._state.clear()
+    monkeypatch.setenv("CC", "no-such-compiler")
+    args = scan_inputs()
+    with caplog.at_level("WARNING", logger="isdrama.models.blocks.cpu_scan"), torch.no_grad():
+        out = selective_scan(*args, backend="chunked")
+    assert "fused CPU selective scan is unavailable" in caplog.text and "no-such-compiler" in caplog.text
+    assert_within_scan_rounding(out, selective_scan(*args, backend="loop"), args)  # the in-place form ran
+    with pytest.raises(RuntimeError, match="unavailable"):
+        scan_fused_cpu(*args)
+
+
+def test_fused_kernel_can_be_turned_off(fresh_kernel_state, monkeypatch):
+    monkeypatch.setenv("ISDRAMA_FUSED_SCAN", "0")
+    assert not fresh_kernel_state.fused_scan_available()
+    assert not (fresh_kernel_state.kernel_cache_dir()).exists()  # nothing compiled

@@ -3,11 +3,13 @@ y_t = C_t . h_t + D x_t.
 
 All backends take the same tensors and return the same y (B, L, E):
 
-- ``chunked`` (pure PyTorch, the CPU default): a two-level scan. The sequence is cut into chunks
+- ``chunked`` (the CPU default): in training a two-level scan in plain PyTorch. The sequence is cut into chunks
   of ``chunk`` frames; a sequential pass over the positions inside a chunk runs for all chunks at
   once, then a sequential pass over the chunks carries the states across; the carry is added back
   with the within-chunk decay products. About ``chunk + L / chunk`` small steps instead of L,
-  only products of decays in (0, 1] (no overflow), and plain autograd.
+  only products of decays in (0, 1] (no overflow), and plain autograd. Without autograd on CPU
+  (sampling) the fused C kernel of :mod:`isdrama.models.blocks.cpu_scan` runs instead where it
+  builds.
 - ``loop``: the reference recurrence, one step per frame.
 - ``mambapy``: the Blelloch parallel scan of the ``mambapy`` package (PyPI; pure PyTorch; pads to a
   power of two).
@@ -23,6 +25,8 @@ import math
 
 import torch
 from torch.nn import functional as F
+
+from isdrama.models.blocks.cpu_scan import fused_scan_available, scan_fused_cpu
 
 BACKENDS = ("chunked", "loop", "mambapy", "cuda")
 
@@ -54,10 +58,13 @@ def scan_loop(x, delta, A, Bm, Cm, D) -> torch.Tensor:
 def scan_chunked(x, delta, A, Bm, Cm, D, chunk: int = 0) -> torch.Tensor:
     """Two-level scan (see the module docstring); ``chunk`` <= 0 picks ceil(sqrt(L)).
 
-    When autograd records nothing (inference, validation) the in-place form
-    :func:`scan_chunked_inplace` runs instead: the same two-level recurrence, 2-4x
-    faster on CPU (docs/benchmarks.md, "Scan backends")."""
+    When autograd records nothing (inference, validation): on CPU the fused kernel
+    (:mod:`isdrama.models.blocks.cpu_scan`, the recurrence in one pass) where it builds, else
+    the in-place form :func:`scan_chunked_inplace` (the same two-level recurrence, 2-4x faster
+    than the differentiable form on CPU; docs/benchmarks.md, "Scan backends")."""
     if not (torch.is_grad_enabled() and any(t.requires_grad for t in (x, delta, A, Bm, Cm, D))):
+        if x.device.type == "cpu" and fused_scan_available():
+            return scan_fused_cpu(x, delta, A, Bm, Cm, D)
         return scan_chunked_inplace(x, delta, A, Bm, Cm, D, chunk=chunk)
     return scan_chunked_differentiable(x, delta, A, Bm, Cm, D, chunk=chunk)
 
