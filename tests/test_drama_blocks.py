@@ -12,7 +12,7 @@ import torch
 from drama_configs import transformer_config
 from float_tolerance import sum_order_rtol
 
-from isdrama.models.blocks.cpu_scan import fused_scan_available, scan_fused_cpu
+from isdrama.models.blocks.cpu_kernels import fused_kernels_available, scan_fused_cpu
 from isdrama.models.blocks.mamba import MambaConfig, MambaLayer, flip_valid
 from isdrama.models.blocks.moe import ExpertGroup, MoEConfig, gumbel_softmax_fp32, switch_balance_loss
 from isdrama.models.blocks.scan import scan_chunked_inplace, selective_scan
@@ -46,7 +46,7 @@ def test_scan_backends_equal_the_recurrence(backend, chunk, records_graph):
         args = [a.clone().requires_grad_(True) for a in args]
     out = selective_scan(*args, backend=backend, chunk=chunk)
     assert out.requires_grad == records_graph
-    exp_ulps = FUSED_EXP_ULPS if (backend == "chunked" and not records_graph and fused_scan_available()) else 0
+    exp_ulps = FUSED_EXP_ULPS if (backend == "chunked" and not records_graph and fused_kernels_available()) else 0
     assert_within_scan_rounding(out.detach(), ref, [a.detach() for a in args], exp_ulps)
 
 
@@ -70,7 +70,7 @@ def test_fused_cpu_scan_equals_the_recurrence(shape):
     (3, 130, 200, 16): channels over several 64-wide blocks with a partial last one."""
     if shutil.which("cc") is None and not os.environ.get("CC"):
         pytest.skip("no C compiler on PATH: the fused kernel cannot be built here")
-    assert fused_scan_available(), "the fused CPU scan did not build (see the log warning)"
+    assert fused_kernels_available(), "the fused CPU scan did not build (see the log warning)"
     B, L, E, N = shape
     args = scan_inputs(B=B, L=L, E=E, N=N)
     assert_within_scan_rounding(scan_fused_cpu(*args), selective_scan(*args, backend="loop"), args, FUSED_EXP_ULPS)
@@ -319,32 +319,32 @@ def test_activation_checkpointing_gives_the_same_gradients():
 @pytest.fixture
 def fresh_kernel_state(monkeypatch, tmp_path):
     """An empty kernel cache and no loaded kernel; the session's kernel comes back afterwards."""
-    from isdrama.models.blocks import cpu_scan
+    from isdrama.models.blocks import cpu_kernels
 
-    saved = dict(cpu_scan._state)
-    cpu_scan._state.clear()
+    saved = dict(cpu_kernels._state)
+    cpu_kernels._state.clear()
     monkeypatch.setenv("ISDRAMA_KERNEL_CACHE", str(tmp_path / "kernels"))
-    yield cpu_scan
-    cpu_scan._state.clear()
-    cpu_scan._state.update(saved)
+    yield cpu_kernels
+    cpu_kernels._state.clear()
+    cpu_kernels._state.update(saved)
 
 
 def test_fused_kernel_is_built_once_and_an_unbuildable_one_falls_back_with_a_warning(
     fresh_kernel_state, monkeypatch, caplog
 ):
-    cpu_scan = fresh_kernel_state
+    cpu_kernels = fresh_kernel_state
     if shutil.which("cc") is not None:
-        lib = cpu_scan.build_kernel()
-        assert lib.parent == cpu_scan.kernel_cache_dir() and lib.name.startswith("selective_scan-")
+        lib = cpu_kernels.build_kernel()
+        assert lib.parent == cpu_kernels.kernel_cache_dir() and lib.name.startswith("mamba_inner-")
         stamp = lib.stat().st_mtime_ns
-        assert cpu_scan.build_kernel() == lib and lib.stat().st_mtime_ns == stamp  # cached, not rebuilt
+        assert cpu_kernels.build_kernel() == lib and lib.stat().st_mtime_ns == stamp  # cached, not rebuilt
         assert [p.name for p in lib.parent.iterdir()] == [lib.name]  # no temporary files left
-    cpu_scan._state.clear()
+    cpu_kernels._state.clear()
     monkeypatch.setenv("CC", "no-such-compiler")
     args = scan_inputs()
-    with caplog.at_level("WARNING", logger="isdrama.models.blocks.cpu_scan"), torch.no_grad():
+    with caplog.at_level("WARNING", logger="isdrama.models.blocks.cpu_kernels"), torch.no_grad():
         out = selective_scan(*args, backend="chunked")
-    assert "fused CPU selective scan is unavailable" in caplog.text and "no-such-compiler" in caplog.text
+    assert "fused CPU kernels of the Mamba layer are unavailable" in caplog.text and "no-such-compiler" in caplog.text
     assert_within_scan_rounding(out, selective_scan(*args, backend="loop"), args)  # the in-place form ran
     with pytest.raises(RuntimeError, match="unavailable"):
         scan_fused_cpu(*args)
@@ -352,5 +352,32 @@ def test_fused_kernel_is_built_once_and_an_unbuildable_one_falls_back_with_a_war
 
 def test_fused_kernel_can_be_turned_off(fresh_kernel_state, monkeypatch):
     monkeypatch.setenv("ISDRAMA_FUSED_SCAN", "0")
-    assert not fresh_kernel_state.fused_scan_available()
+    assert not fresh_kernel_state.fused_kernels_available()
     assert not (fresh_kernel_state.kernel_cache_dir()).exists()  # nothing compiled
+
+
+def test_mamba_layer_without_autograd_runs_the_fused_kernels_and_equals_the_pytorch_path():
+    """In sampling (no autograd, CPU) the layer's inner stream runs fused (conv + silu + masks,
+    softplus + scan + D + gate); it equals the autograd path on the same weights, padded rows 0."""
+    if not fused_kernels_available():
+        pytest.skip("the fused kernels cannot be built here (no C compiler)")
+    torch.manual_seed(0)
+    d, L = 24, 41
+    layer = MambaLayer(d, mamba_cfg("chunked"))
+    with torch.no_grad():  # non-trivial conv bias and skip term
+        layer.conv1d.bias.normal_()
+        layer.D.normal_()
+    x = torch.randn(3, L, d)
+    mask = torch.ones(3, L, dtype=torch.bool)
+    mask[1, 30:] = False
+    mask[2, 4:] = False
+    reference = layer(x, mask)  # parameters require grad: the PyTorch path
+    assert reference.requires_grad and not layer.runs_fused(x)
+    with torch.no_grad():
+        assert layer.runs_fused(x)
+        fused = layer(x, mask)
+    E, K = layer.d_inner, layer.conv1d.weight.shape[-1]
+    # projections (d, E terms), the conv (K), the scan ((2 + exp ulps) L + 3), the silu exps
+    tol = sum_order_rtol(d + E + K + (2 + FUSED_EXP_ULPS) * L + 3 + 2 * FUSED_EXP_ULPS) * float(reference.abs().max())
+    torch.testing.assert_close(fused, reference.detach(), rtol=0, atol=tol)
+    assert bool((fused[1, 30:] == 0).all()) and bool((fused[2, 4:] == 0).all())

@@ -301,7 +301,8 @@ class DramaTransformer(nn.Module):
             if i == 0 and self.f0_head is not None:
                 f0_packed, h = self.f0_head(h)
                 f0 = gather_rows(f0_packed, target_pos)
-        velocity = gather_rows(self.final(h, cond), target_pos)
+        # the final layer is per frame: on the target frames only, padded ones zero as the loss expects
+        velocity = self.final(gather_rows(h, target_pos), cond) * frame_mask.unsqueeze(-1).to(h.dtype)
         mask = ctx["mask"]
         return {"velocity": velocity, "f0": f0, "routing": routing, "packed_mask": mask, "target_pos": target_pos}
 

@@ -66,6 +66,8 @@ class CrossAttention(nn.Module):
         self.out = nn.Linear(d_model, d_model)
 
     def forward(self, x: torch.Tensor, context: torch.Tensor, context_mask: Optional[torch.Tensor]) -> torch.Tensor:
+        if context.shape[1] == 0:  # no context at all (a zero-length prompt): output 0, as for an empty row
+            return x.new_zeros(*x.shape[:-1], self.out.out_features)
         q = rearrange(self.q(x), "b l (h d) -> b h l d", h=self.n_heads)
         k, v = rearrange(self.kv(context), "b s (two h d) -> two b h s d", two=2, h=self.n_heads)
         if context_mask is not None:  # a row without any context attends to nothing: output 0

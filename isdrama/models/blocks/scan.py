@@ -8,7 +8,7 @@ All backends take the same tensors and return the same y (B, L, E):
   once, then a sequential pass over the chunks carries the states across; the carry is added back
   with the within-chunk decay products. About ``chunk + L / chunk`` small steps instead of L,
   only products of decays in (0, 1] (no overflow), and plain autograd. Without autograd on CPU
-  (sampling) the fused C kernel of :mod:`isdrama.models.blocks.cpu_scan` runs instead where it
+  (sampling) the fused C kernel of :mod:`isdrama.models.blocks.cpu_kernels` runs instead where it
   builds.
 - ``loop``: the reference recurrence, one step per frame.
 - ``mambapy``: the Blelloch parallel scan of the ``mambapy`` package (PyPI; pure PyTorch; pads to a
@@ -26,7 +26,7 @@ import math
 import torch
 from torch.nn import functional as F
 
-from isdrama.models.blocks.cpu_scan import fused_scan_available, scan_fused_cpu
+from isdrama.models.blocks.cpu_kernels import fused_kernels_available, scan_fused_cpu
 
 BACKENDS = ("chunked", "loop", "mambapy", "cuda")
 
@@ -59,11 +59,11 @@ def scan_chunked(x, delta, A, Bm, Cm, D, chunk: int = 0) -> torch.Tensor:
     """Two-level scan (see the module docstring); ``chunk`` <= 0 picks ceil(sqrt(L)).
 
     When autograd records nothing (inference, validation): on CPU the fused kernel
-    (:mod:`isdrama.models.blocks.cpu_scan`, the recurrence in one pass) where it builds, else
+    (:mod:`isdrama.models.blocks.cpu_kernels`, the recurrence in one pass) where it builds, else
     the in-place form :func:`scan_chunked_inplace` (the same two-level recurrence, 2-4x faster
     than the differentiable form on CPU; docs/benchmarks.md, "Scan backends")."""
     if not (torch.is_grad_enabled() and any(t.requires_grad for t in (x, delta, A, Bm, Cm, D))):
-        if x.device.type == "cpu" and fused_scan_available():
+        if x.device.type == "cpu" and fused_kernels_available():
             return scan_fused_cpu(x, delta, A, Bm, Cm, D)
         return scan_chunked_inplace(x, delta, A, Bm, Cm, D, chunk=chunk)
     return scan_chunked_differentiable(x, delta, A, Bm, Cm, D, chunk=chunk)

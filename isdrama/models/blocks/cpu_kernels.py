@@ -1,0 +1,192 @@
+"""Fused CPU kernels of the Mamba layer's inner stream (``csrc/mamba_inner.c``), for sampling.
+
+Without autograd on CPU, :class:`~isdrama.models.blocks.mamba.MambaLayer` runs its inner stream
+through two C kernels instead of a dozen PyTorch passes: :func:`conv_silu_fused` (the masked
+causal depthwise convolution, silu, the mask) and :func:`scan_fused_cpu` (softplus of delta, the
+selective scan with each line's state kept in the cache instead of (B, L, E, N) tensors in
+memory, the D term and the silu gate): 5-10x faster than the chunked scan's in-place form
+(docs/benchmarks.md, "Scan backends"). They have no backward: training keeps the differentiable
+chunked scan.
+
+The C source is compiled once per machine on first use with the system C compiler (``$CC``,
+else ``cc``: OpenMP, ``-ffast-math`` at compile time only so glibc's vector ``expf`` is used and
+no flush-to-zero start-up code is linked into the process, ``-mavx2 -mfma`` where torch reports
+AVX2) into ``$ISDRAMA_KERNEL_CACHE`` (default ``~/.cache/isdrama/kernels``), named by a hash of
+source, flags and compiler, written atomically, and loaded with ctypes. Where it cannot be built
+(no compiler, no OpenMP) a warning says why once and the PyTorch path runs;
+``ISDRAMA_FUSED_SCAN=0`` turns the kernels off.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import logging
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+log = logging.getLogger(__name__)
+
+SOURCE = Path(__file__).with_name("csrc") / "mamba_inner.c"
+_state: dict[str, object] = {}
+
+
+def kernel_cache_dir() -> Path:
+    """Where compiled kernels are kept (``$ISDRAMA_KERNEL_CACHE`` or ``~/.cache/isdrama/kernels``)."""
+    given = os.environ.get("ISDRAMA_KERNEL_CACHE")
+    if given:
+        return Path(given)
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "isdrama" / "kernels"
+
+
+def compile_flags() -> list[str]:
+    """Compiler flags for this machine: AVX2 + FMA where torch runs its AVX2 kernels (so a run
+    with ``ATEN_CPU_CAPABILITY=default`` builds the portable SSE2 variant)."""
+    flags = ["-O3", "-fPIC", "-fopenmp", "-ffast-math", "-std=c11"]
+    if platform.machine() in ("x86_64", "AMD64") and torch.backends.cpu.get_cpu_capability() in ("AVX2", "AVX512"):
+        flags += ["-mavx2", "-mfma"]
+    return flags
+
+
+def _compiler() -> str:
+    cc = os.environ.get("CC") or "cc"
+    if shutil.which(cc) is None:
+        raise RuntimeError(f"no C compiler {cc!r} on PATH (set CC)")
+    return cc
+
+
+def build_kernel() -> Path:
+    """Compile the kernel (if this source/flags/compiler has not been built here) -> its .so path."""
+    cc = _compiler()
+    flags = compile_flags()
+    version = subprocess.run([cc, "--version"], capture_output=True, text=True).stdout.splitlines()[:1]
+    key = hashlib.sha1("\0".join([SOURCE.read_text(), *flags, cc, *version]).encode()).hexdigest()[:16]
+    out_dir = kernel_cache_dir()
+    lib = out_dir / f"mamba_inner-{key}.so"
+    if lib.exists():
+        return lib
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out_dir) as tmp:
+        obj, so = Path(tmp) / "scan.o", Path(tmp) / "scan.so"
+        # two steps: -ffast-math at link time would add crtfastmath.o (flush-to-zero for the process)
+        for cmd in (
+            [cc, *flags, "-c", str(SOURCE), "-o", str(obj)],
+            [cc, "-shared", "-fopenmp", str(obj), "-o", str(so), "-lm", *(["-lmvec"] if _has_libmvec(cc) else [])],
+        ):
+            done = subprocess.run(cmd, capture_output=True, text=True)
+            if done.returncode != 0:
+                raise RuntimeError(f"`{' '.join(cmd)}` failed:\n{done.stderr.strip()}")
+        os.replace(so, lib)  # atomic: concurrent builders (DDP ranks) each write a whole file
+    return lib
+
+
+def _has_libmvec(cc: str) -> bool:
+    done = subprocess.run([cc, "-print-file-name=libmvec.so"], capture_output=True, text=True)
+    return done.returncode == 0 and os.path.isabs(done.stdout.strip())
+
+
+def load_kernel() -> Optional[ctypes.CDLL]:
+    """The loaded kernel, or None (turned off, or it cannot be built: warned once with the reason)."""
+    if "lib" in _state:
+        return _state["lib"]  # type: ignore[return-value]
+    lib = None
+    if os.environ.get("ISDRAMA_FUSED_SCAN", "1") == "0":
+        log.info("ISDRAMA_FUSED_SCAN=0: the fused CPU kernels are off, sampling runs the PyTorch path")
+    else:
+        try:
+            lib = ctypes.CDLL(str(build_kernel()))
+            P, I64 = ctypes.c_void_p, ctypes.c_int64
+            lib.isdrama_selective_scan.restype = None
+            lib.isdrama_selective_scan.argtypes = (
+                [P, I64, P, I64, P, P, P, I64, P, I64, P, P, I64, P] + [I64] * 4 + [ctypes.c_int]
+            )
+            lib.isdrama_conv_silu.restype = None
+            lib.isdrama_conv_silu.argtypes = [P, I64, P, P, P, P] + [I64] * 4 + [ctypes.c_int]
+        except (OSError, RuntimeError, AttributeError) as err:
+            log.warning("the fused CPU kernels of the Mamba layer are unavailable, sampling runs PyTorch: %s", err)
+            lib = None
+    _state["lib"] = lib
+    return lib
+
+
+def fused_kernels_available() -> bool:
+    return load_kernel() is not None
+
+
+def _rows(t: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """(B, L, F) float32 with unit stride along F and rows b L + t evenly strided, and that stride
+    (views of one projection's output pass as they are; anything else is copied)."""
+    t = t.detach().float()
+    if t.stride(-1) != 1 or t.stride(0) != t.shape[1] * t.stride(1):
+        t = t.contiguous()
+    return t, t.stride(1)
+
+
+def _kernel(x: torch.Tensor) -> ctypes.CDLL:
+    lib = load_kernel()
+    if lib is None:
+        raise RuntimeError("the fused CPU kernels are unavailable (see the warning above, or ISDRAMA_FUSED_SCAN)")
+    if x.device.type != "cpu":
+        raise RuntimeError(f"the fused kernels run on CPU tensors, got {x.device}")
+    return lib
+
+
+def _ptr(t: Optional[torch.Tensor]) -> Optional[int]:
+    return None if t is None else t.data_ptr()
+
+
+def scan_fused_cpu(x, delta, A, Bm, Cm, D, delta_bias=None, z=None) -> torch.Tensor:
+    """The selective scan's y (B, L, E) by the fused kernel (CPU, no autograd; shapes as
+    :func:`isdrama.models.blocks.scan.selective_scan`). With ``delta_bias`` (E,), ``delta`` is
+    before the softplus: delta = softplus(delta + delta_bias); with ``z`` (B, L, E), y is gated:
+    y * silu(z). Raises where the kernels are unavailable."""
+    lib = _kernel(x)
+    Bsz, L, E = x.shape
+    N = A.shape[-1]
+    (xf, xs), (df, ds), (Bf, bs), (Cf, cs) = (_rows(t) for t in (x, delta, Bm, Cm))
+    zf, zs = _rows(z) if z is not None else (None, 0)
+    bias = None if delta_bias is None else delta_bias.detach().float().contiguous()
+    At = A.detach().float().t().contiguous()
+    Df = D.detach().float().contiguous()
+    y = torch.empty(Bsz, L, E, dtype=torch.float32)
+    lib.isdrama_selective_scan(
+        xf.data_ptr(), xs, df.data_ptr(), ds, _ptr(bias), At.data_ptr(), Bf.data_ptr(), bs, Cf.data_ptr(), cs,
+        Df.data_ptr(), _ptr(zf), zs, y.data_ptr(), Bsz, L, E, N, torch.get_num_threads(),
+    )  # fmt: skip
+    return y.to(x.dtype)
+
+
+def conv_silu_fused(x, weight, bias, keep=None) -> torch.Tensor:
+    """silu(causal depthwise conv of x * keep) * keep, (B, L, E) -> (B, L, E), by the fused kernel
+    (CPU, no autograd). weight (E, 1, K) and bias (E,) of ``conv1d``; keep (B, L) or None."""
+    lib = _kernel(x)
+    Bsz, L, E = x.shape
+    xf, xs = _rows(x)
+    Wt = weight.detach().float()[:, 0, :].t().contiguous()  # (K, E)
+    b = bias.detach().float().contiguous()
+    kf = None if keep is None else keep.detach().float().contiguous()
+    out = torch.empty(Bsz, L, E, dtype=torch.float32)
+    lib.isdrama_conv_silu(
+        xf.data_ptr(), xs, Wt.data_ptr(), b.data_ptr(), _ptr(kf), out.data_ptr(), Bsz, L, E, Wt.shape[0],
+        torch.get_num_threads(),
+    )  # fmt: skip
+    return out.to(x.dtype)
+
+
+__all__ = [
+    "build_kernel",
+    "compile_flags",
+    "conv_silu_fused",
+    "fused_kernels_available",
+    "kernel_cache_dir",
+    "load_kernel",
+    "scan_fused_cpu",
+]
