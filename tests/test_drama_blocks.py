@@ -151,18 +151,44 @@ def test_flip_valid_reverses_each_line_within_its_length():
     assert flip_valid(x, mask)[..., 0].tolist() == [[2, 1, 0, 3, 4], [9, 8, 7, 6, 5]]
 
 
-def test_padded_line_gives_the_output_of_the_line_alone():
-    torch.manual_seed(0)
-    cfg = transformer_config()
-    model = DramaTransformer(cfg).eval()
+def run_estimator(model: DramaTransformer, sampling: bool, *args) -> dict:
+    """The training-style forward (autograd records, the condition computed inside) or the
+    sampling one (no autograd: fused Mamba kernels; the condition precomputed: eval routing
+    dispatched once, the last block's tail on the target frames only)."""
+    if not sampling:
+        return model(*args)
+    x, t, frame_mask, zc, zp, prompt, prompt_mask = args
+    with torch.no_grad():
+        condition = model.condition(frame_mask, zc, zp, prompt, prompt_mask)
+        return model(*args, condition=condition)
+
+
+def wake_gates(model: DramaTransformer) -> DramaTransformer:
     for p in model.parameters():  # wake the zero-initialised gates so every path matters
         with torch.no_grad():
             p.add_(0.05 * torch.randn_like(p))
+    return model
+
+
+def transformer_chain(cfg, L: int) -> int:
+    """Terms along the longest sum chain of the estimator: per block the projections (d, E),
+    the scan and attention over L frames, the experts."""
+    d = cfg.d_model
+    return cfg.n_blocks * (4 * d + 2 * cfg.mamba.expand * d + 4 * L + 2 * cfg.moe.ff_dim)
+
+
+@pytest.mark.parametrize("sampling", [False, True], ids=["training-forward", "sampling-forward"])
+def test_padded_line_gives_the_output_of_the_line_alone(sampling):
+    torch.manual_seed(0)
+    cfg = transformer_config()
+    model = wake_gates(DramaTransformer(cfg).eval())
     T, P, C = 19, 7, cfg.latent_dim
     x, zc, zp = torch.randn(1, T, C), torch.randn(1, T, cfg.content_dim), torch.randn(1, T, cfg.pose_dim)
     prompt = torch.randn(1, P, C)
     t = torch.tensor([0.3])
-    alone = model(x, t, torch.ones(1, T, dtype=torch.bool), zc, zp, prompt, torch.ones(1, P, dtype=torch.bool))
+    alone = run_estimator(
+        model, sampling, x, t, torch.ones(1, T, dtype=torch.bool), zc, zp, prompt, torch.ones(1, P, dtype=torch.bool)
+    )
 
     def pad(v, n):
         return torch.cat([v, torch.randn(1, n, v.shape[-1]) * 100], dim=1)  # garbage in the pads
@@ -170,7 +196,9 @@ def test_padded_line_gives_the_output_of_the_line_alone():
     mask_t = torch.tensor([[True] * T + [False] * 6])
     mask_p = torch.tensor([[True] * P + [False] * 4])
     other = torch.randn(1, T + 6, C)  # a second, longer line in the batch
-    padded = model(
+    padded = run_estimator(
+        model,
+        sampling,
         torch.cat([pad(x, 6), other]),
         torch.tensor([0.3, 0.8]),
         torch.cat([mask_t, torch.ones(1, T + 6, dtype=torch.bool)]),
@@ -179,14 +207,41 @@ def test_padded_line_gives_the_output_of_the_line_alone():
         torch.cat([pad(prompt, 4), torch.randn(1, P + 4, C)]),
         torch.cat([mask_p, torch.ones(1, P + 4, dtype=torch.bool)]),
     )
-    # exact in arithmetic; in floats the batched kernels may sum in another order: per block the
-    # longest chain is the projections (d, E), the scan and attention over L frames, the experts
-    d, L = cfg.d_model, T + P
-    chain = cfg.n_blocks * (4 * d + 2 * cfg.mamba.expand * d + 4 * L + 2 * cfg.moe.ff_dim)
+    # exact in arithmetic; in floats the batched kernels may sum in another order
+    chain = transformer_chain(cfg, T + P)
     for key in ("velocity", "f0"):
         ref = alone[key]
         tol = sum_order_rtol(chain) * float(ref.abs().max())
         torch.testing.assert_close(padded[key][:1, :T], ref, rtol=0, atol=tol)
+
+
+def test_the_sampling_forward_equals_the_training_forward():
+    """What sampling skips or fuses (fused kernels, routing once, the last block's tail on the
+    target frames) changes no velocity beyond rounding and the fused exp's ulps."""
+    torch.manual_seed(1)
+    cfg = transformer_config()
+    model = wake_gates(DramaTransformer(cfg).eval())
+    T, P, C = 23, 9, cfg.latent_dim
+    frame_mask = torch.ones(2, T, dtype=torch.bool)
+    frame_mask[1, 15:] = False
+    prompt_mask = torch.ones(2, P, dtype=torch.bool)
+    prompt_mask[0, 5:] = False
+    args = (
+        torch.randn(2, T, C),
+        torch.tensor([0.3, 0.7]),
+        frame_mask,
+        torch.randn(2, T, cfg.content_dim),
+        torch.randn(2, T, cfg.pose_dim),
+        torch.randn(2, P, C),
+        prompt_mask,
+    )
+    training, sampling = run_estimator(model, False, *args), run_estimator(model, True, *args)
+    L = T + P
+    for key in ("velocity", "f0"):
+        ref = training[key].detach()
+        tol = sum_order_rtol(transformer_chain(cfg, L) + cfg.n_blocks * 2 * L * FUSED_EXP_ULPS) * float(ref.abs().max())
+        torch.testing.assert_close(sampling[key], ref, rtol=0, atol=tol)
+    assert bool((sampling["velocity"][1, 15:] == 0).all())
 
 
 def run_with_scene(model: DramaTransformer, B: int, T: int, P: int) -> dict:

@@ -127,18 +127,31 @@ class DramaBlock(nn.Module):
         ctx: dict[str, Any],
         temperature: float,
         router_input: Optional[torch.Tensor],
+        dispatch: Optional[dict[str, list[torch.Tensor]]] = None,
+        targets: Optional[torch.Tensor] = None,
     ):
         """h (B, L, d), cond (B, d); ``router_input``: :meth:`router_input` of ``ctx`` (part of
-        :meth:`DramaTransformer.condition`; None when the prosodic group is not routed)."""
+        :meth:`DramaTransformer.condition`; None when the prosodic group is not routed);
+        ``dispatch``: the Drama-MoE's precomputed eval routing (:meth:`DramaMoE.dispatch`) or None.
+        ``targets``: target positions (B, T) (with a dispatch over them): the per-frame tail after
+        the sequence mixing (cross-attention, Drama-MoE) runs on those frames only and the block
+        returns (B, T, d) (the last block in sampling: nothing reads its prompt frames)."""
         mask = ctx["mask"]
         (s1, c1, g1), (s2, c2, g2), (s3, c3, g3) = self.adaln(cond)
         if self.sequence is not None:
             h = h + g1[:, None] * self.sequence(modulate(self.norms[0](h), s1, c1), mask)
         if self.self_attn is not None:
             h = h + g2[:, None] * self.self_attn(modulate(self.norms[1](h), s2, c2), mask)
+        pose = ctx["pose"]
+        if targets is not None:
+            if dispatch is None:
+                raise ValueError("a block's tail on the target frames needs their precomputed dispatch")
+            h, pose, mask = gather_rows(h, targets), gather_rows(pose, targets), targets < mask.shape[1]
+            router_input = None if router_input is None else gather_rows(router_input, targets)
         if self.cross_attn is not None:
             h = self.cross_attn(h, ctx["scene"], ctx["scene_mask"])
-        out, stats = self.moe(modulate(self.norms[2](h), s3, c3), mask, router_input, ctx["pose"], temperature)
+        h_moe = modulate(self.norms[2](h), s3, c3)
+        out, stats = self.moe(h_moe, mask, router_input, pose, temperature, dispatch)
         return h + g3[:, None] * out, stats
 
 
@@ -222,11 +235,14 @@ class DramaTransformer(nn.Module):
         scene: Optional[torch.Tensor] = None,
         scene_mask: Optional[torch.Tensor] = None,
         temperature: float = 1.0,
+        precompute_routing: bool = True,
     ) -> dict[str, Any]:
         """The part of :meth:`forward` that depends on neither x_t nor t: the packing, the prompt,
-        content and pose embeddings, the prompt / scene part of the global condition and each
-        block's prosodic router input. The sampler computes it once for all Euler steps
-        (:meth:`isdrama.flow.RectifiedFlow.sample`) and passes it back as ``condition``.
+        content and pose embeddings, the prompt / scene part of the global condition, each
+        block's prosodic router input and, in eval mode with ``precompute_routing``, each block's
+        top-1 expert routing (both routers read condition-only inputs). The sampler computes it
+        once for all Euler steps (:meth:`isdrama.flow.RectifiedFlow.sample`) and passes it back
+        as ``condition``; the forward then returns no routing stats for the precomputed groups.
         ``temperature`` is accepted (the estimator's keywords) and unused: it applies per call."""
         B = frame_mask.shape[0]
         prompt_pos, target_pos, mask = pack_prefix(prompt_mask, frame_mask)
@@ -248,13 +264,25 @@ class DramaTransformer(nn.Module):
             "scene": scene_tok,
             "scene_mask": scene_tok_mask,
         }
+        routers = [block.router_input(ctx) for block in self.blocks]
         return {
             "prompt_pos": prompt_pos,
             "target_pos": target_pos,
             "target_cond": content + pose + self.type_embedding.weight[1],  # (B, T, d)
             "global": global_cond + masked_mean(scene_tok, scene_tok_mask),  # (B, d)
             "ctx": ctx,
-            "routers": [block.router_input(ctx) for block in self.blocks],
+            "routers": routers,
+            # the last block's tail runs on the target frames only (forward): its routing over them
+            "dispatch": None
+            if self.training or not precompute_routing
+            else [block.moe.dispatch(r, ctx["pose"], mask) for block, r in zip(self.blocks[:-1], routers)]
+            + [
+                self.blocks[-1].moe.dispatch(
+                    None if routers[-1] is None else gather_rows(routers[-1], target_pos),
+                    gather_rows(ctx["pose"], target_pos),
+                    frame_mask,
+                )
+            ],
         }
 
     def forward(
@@ -287,22 +315,30 @@ class DramaTransformer(nn.Module):
         block of group -> stats (:class:`~isdrama.models.blocks.moe.ExpertGroup`), with the
         ``packed_mask`` (B, L) and ``target_pos`` (B, T) the stats' frames refer to.
         """
-        if condition is None:
-            condition = self.condition(frame_mask, z_c, z_p, prompt, prompt_mask, scene, scene_mask)
+        if condition is None:  # training / validation: routing stats from this call
+            condition = self.condition(
+                frame_mask, z_c, z_p, prompt, prompt_mask, scene, scene_mask, precompute_routing=False
+            )
         ctx, target_pos = condition["ctx"], condition["target_pos"]
         L = ctx["mask"].shape[1]
         target_h = self.in_latent(x_t) + condition["target_cond"]
         h = scatter_rows(L, [(ctx["prompt"], condition["prompt_pos"]), (target_h, target_pos)])
         cond = self.time_embedding(t) + condition["global"]
         routing, f0 = [], None
-        for i, (block, router_input) in enumerate(zip(self.blocks, condition["routers"])):
-            h, stats = block(h, cond, ctx, temperature, router_input)
+        dispatches = condition["dispatch"] or [None] * len(self.blocks)
+        last = len(self.blocks) - 1
+        for i, (block, router_input, dispatch) in enumerate(zip(self.blocks, condition["routers"], dispatches)):
+            # sampling: the last block's per-frame tail on the target frames only (h becomes (B, T, d))
+            targets = target_pos if (i == last and dispatch is not None) else None
+            h, stats = block(h, cond, ctx, temperature, router_input, dispatch, targets)
             routing.append(stats)
             if i == 0 and self.f0_head is not None:
                 f0_packed, h = self.f0_head(h)
-                f0 = gather_rows(f0_packed, target_pos)
+                f0 = f0_packed * frame_mask.unsqueeze(-1) if targets is not None else gather_rows(f0_packed, target_pos)
+        if condition["dispatch"] is None:
+            h = gather_rows(h, target_pos)
         # the final layer is per frame: on the target frames only, padded ones zero as the loss expects
-        velocity = self.final(gather_rows(h, target_pos), cond) * frame_mask.unsqueeze(-1).to(h.dtype)
+        velocity = self.final(h, cond) * frame_mask.unsqueeze(-1).to(h.dtype)
         mask = ctx["mask"]
         return {"velocity": velocity, "f0": f0, "routing": routing, "packed_mask": mask, "target_pos": target_pos}
 

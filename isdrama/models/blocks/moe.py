@@ -121,13 +121,31 @@ class ExpertGroup(nn.Module):
     def n_experts(self) -> int:
         return len(self.experts)
 
+    def dispatch(self, router_input: torch.Tensor, mask: Optional[torch.Tensor]) -> list[torch.Tensor]:
+        """The eval-time top-1 routing as frame indices into (B L) per expert (valid frames only).
+        The router input is condition-only, so a sampler computes this once for all steps."""
+        choice = self.router(router_input).argmax(dim=-1).reshape(-1)
+        if mask is not None:
+            choice = choice.masked_fill(~mask.reshape(-1), -1)
+        return [(choice == i).nonzero().flatten() for i in range(self.n_experts)]
+
     def forward(
-        self, x: torch.Tensor, router_input: Optional[torch.Tensor], mask: Optional[torch.Tensor], temperature: float
+        self,
+        x: torch.Tensor,
+        router_input: Optional[torch.Tensor],
+        mask: Optional[torch.Tensor],
+        temperature: float,
+        dispatch: Optional[list[torch.Tensor]] = None,
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """x (B, L, D) -> (B, L, D) and routing stats: ``balance`` (scalar), ``probs`` (B, L, N)
-        router probabilities, ``choice`` (B, L) top-1 expert (empty dict when not routed)."""
+        router probabilities, ``choice`` (B, L) top-1 expert (empty dict when not routed).
+        ``dispatch``: :meth:`dispatch` of this router input, precomputed (eval only; no stats)."""
         if self.router is None:
             return self.experts[0](x), {}
+        if dispatch is not None:
+            if self.training:
+                raise ValueError("a precomputed dispatch is top-1 routing: eval mode only")
+            return self.run_dispatch(x, dispatch), {}
         logits = self.router(router_input).float()
         probs = torch.softmax(logits, dim=-1)
         choice = logits.argmax(dim=-1)
@@ -136,16 +154,16 @@ class ExpertGroup(nn.Module):
             weights = gumbel_softmax_fp32(logits, temperature, self.config.noise_eps).to(x.dtype)
             y = sum(weights[..., i : i + 1] * expert(x) for i, expert in enumerate(self.experts))
             return y, stats
-        # top-1 dispatch of the valid frames (padded frames stay zero)
+        return self.run_dispatch(x, self.dispatch(router_input, mask)), stats
+
+    def run_dispatch(self, x: torch.Tensor, dispatch: list[torch.Tensor]) -> torch.Tensor:
+        """Each expert on its frames of x (B, L, D) (top-1, unweighted); frames of no expert (padding) are 0."""
         y = x.new_zeros(x.shape)
-        flat_x, flat_y, flat_c = x.reshape(-1, x.shape[-1]), y.view(-1, x.shape[-1]), choice.reshape(-1)
-        if mask is not None:
-            flat_c = flat_c.masked_fill(~mask.reshape(-1), -1)
-        for i, expert in enumerate(self.experts):
-            idx = (flat_c == i).nonzero().flatten()
+        flat_x, flat_y = x.reshape(-1, x.shape[-1]), y.view(-1, x.shape[-1])
+        for idx, expert in zip(dispatch, self.experts):
             if idx.numel():
                 flat_y.index_copy_(0, idx, expert(flat_x.index_select(0, idx)).to(y.dtype))
-        return y, stats
+        return y
 
 
 class DramaMoE(nn.Module):
@@ -173,6 +191,19 @@ class DramaMoE(nn.Module):
             return None
         return self.prosodic_router_attn(content_pose, prompt, prompt_mask)
 
+    def dispatch(
+        self, router_p: Optional[torch.Tensor], pose: torch.Tensor, mask: Optional[torch.Tensor]
+    ) -> dict[str, list[torch.Tensor]]:
+        """Each routed group's eval-time top-1 :meth:`ExpertGroup.dispatch`: both routers read
+        condition-only inputs (the prosodic router input, the pose stream), so a sampler computes
+        the routing once for all steps."""
+        out = {}
+        if self.prosodic.router is not None:
+            out["prosodic"] = self.prosodic.dispatch(router_p, mask)
+        if self.spatial is not None and self.spatial.router is not None:
+            out["spatial"] = self.spatial.dispatch(pose, mask)
+        return out
+
     def forward(
         self,
         h: torch.Tensor,
@@ -180,17 +211,20 @@ class DramaMoE(nn.Module):
         router_p: Optional[torch.Tensor],
         pose: torch.Tensor,
         temperature: float,
+        dispatch: Optional[dict[str, list[torch.Tensor]]] = None,
     ) -> tuple[torch.Tensor, dict[str, dict[str, torch.Tensor]]]:
         """h, pose (B, L, D); ``router_p``: :meth:`prosodic_router_input` (B, L, D) or None when
-        the prosodic group is not routed. Returns the output (B, L, D) and the routing stats per
-        group (``prosodic`` / ``spatial``)."""
+        the prosodic group is not routed; ``dispatch``: :meth:`dispatch` of these inputs,
+        precomputed (eval), or None. Returns the output (B, L, D) and the routing stats per group
+        (``prosodic`` / ``spatial``; none for a group run from a precomputed dispatch)."""
         if self.prosodic_router_attn is not None and router_p is None:
             raise ValueError("the prosodic group is routed: pass router_p = prosodic_router_input(...)")
-        p, stats_p = self.prosodic(h, router_p, mask, temperature)
+        dispatch = dispatch or {}
+        p, stats_p = self.prosodic(h, router_p, mask, temperature, dispatch.get("prosodic"))
         stats = {"prosodic": stats_p} if stats_p else {}
         if self.spatial is None:
             return p, stats
-        s, stats_s = self.spatial(h + p, pose, mask, temperature)
+        s, stats_s = self.spatial(h + p, pose, mask, temperature, dispatch.get("spatial"))
         if stats_s:
             stats["spatial"] = stats_s
         return p + s, stats
