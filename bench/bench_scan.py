@@ -4,9 +4,10 @@ or with ``--inference`` the forward alone without autograd (sampling).
     .venv/bin/python bench/bench_scan.py [--lengths 375 1500 6000] [--batch 1] [--inner 256] [--state 8]
     .venv/bin/python bench/bench_scan.py --inference --batch 3 --lengths 375 600 975
 
-``--inference`` compares the chunked scan's in-place form (what runs when autograd records
-nothing) with its differentiable form run under ``torch.no_grad`` (the arithmetic sampling used
-before the in-place form existed) and mambapy; minimum of --repeats.
+``--inference`` compares the fused C kernel (what sampling runs on CPU,
+isdrama/models/blocks/cpu_kernels.py), the chunked scan's in-place form (its fallback where the
+kernel cannot be built), the differentiable form run under ``torch.no_grad`` and mambapy;
+minimum of --repeats.
 
 For each sequence length: the pure-PyTorch chunked scan (the CPU default; chunk = ceil(sqrt(L))
 and fixed chunks), mambapy's parallel scan and the plain loop (skipped above --loop-max). The
@@ -90,15 +91,20 @@ def main(argv=None) -> int:
 
 
 def inference(args) -> int:
-    """No-grad forward: the in-place chunked form vs the differentiable form's arithmetic vs mambapy."""
+    """No-grad forward: the fused C kernel (what sampling runs on CPU) vs the in-place chunked
+    form (its fallback) vs the differentiable form's arithmetic vs mambapy."""
     import torch
 
-    from isdrama.models.blocks import scan
+    from isdrama.models.blocks import cpu_kernels, scan
 
     header(args, "| L | scan (no grad) | ms (min) | ms / frame |")
+    if not cpu_kernels.fused_kernels_available():
+        print("(the fused kernel is unavailable here: see the warning above)")
     for L in args.lengths:
         inputs = scan_inputs(args, L, requires_grad=False)
         runs = []
+        if cpu_kernels.fused_kernels_available():
+            runs.append(("fused C kernel", lambda *a, chunk: cpu_kernels.scan_fused_cpu(*a), 0))
         for c in args.chunks:
             runs.append((f"in place c={c or 'sqrt'}", scan.scan_chunked_inplace, c))
             runs.append((f"differentiable form c={c or 'sqrt'}", scan.scan_chunked_differentiable, c))

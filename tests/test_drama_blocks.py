@@ -12,10 +12,10 @@ import torch
 from drama_configs import transformer_config
 from float_tolerance import sum_order_rtol
 
-from isdrama.models.blocks.cpu_kernels import fused_kernels_available, scan_fused_cpu
+from isdrama.models.blocks.cpu_kernels import fused_kernels_available, scan_fused_cpu, scan_fused_train
 from isdrama.models.blocks.mamba import MambaConfig, MambaLayer, flip_valid
 from isdrama.models.blocks.moe import ExpertGroup, MoEConfig, gumbel_softmax_fp32, switch_balance_loss
-from isdrama.models.blocks.scan import scan_chunked_inplace, selective_scan
+from isdrama.models.blocks.scan import scan_chunked_differentiable, scan_chunked_inplace, selective_scan
 from isdrama.models.drama_transformer import DramaTransformer, count_parameters
 
 
@@ -38,24 +38,29 @@ def scan_inputs(B=2, L=37, E=6, N=4, seed=0):
 @pytest.mark.parametrize("backend,chunk", [("chunked", 0), ("chunked", 5), ("chunked", 64), ("mambapy", 0)])
 @pytest.mark.parametrize("records_graph", [False, True], ids=["no-grad", "autograd"])
 def test_scan_backends_equal_the_recurrence(backend, chunk, records_graph):
-    """Through ``selective_scan``: without autograd the chunked backend runs the fused CPU kernel
-    (where it builds), with autograd its differentiable form."""
+    """Through ``selective_scan``: on CPU the chunked backend runs the fused kernels (where they
+    build; with autograd the forward of the kernel pair with a fused backward)."""
     args = scan_inputs()
     ref = selective_scan(*args, backend="loop")
     if records_graph:
         args = [a.clone().requires_grad_(True) for a in args]
     out = selective_scan(*args, backend=backend, chunk=chunk)
     assert out.requires_grad == records_graph
-    exp_ulps = FUSED_EXP_ULPS if (backend == "chunked" and not records_graph and fused_kernels_available()) else 0
+    exp_ulps = FUSED_EXP_ULPS if (backend == "chunked" and fused_kernels_available()) else 0
     assert_within_scan_rounding(out.detach(), ref, [a.detach() for a in args], exp_ulps)
 
 
 @pytest.mark.parametrize("chunk", [0, 5, 64])
-def test_inplace_chunked_form_equals_the_recurrence(chunk):
-    """The no-grad fallback where the fused kernel cannot be built."""
+@pytest.mark.parametrize("form", ["in-place", "differentiable"])
+def test_pytorch_chunked_forms_equal_the_recurrence(form, chunk):
+    """The PyTorch forms (CUDA without mamba-ssm, or no C compiler): in place without autograd,
+    differentiable with it."""
     args = scan_inputs()
-    with torch.no_grad():
-        out = scan_chunked_inplace(*args, chunk=chunk)
+    if form == "in-place":
+        with torch.no_grad():
+            out = scan_chunked_inplace(*args, chunk=chunk)
+    else:
+        out = scan_chunked_differentiable(*[a.clone().requires_grad_(True) for a in args], chunk=chunk).detach()
     assert_within_scan_rounding(out, selective_scan(*args, backend="loop"), args)
 
 
@@ -90,18 +95,48 @@ def assert_within_scan_rounding(out, ref, args, exp_ulps: int = 0):
 
 def test_scan_gradients_equal_the_recurrence():
     args = [a.clone().requires_grad_(a.is_floating_point()) for a in scan_inputs(L=20)]
+    runs = {
+        "loop": lambda *a: selective_scan(*a, backend="loop"),
+        "chunked-differentiable": lambda *a: scan_chunked_differentiable(*a, chunk=4),
+        "mambapy": lambda *a: selective_scan(*a, backend="mambapy"),
+    }
     grads = {}
-    for backend in ("loop", "chunked", "mambapy"):
+    for name, run in runs.items():
         for a in args:
             a.grad = None
-        selective_scan(*args, backend=backend, chunk=4).square().sum().backward()
-        grads[backend] = [a.grad.clone() for a in args]
+        run(*args).square().sum().backward()
+        grads[name] = [a.grad.clone() for a in args]
     # gradients chain two scans (forward and adjoint) over 20 steps: 4 L eps relative to the
     # gradient's scale
-    for backend in ("chunked", "mambapy"):
-        for g, ref in zip(grads[backend], grads["loop"]):
+    for name in ("chunked-differentiable", "mambapy"):
+        for g, ref in zip(grads[name], grads["loop"]):
             tol = sum_order_rtol(4 * 20) * float(ref.abs().max())
             torch.testing.assert_close(g, ref, rtol=0, atol=tol)
+
+
+@pytest.mark.parametrize("shape", [(2, 37, 6, 4), (2, 100, 130, 16)], ids=["one-chunk-block", "chunks-and-blocks"])
+def test_fused_scan_backward_equals_the_recurrence(shape):
+    """The training kernels (what ``chunked`` runs with autograd on CPU): y and all six gradients
+    against the loop in float64. (2, 100, 130, 16): four 32-frame chunks (the backward recomputes
+    each from its stored entering state), three 64-channel blocks (partial sums added)."""
+    if not fused_kernels_available():
+        pytest.skip("the fused kernels cannot be built here (no C compiler)")
+    B, L, E, N = shape
+    args = scan_inputs(B=B, L=L, E=E, N=N)
+    ref_args = [a.double().requires_grad_(True) for a in args]
+    ref = selective_scan(*ref_args, backend="loop")
+    weight = torch.randn(ref.shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    (ref * weight).sum().backward()
+    fused_args = [a.clone().requires_grad_(True) for a in args]
+    y = scan_fused_train(*fused_args)
+    (y * weight.float()).sum().backward()
+    assert_within_scan_rounding(y.detach(), ref.detach().float(), args, FUSED_EXP_ULPS)
+    # forward and adjoint scans over L steps with the exp's ulps, sums over the B L frames (dA, dD)
+    # and the E channels (dB, dC)
+    tol_terms = 4 * L + 2 * L * FUSED_EXP_ULPS + B * L + E
+    for name, a, r in zip(("x", "delta", "A", "B", "C", "D"), fused_args, ref_args):
+        tol = sum_order_rtol(tol_terms) * float(r.grad.abs().max())
+        torch.testing.assert_close(a.grad.double(), r.grad, rtol=0, atol=tol, msg=lambda m, name=name: f"d{name}: {m}")
 
 
 def test_mamba_layer_has_mamba_ssm_names_and_equals_mambapy_on_the_same_weights():

@@ -110,6 +110,10 @@ def load_kernel() -> Optional[ctypes.CDLL]:
             )
             lib.isdrama_conv_silu.restype = None
             lib.isdrama_conv_silu.argtypes = [P, I64, P, P, P, P] + [I64] * 4 + [ctypes.c_int]
+            lib.isdrama_scan_train_forward.restype = None
+            lib.isdrama_scan_train_forward.argtypes = [P] * 8 + [I64] * 4 + [ctypes.c_int]
+            lib.isdrama_scan_train_backward.restype = None
+            lib.isdrama_scan_train_backward.argtypes = [P] * 14 + [I64] * 4 + [ctypes.c_int]
         except (OSError, RuntimeError, AttributeError) as err:
             log.warning("the fused CPU kernels of the Mamba layer are unavailable, sampling runs PyTorch: %s", err)
             lib = None
@@ -181,7 +185,63 @@ def conv_silu_fused(x, weight, bias, keep=None) -> torch.Tensor:
     return out.to(x.dtype)
 
 
+#: frames per chunk whose entering state the training forward keeps (CK in the C source)
+TRAIN_CHUNK = 32
+#: channels per work item (EB in the C source)
+CHANNEL_BLOCK = 64
+
+
+class FusedScanFunction(torch.autograd.Function):
+    """The selective scan with a fused backward (training on CPU): the forward keeps only the state
+    entering every chunk of 32 frames, (B, L / 32, N, E); the backward recomputes each chunk's
+    states from it and runs the adjoint recurrence backwards. No (B, L, E, N) tensor is stored."""
+
+    @staticmethod
+    def forward(ctx, x, delta, A, Bm, Cm, D):
+        lib = _kernel(x)
+        Bsz, L, E = x.shape
+        N = A.shape[-1]
+        xf, df = x.detach().float().contiguous(), delta.detach().float().contiguous()
+        At = A.detach().float().t().contiguous()
+        Bf, Cf = Bm.detach().float().contiguous(), Cm.detach().float().contiguous()
+        Df = D.detach().float().contiguous()
+        y = torch.empty(Bsz, L, E, dtype=torch.float32)
+        hc = torch.empty(Bsz, -(-L // TRAIN_CHUNK), N, E, dtype=torch.float32)
+        lib.isdrama_scan_train_forward(
+            *(t.data_ptr() for t in (xf, df, At, Bf, Cf, Df, y, hc)), Bsz, L, E, N, torch.get_num_threads()
+        )
+        ctx.save_for_backward(xf, df, At, Bf, Cf, Df, hc)
+        ctx.dtypes = tuple(t.dtype for t in (x, delta, A, Bm, Cm, D))
+        return y.to(x.dtype)
+
+    @staticmethod
+    def backward(ctx, dy):
+        xf, df, At, Bf, Cf, Df, hc = ctx.saved_tensors
+        lib = _kernel(xf)
+        Bsz, L, E = xf.shape
+        N = At.shape[0]
+        nblk = -(-E // CHANNEL_BLOCK)
+        dyf = dy.float().contiguous()
+        dx, ddelta = torch.empty_like(xf), torch.empty_like(xf)
+        dBp, dCp = torch.empty(nblk, Bsz, L, N), torch.empty(nblk, Bsz, L, N)
+        dAp, dDp = torch.empty(Bsz, N, E), torch.empty(Bsz, E)
+        lib.isdrama_scan_train_backward(
+            *(t.data_ptr() for t in (xf, df, At, Bf, Cf, Df, hc, dyf, dx, ddelta, dBp, dCp, dAp, dDp)),
+            Bsz, L, E, N, torch.get_num_threads(),
+        )  # fmt: skip
+        grads = (dx, ddelta, dAp.sum(0).t(), dBp.sum(0), dCp.sum(0), dDp.sum(0))
+        return tuple(g.to(dtype) for g, dtype in zip(grads, ctx.dtypes))
+
+
+def scan_fused_train(x, delta, A, Bm, Cm, D) -> torch.Tensor:
+    """The selective scan's y (B, L, E) with autograd through the fused forward / backward kernels
+    (CPU; shapes as :func:`isdrama.models.blocks.scan.selective_scan`)."""
+    return FusedScanFunction.apply(x, delta, A, Bm, Cm, D)
+
+
 __all__ = [
+    "FusedScanFunction",
+    "scan_fused_train",
     "build_kernel",
     "compile_flags",
     "conv_silu_fused",

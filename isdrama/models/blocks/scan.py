@@ -3,13 +3,13 @@ y_t = C_t . h_t + D x_t.
 
 All backends take the same tensors and return the same y (B, L, E):
 
-- ``chunked`` (the CPU default): in training a two-level scan in plain PyTorch. The sequence is cut into chunks
+- ``chunked`` (the CPU default): on CPU the fused C kernels of
+  :mod:`isdrama.models.blocks.cpu_kernels` (forward, and a fused backward in training) where
+  they build; otherwise a two-level scan in plain PyTorch. The sequence is cut into chunks
   of ``chunk`` frames; a sequential pass over the positions inside a chunk runs for all chunks at
   once, then a sequential pass over the chunks carries the states across; the carry is added back
   with the within-chunk decay products. About ``chunk + L / chunk`` small steps instead of L,
-  only products of decays in (0, 1] (no overflow), and plain autograd. Without autograd on CPU
-  (sampling) the fused C kernel of :mod:`isdrama.models.blocks.cpu_kernels` runs instead where it
-  builds.
+  only products of decays in (0, 1] (no overflow), and plain autograd.
 - ``loop``: the reference recurrence, one step per frame.
 - ``mambapy``: the Blelloch parallel scan of the ``mambapy`` package (PyPI; pure PyTorch; pads to a
   power of two).
@@ -26,7 +26,7 @@ import math
 import torch
 from torch.nn import functional as F
 
-from isdrama.models.blocks.cpu_kernels import fused_kernels_available, scan_fused_cpu
+from isdrama.models.blocks.cpu_kernels import fused_kernels_available, scan_fused_cpu, scan_fused_train
 
 BACKENDS = ("chunked", "loop", "mambapy", "cuda")
 
@@ -58,13 +58,16 @@ def scan_loop(x, delta, A, Bm, Cm, D) -> torch.Tensor:
 def scan_chunked(x, delta, A, Bm, Cm, D, chunk: int = 0) -> torch.Tensor:
     """Two-level scan (see the module docstring); ``chunk`` <= 0 picks ceil(sqrt(L)).
 
-    When autograd records nothing (inference, validation): on CPU the fused kernel
-    (:mod:`isdrama.models.blocks.cpu_kernels`, the recurrence in one pass) where it builds, else
-    the in-place form :func:`scan_chunked_inplace` (the same two-level recurrence, 2-4x faster
-    than the differentiable form on CPU; docs/benchmarks.md, "Scan backends")."""
-    if not (torch.is_grad_enabled() and any(t.requires_grad for t in (x, delta, A, Bm, Cm, D))):
-        if x.device.type == "cpu" and fused_kernels_available():
-            return scan_fused_cpu(x, delta, A, Bm, Cm, D)
+    On CPU where the fused C kernels build (:mod:`isdrama.models.blocks.cpu_kernels`) the
+    recurrence runs in one pass: without autograd (sampling, validation) the plain kernel, with
+    autograd (training) the kernel pair with a fused backward. Elsewhere (CUDA tensors without
+    mamba-ssm, or no C compiler): the in-place form :func:`scan_chunked_inplace` without autograd
+    (2-4x faster than the differentiable form), :func:`scan_chunked_differentiable` with it
+    (docs/benchmarks.md, "Scan backends")."""
+    records = torch.is_grad_enabled() and any(t.requires_grad for t in (x, delta, A, Bm, Cm, D))
+    if x.device.type == "cpu" and fused_kernels_available():
+        return scan_fused_train(x, delta, A, Bm, Cm, D) if records else scan_fused_cpu(x, delta, A, Bm, Cm, D)
+    if not records:
         return scan_chunked_inplace(x, delta, A, Bm, Cm, D, chunk=chunk)
     return scan_chunked_differentiable(x, delta, A, Bm, Cm, D, chunk=chunk)
 
