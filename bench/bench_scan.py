@@ -9,8 +9,9 @@ isdrama/models/blocks/cpu_kernels.py), the chunked scan's in-place form (its fal
 kernel cannot be built), the differentiable form run under ``torch.no_grad`` and mambapy;
 minimum of --repeats.
 
-For each sequence length: the pure-PyTorch chunked scan (the CPU default; chunk = ceil(sqrt(L))
-and fixed chunks), mambapy's parallel scan and the plain loop (skipped above --loop-max). The
+For each sequence length: the fused C kernel pair (what ``backend: chunked`` runs on CPU where it
+builds), the pure-PyTorch chunked scan (its fallback; chunk = ceil(sqrt(L)) and fixed chunks),
+mambapy's parallel scan and the plain loop (skipped above --loop-max). The
 median of --repeats runs after one warm-up. Numbers go into docs/benchmarks.md ("Scan backends").
 """
 
@@ -67,7 +68,8 @@ def main(argv=None) -> int:
     p.add_argument("--inference", action="store_true", help="no-grad forward only (sampling)")
     args = p.parse_args(argv)
 
-    from isdrama.models.blocks.scan import selective_scan
+    from isdrama.models.blocks import cpu_kernels
+    from isdrama.models.blocks.scan import scan_chunked_differentiable, selective_scan
 
     if args.inference:
         return inference(args)
@@ -75,14 +77,21 @@ def main(argv=None) -> int:
     header(args, "| L | backend | fwd+bwd s | ms / frame |")
     for L in args.lengths:
         x, delta, A, Bm, Cm, D = scan_inputs(args, L, requires_grad=True)
-        runs = [(f"chunked c={c or 'sqrt'}", "chunked", c) for c in args.chunks] + [("mambapy", "mambapy", 0)]
+        runs = []
+        if cpu_kernels.fused_kernels_available():  # what backend=chunked runs on CPU
+            runs.append(("fused C kernels", lambda *a, chunk: cpu_kernels.scan_fused_train(*a), 0))
+        runs += [
+            (f"chunked PyTorch c={c or 'sqrt'}", lambda *a, chunk: scan_chunked_differentiable(*a, chunk=chunk), c)
+            for c in args.chunks
+        ]
+        runs.append(("mambapy", lambda *a, chunk: selective_scan(*a, backend="mambapy"), 0))
         if L <= args.loop_max:
-            runs.append(("loop", "loop", 0))
-        for name, backend, chunk in runs:
+            runs.append(("loop", lambda *a, chunk: selective_scan(*a, backend="loop"), 0))
+        for name, fn, chunk in runs:
             times = []
             for i in range(args.repeats + 1):
                 t0 = time.perf_counter()
-                selective_scan(x, delta, A, Bm, Cm, D, backend=backend, chunk=chunk).square().sum().backward()
+                fn(x, delta, A, Bm, Cm, D, chunk=chunk).square().sum().backward()
                 if i:
                     times.append(time.perf_counter() - t0)
             t = statistics.median(times)

@@ -441,7 +441,7 @@ def test_fused_kernel_is_built_once_and_an_unbuildable_one_falls_back_with_a_war
 
 
 def test_fused_kernel_can_be_turned_off(fresh_kernel_state, monkeypatch):
-    monkeypatch.setenv("ISDRAMA_FUSED_SCAN", "0")
+    monkeypatch.setenv("ISDRAMA_CPU_KERNELS", "0")
     assert not fresh_kernel_state.fused_kernels_available()
     assert not (fresh_kernel_state.kernel_cache_dir()).exists()  # nothing compiled
 
@@ -461,7 +461,7 @@ def test_mamba_layer_without_autograd_runs_the_fused_kernels_and_equals_the_pyto
     mask = torch.ones(3, L, dtype=torch.bool)
     mask[1, 30:] = False
     mask[2, 4:] = False
-    reference = layer(x, mask)  # parameters require grad: the PyTorch path
+    reference = layer(x, mask)  # parameters require grad: the autograd path (PyTorch conv, gate)
     assert reference.requires_grad and not layer.runs_fused(x)
     with torch.no_grad():
         assert layer.runs_fused(x)

@@ -272,18 +272,22 @@ class DramaTransformer(nn.Module):
             "global": global_cond + masked_mean(scene_tok, scene_tok_mask),  # (B, d)
             "ctx": ctx,
             "routers": routers,
-            # the last block's tail runs on the target frames only (forward): its routing over them
             "dispatch": None
             if self.training or not precompute_routing
-            else [block.moe.dispatch(r, ctx["pose"], mask) for block, r in zip(self.blocks[:-1], routers)]
-            + [
-                self.blocks[-1].moe.dispatch(
-                    None if routers[-1] is None else gather_rows(routers[-1], target_pos),
-                    gather_rows(ctx["pose"], target_pos),
-                    frame_mask,
-                )
-            ],
+            else self.eval_dispatch(ctx, routers, target_pos),
         }
+
+    def eval_dispatch(
+        self, ctx: dict[str, Any], routers: list[Optional[torch.Tensor]], target_pos: torch.Tensor
+    ) -> list[dict[str, list[torch.Tensor]]]:
+        """Each block's top-1 Drama-MoE routing over its packed frames; the last block's over the
+        target frames only (its tail runs on them in :meth:`forward`)."""
+        pose, mask = ctx["pose"], ctx["mask"]
+        out = [block.moe.dispatch(r, pose, mask) for block, r in zip(self.blocks[:-1], routers)]
+        last = routers[-1]
+        last = None if last is None else gather_rows(last, target_pos)
+        out.append(self.blocks[-1].moe.dispatch(last, gather_rows(pose, target_pos), target_pos < mask.shape[1]))
+        return out
 
     def forward(
         self,

@@ -1,20 +1,23 @@
-"""Fused CPU kernels of the Mamba layer's inner stream (``csrc/mamba_inner.c``), for sampling.
+"""Fused CPU kernels of the Mamba layer (``csrc/mamba_inner.c``), for sampling and training.
 
-Without autograd on CPU, :class:`~isdrama.models.blocks.mamba.MambaLayer` runs its inner stream
-through two C kernels instead of a dozen PyTorch passes: :func:`conv_silu_fused` (the masked
-causal depthwise convolution, silu, the mask) and :func:`scan_fused_cpu` (softplus of delta, the
-selective scan with each line's state kept in the cache instead of (B, L, E, N) tensors in
-memory, the D term and the silu gate): 5-10x faster than the chunked scan's in-place form
-(docs/benchmarks.md, "Scan backends"). They have no backward: training keeps the differentiable
-chunked scan.
+- Sampling (no autograd): :class:`~isdrama.models.blocks.mamba.MambaLayer` runs its inner stream
+  through two kernels instead of a dozen PyTorch passes: :func:`conv_silu_fused` (the masked
+  causal depthwise convolution, silu, the mask) and :func:`scan_fused_cpu` (softplus of delta,
+  the selective scan with each line's state kept in the cache instead of (B, L, E, N) tensors in
+  memory, the D term and the silu gate): 8-19x faster than the chunked scan's in-place form.
+- Training (autograd): :func:`scan_fused_train`, the scan with a fused backward
+  (:class:`FusedScanFunction`: the forward keeps the state entering every 32-frame chunk, the
+  backward recomputes each chunk and runs the adjoint recurrence): 8-20x faster than the
+  differentiable chunked form, no (B, L, E, N) tensor stored.
+Numbers: docs/benchmarks.md ("Scan backends").
 
 The C source is compiled once per machine on first use with the system C compiler (``$CC``,
 else ``cc``: OpenMP, ``-ffast-math`` at compile time only so glibc's vector ``expf`` is used and
 no flush-to-zero start-up code is linked into the process, ``-mavx2 -mfma`` where torch reports
 AVX2) into ``$ISDRAMA_KERNEL_CACHE`` (default ``~/.cache/isdrama/kernels``), named by a hash of
 source, flags and compiler, written atomically, and loaded with ctypes. Where it cannot be built
-(no compiler, no OpenMP) a warning says why once and the PyTorch path runs;
-``ISDRAMA_FUSED_SCAN=0`` turns the kernels off.
+(no compiler, no OpenMP) a warning says why once and the PyTorch path runs (the chunked scan's
+in-place / differentiable forms); ``ISDRAMA_CPU_KERNELS=0`` turns the kernels off.
 """
 
 from __future__ import annotations
@@ -98,8 +101,8 @@ def load_kernel() -> Optional[ctypes.CDLL]:
     if "lib" in _state:
         return _state["lib"]  # type: ignore[return-value]
     lib = None
-    if os.environ.get("ISDRAMA_FUSED_SCAN", "1") == "0":
-        log.info("ISDRAMA_FUSED_SCAN=0: the fused CPU kernels are off, sampling runs the PyTorch path")
+    if os.environ.get("ISDRAMA_CPU_KERNELS", "1") == "0":
+        log.info("ISDRAMA_CPU_KERNELS=0: the fused CPU kernels are off, the Mamba layers run their PyTorch path")
     else:
         try:
             lib = ctypes.CDLL(str(build_kernel()))
@@ -115,7 +118,7 @@ def load_kernel() -> Optional[ctypes.CDLL]:
             lib.isdrama_scan_train_backward.restype = None
             lib.isdrama_scan_train_backward.argtypes = [P] * 14 + [I64] * 4 + [ctypes.c_int]
         except (OSError, RuntimeError, AttributeError) as err:
-            log.warning("the fused CPU kernels of the Mamba layer are unavailable, sampling runs PyTorch: %s", err)
+            log.warning("the fused CPU kernels of the Mamba layer are unavailable, it runs its PyTorch path: %s", err)
             lib = None
     _state["lib"] = lib
     return lib
@@ -137,7 +140,7 @@ def _rows(t: torch.Tensor) -> tuple[torch.Tensor, int]:
 def _kernel(x: torch.Tensor) -> ctypes.CDLL:
     lib = load_kernel()
     if lib is None:
-        raise RuntimeError("the fused CPU kernels are unavailable (see the warning above, or ISDRAMA_FUSED_SCAN)")
+        raise RuntimeError("the fused CPU kernels are unavailable (see the warning logged, or ISDRAMA_CPU_KERNELS)")
     if x.device.type != "cpu":
         raise RuntimeError(f"the fused kernels run on CPU tensors, got {x.device}")
     return lib
