@@ -109,12 +109,10 @@ def load_kernel() -> Optional[ctypes.CDLL]:
             P, I64 = ctypes.c_void_p, ctypes.c_int64
             lib.isdrama_selective_scan.restype = None
             lib.isdrama_selective_scan.argtypes = (
-                [P, I64, P, I64, P, P, P, I64, P, I64, P, P, I64, P] + [I64] * 4 + [ctypes.c_int]
+                [P, I64, P, I64, P, P, P, I64, P, I64, P, P, I64, P, P] + [I64] * 4 + [ctypes.c_int]
             )
             lib.isdrama_conv_silu.restype = None
             lib.isdrama_conv_silu.argtypes = [P, I64, P, P, P, P] + [I64] * 4 + [ctypes.c_int]
-            lib.isdrama_scan_train_forward.restype = None
-            lib.isdrama_scan_train_forward.argtypes = [P] * 8 + [I64] * 4 + [ctypes.c_int]
             lib.isdrama_scan_train_backward.restype = None
             lib.isdrama_scan_train_backward.argtypes = [P] * 14 + [I64] * 4 + [ctypes.c_int]
         except (OSError, RuntimeError, AttributeError) as err:
@@ -166,7 +164,7 @@ def scan_fused_cpu(x, delta, A, Bm, Cm, D, delta_bias=None, z=None) -> torch.Ten
     y = torch.empty(Bsz, L, E, dtype=torch.float32)
     lib.isdrama_selective_scan(
         xf.data_ptr(), xs, df.data_ptr(), ds, _ptr(bias), At.data_ptr(), Bf.data_ptr(), bs, Cf.data_ptr(), cs,
-        Df.data_ptr(), _ptr(zf), zs, y.data_ptr(), Bsz, L, E, N, torch.get_num_threads(),
+        Df.data_ptr(), _ptr(zf), zs, y.data_ptr(), None, Bsz, L, E, N, torch.get_num_threads(),
     )  # fmt: skip
     return y.to(x.dtype)
 
@@ -210,9 +208,10 @@ class FusedScanFunction(torch.autograd.Function):
         Df = D.detach().float().contiguous()
         y = torch.empty(Bsz, L, E, dtype=torch.float32)
         hc = torch.empty(Bsz, -(-L // TRAIN_CHUNK), N, E, dtype=torch.float32)
-        lib.isdrama_scan_train_forward(
-            *(t.data_ptr() for t in (xf, df, At, Bf, Cf, Df, y, hc)), Bsz, L, E, N, torch.get_num_threads()
-        )
+        lib.isdrama_selective_scan(
+            xf.data_ptr(), E, df.data_ptr(), E, None, At.data_ptr(), Bf.data_ptr(), N, Cf.data_ptr(), N,
+            Df.data_ptr(), None, 0, y.data_ptr(), hc.data_ptr(), Bsz, L, E, N, torch.get_num_threads(),
+        )  # fmt: skip
         ctx.save_for_backward(xf, df, At, Bf, Cf, Df, hc)
         ctx.dtypes = tuple(t.dtype for t in (x, delta, A, Bm, Cm, D))
         return y.to(x.dtype)

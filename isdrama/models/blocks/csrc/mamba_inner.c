@@ -1,10 +1,13 @@
 /* The Mamba layer's inner stream without autograd, fused (sampling on CPU): no state tensor in
  * memory, one pass per kernel. Built and loaded by isdrama/models/blocks/cpu_kernels.py.
  *
- * isdrama_selective_scan: for every line b, channel e and state n,
+ * isdrama_selective_scan (sampling; and training's forward, which passes hc): for every line b,
+ * channel e and state n,
  *     delta = softplus(dt + dt_bias) (or dt itself when dt_bias is NULL),
  *     h_t = exp(delta_t,e A_e,n) h_{t-1} + delta_t,e x_t,e B_t,n,
- *     y_t,e = (sum_n C_t,n h_t + D_e x_t,e) * silu(z_t,e)   (no gate when z is NULL).
+ *     y_t,e = (sum_n C_t,n h_t + D_e x_t,e) * silu(z_t,e)   (no gate when z is NULL);
+ *     hc (B, ceil(L / CK), N, E), when not NULL: the state entering every chunk of CK frames.
+ * isdrama_scan_train_backward: its backward (delta given, no gate) from hc.
  * isdrama_conv_silu: the causal depthwise convolution of the masked input, then silu and the mask
  *     again: out_t,e = keep_t silu(bias_e + sum_k w_k,e keep_s x_s,e), s = t - (K - 1) + k >= 0.
  *
@@ -18,6 +21,8 @@
 #include <string.h>
 
 #define EB 64
+/* frames per chunk whose entering state the training forward keeps (hc) */
+#define CK 32
 
 static inline float silu(float v) { return v / (1.0f + expf(-v)); }
 
@@ -27,9 +32,9 @@ static inline float softplus(float v) { return v > 20.0f ? v : log1pf(expf(v)); 
 void isdrama_selective_scan(const float *x, int64_t x_stride, const float *dt, int64_t dt_stride,
                             const float *dt_bias, const float *At, const float *Bm, int64_t b_stride,
                             const float *Cm, int64_t c_stride, const float *D, const float *z,
-                            int64_t z_stride, float *y, int64_t B, int64_t L, int64_t E, int64_t N,
-                            int threads) {
-    const int64_t nblk = (E + EB - 1) / EB;
+                            int64_t z_stride, float *y, float *hc, int64_t B, int64_t L, int64_t E,
+                            int64_t N, int threads) {
+    const int64_t nblk = (E + EB - 1) / EB, nck = (L + CK - 1) / CK;
 #pragma omp parallel for num_threads(threads) schedule(static)
     for (int64_t idx = 0; idx < B * nblk; ++idx) {
         const int64_t b = idx / nblk, e0 = (idx % nblk) * EB;
@@ -38,6 +43,10 @@ void isdrama_selective_scan(const float *x, int64_t x_stride, const float *dt, i
         float acc[EB], dl[EB], dx[EB];
         memset(h, 0, sizeof(float) * N * EB);
         for (int64_t t = 0; t < L; ++t) {
+            if (hc && t % CK == 0) { /* training: the state entering chunk t / CK */
+                float *dst = hc + ((b * nck + t / CK) * N) * E + e0;
+                for (int64_t n = 0; n < N; ++n) memcpy(dst + n * E, h + n * EB, sizeof(float) * ne);
+            }
             const int64_t row = b * L + t;
             const float *xt = x + row * x_stride + e0, *dtt = dt + row * dt_stride + e0;
             const float *bt = Bm + row * b_stride, *ct = Cm + row * c_stride;
@@ -108,54 +117,7 @@ void isdrama_conv_silu(const float *x, int64_t x_stride, const float *Wt, const 
     }
 }
 
-/* Training: the scan of isdrama_selective_scan without softplus or gate (delta given), which also
- * writes the state entering every chunk of CK frames, hc (B, ceil(L / CK), N, E), for the backward. */
-#define CK 32
-
-void isdrama_scan_train_forward(const float *x, const float *delta, const float *At, const float *Bm,
-                                const float *Cm, const float *D, float *y, float *hc, int64_t B,
-                                int64_t L, int64_t E, int64_t N, int threads) {
-    const int64_t nblk = (E + EB - 1) / EB, nck = (L + CK - 1) / CK;
-#pragma omp parallel for num_threads(threads) schedule(static)
-    for (int64_t idx = 0; idx < B * nblk; ++idx) {
-        const int64_t b = idx / nblk, e0 = (idx % nblk) * EB;
-        const int64_t ne = E - e0 < EB ? E - e0 : EB;
-        float h[N * EB];
-        float acc[EB], dx[EB];
-        memset(h, 0, sizeof(float) * N * EB);
-        for (int64_t t = 0; t < L; ++t) {
-            if (t % CK == 0) { /* the state entering chunk t / CK */
-                float *dst = hc + ((b * nck + t / CK) * N) * E + e0;
-                for (int64_t n = 0; n < N; ++n) memcpy(dst + n * E, h + n * EB, sizeof(float) * ne);
-            }
-            const int64_t row = b * L + t;
-            const float *xt = x + row * E + e0, *dl = delta + row * E + e0;
-            const float *bt = Bm + row * N, *ct = Cm + row * N;
-#pragma omp simd
-            for (int64_t e = 0; e < ne; ++e) {
-                acc[e] = 0.0f;
-                dx[e] = dl[e] * xt[e];
-            }
-            for (int64_t n = 0; n < N; ++n) {
-                const float *a = At + n * E + e0;
-                const float bn = bt[n], cn = ct[n];
-                float *hn = h + n * EB;
-#pragma omp simd
-                for (int64_t e = 0; e < ne; ++e) {
-                    const float hv = expf(dl[e] * a[e]) * hn[e] + dx[e] * bn;
-                    hn[e] = hv;
-                    acc[e] += cn * hv;
-                }
-            }
-            float *yt = y + row * E + e0;
-            const float *De = D + e0;
-#pragma omp simd
-            for (int64_t e = 0; e < ne; ++e) yt[e] = acc[e] + De[e] * xt[e];
-        }
-    }
-}
-
-/* The backward of isdrama_scan_train_forward, given dy (B, L, E) and its hc: per (line, channel
+/* The backward of isdrama_selective_scan (delta given, no gate), given dy (B, L, E) and the hc it wrote: per (line, channel
  * block), chunks in reverse; each chunk's states are recomputed from hc into a buffer, then the
  * adjoint g_t = C_t dy_t + exp(delta_{t+1} A) g_{t+1} runs backwards through it. Writes dx, ddelta
  * (B, L, E) and, per channel block, partial sums over its channels: dBp, dCp (nblk, B, L, N); per
