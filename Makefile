@@ -7,7 +7,7 @@ export WANDB_MODE ?= offline
 setup:
 	@bash scripts/setup.sh
 
-# a binaural drama from examples/three_speakers.yaml with the committed demo checkpoints (~4 min)
+# a binaural drama from examples/three_speakers.yaml with the committed demo checkpoints (~4-5 min)
 demo: setup
 	@bash scripts/demo.sh
 
