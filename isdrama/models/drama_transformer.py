@@ -146,8 +146,8 @@ class DramaBlock(nn.Module):
         if targets is not None:
             if dispatch is None:
                 raise ValueError("a block's tail on the target frames needs their precomputed dispatch")
-            h, pose, mask = gather_rows(h, targets), gather_rows(pose, targets), targets < mask.shape[1]
-            router_input = None if router_input is None else gather_rows(router_input, targets)
+            h, mask = gather_rows(h, targets), targets < mask.shape[1]
+            router_input, pose = None, None  # the routers' inputs: the precomputed dispatch replaces them
         if self.cross_attn is not None:
             h = self.cross_attn(h, ctx["scene"], ctx["scene_mask"])
         h_moe = modulate(self.norms[2](h), s3, c3)
@@ -329,17 +329,18 @@ class DramaTransformer(nn.Module):
         h = scatter_rows(L, [(ctx["prompt"], condition["prompt_pos"]), (target_h, target_pos)])
         cond = self.time_embedding(t) + condition["global"]
         routing, f0 = [], None
-        dispatches = condition["dispatch"] or [None] * len(self.blocks)
+        sampling = condition["dispatch"] is not None
+        dispatches = condition["dispatch"] if sampling else [None] * len(self.blocks)
         last = len(self.blocks) - 1
         for i, (block, router_input, dispatch) in enumerate(zip(self.blocks, condition["routers"], dispatches)):
             # sampling: the last block's per-frame tail on the target frames only (h becomes (B, T, d))
-            targets = target_pos if (i == last and dispatch is not None) else None
+            targets = target_pos if (sampling and i == last) else None
             h, stats = block(h, cond, ctx, temperature, router_input, dispatch, targets)
             routing.append(stats)
             if i == 0 and self.f0_head is not None:
                 f0_packed, h = self.f0_head(h)
                 f0 = f0_packed * frame_mask.unsqueeze(-1) if targets is not None else gather_rows(f0_packed, target_pos)
-        if condition["dispatch"] is None:
+        if not sampling:
             h = gather_rows(h, target_pos)
         # the final layer is per frame: on the target frames only, padded ones zero as the loss expects
         velocity = self.final(h, cond) * frame_mask.unsqueeze(-1).to(h.dtype)

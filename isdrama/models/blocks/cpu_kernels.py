@@ -148,11 +148,9 @@ def _ptr(t: Optional[torch.Tensor]) -> Optional[int]:
     return None if t is None else t.data_ptr()
 
 
-def scan_fused_cpu(x, delta, A, Bm, Cm, D, delta_bias=None, z=None) -> torch.Tensor:
-    """The selective scan's y (B, L, E) by the fused kernel (CPU, no autograd; shapes as
-    :func:`isdrama.models.blocks.scan.selective_scan`). With ``delta_bias`` (E,), ``delta`` is
-    before the softplus: delta = softplus(delta + delta_bias); with ``z`` (B, L, E), y is gated:
-    y * silu(z). Raises where the kernels are unavailable."""
+def _scan(x, delta, A, Bm, Cm, D, delta_bias=None, z=None, hc=None) -> torch.Tensor:
+    """The C scan's float32 y (B, L, E); ``hc`` (B, ceil(L / 32), N, E), when given, receives the
+    chunk-entry states (training)."""
     lib = _kernel(x)
     Bsz, L, E = x.shape
     N = A.shape[-1]
@@ -164,9 +162,17 @@ def scan_fused_cpu(x, delta, A, Bm, Cm, D, delta_bias=None, z=None) -> torch.Ten
     y = torch.empty(Bsz, L, E, dtype=torch.float32)
     lib.isdrama_selective_scan(
         xf.data_ptr(), xs, df.data_ptr(), ds, _ptr(bias), At.data_ptr(), Bf.data_ptr(), bs, Cf.data_ptr(), cs,
-        Df.data_ptr(), _ptr(zf), zs, y.data_ptr(), None, Bsz, L, E, N, torch.get_num_threads(),
+        Df.data_ptr(), _ptr(zf), zs, y.data_ptr(), _ptr(hc), Bsz, L, E, N, torch.get_num_threads(),
     )  # fmt: skip
-    return y.to(x.dtype)
+    return y
+
+
+def scan_fused_cpu(x, delta, A, Bm, Cm, D, delta_bias=None, z=None) -> torch.Tensor:
+    """The selective scan's y (B, L, E) by the fused kernel (CPU, no autograd; shapes as
+    :func:`isdrama.models.blocks.scan.selective_scan`). With ``delta_bias`` (E,), ``delta`` is
+    before the softplus: delta = softplus(delta + delta_bias); with ``z`` (B, L, E), y is gated:
+    y * silu(z). Raises where the kernels are unavailable."""
+    return _scan(x, delta, A, Bm, Cm, D, delta_bias, z).to(x.dtype)
 
 
 def conv_silu_fused(x, weight, bias, keep=None) -> torch.Tensor:
@@ -199,19 +205,13 @@ class FusedScanFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, delta, A, Bm, Cm, D):
-        lib = _kernel(x)
         Bsz, L, E = x.shape
         N = A.shape[-1]
-        xf, df = x.detach().float().contiguous(), delta.detach().float().contiguous()
+        # the backward kernel reads these contiguous, with A transposed
+        xf, df, Bf, Cf, Df = (t.detach().float().contiguous() for t in (x, delta, Bm, Cm, D))
         At = A.detach().float().t().contiguous()
-        Bf, Cf = Bm.detach().float().contiguous(), Cm.detach().float().contiguous()
-        Df = D.detach().float().contiguous()
-        y = torch.empty(Bsz, L, E, dtype=torch.float32)
         hc = torch.empty(Bsz, -(-L // TRAIN_CHUNK), N, E, dtype=torch.float32)
-        lib.isdrama_selective_scan(
-            xf.data_ptr(), E, df.data_ptr(), E, None, At.data_ptr(), Bf.data_ptr(), N, Cf.data_ptr(), N,
-            Df.data_ptr(), None, 0, y.data_ptr(), hc.data_ptr(), Bsz, L, E, N, torch.get_num_threads(),
-        )  # fmt: skip
+        y = _scan(xf, df, A, Bf, Cf, Df, hc=hc)
         ctx.save_for_backward(xf, df, At, Bf, Cf, Df, hc)
         ctx.dtypes = tuple(t.dtype for t in (x, delta, A, Bm, Cm, D))
         return y.to(x.dtype)

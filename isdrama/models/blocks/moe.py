@@ -209,17 +209,18 @@ class DramaMoE(nn.Module):
         h: torch.Tensor,
         mask: Optional[torch.Tensor],
         router_p: Optional[torch.Tensor],
-        pose: torch.Tensor,
+        pose: Optional[torch.Tensor],
         temperature: float,
         dispatch: Optional[dict[str, list[torch.Tensor]]] = None,
     ) -> tuple[torch.Tensor, dict[str, dict[str, torch.Tensor]]]:
         """h, pose (B, L, D); ``router_p``: :meth:`prosodic_router_input` (B, L, D) or None when
         the prosodic group is not routed; ``dispatch``: :meth:`dispatch` of these inputs,
-        precomputed (eval), or None. Returns the output (B, L, D) and the routing stats per group
-        (``prosodic`` / ``spatial``; none for a group run from a precomputed dispatch)."""
-        if self.prosodic_router_attn is not None and router_p is None:
-            raise ValueError("the prosodic group is routed: pass router_p = prosodic_router_input(...)")
+        precomputed (eval), or None (a group with a dispatch reads neither router input). Returns
+        the output (B, L, D) and the routing stats per group (``prosodic`` / ``spatial``; none for
+        a group run from a precomputed dispatch)."""
         dispatch = dispatch or {}
+        if self.prosodic_router_attn is not None and router_p is None and "prosodic" not in dispatch:
+            raise ValueError("the prosodic group is routed: pass router_p = prosodic_router_input(...)")
         p, stats_p = self.prosodic(h, router_p, mask, temperature, dispatch.get("prosodic"))
         stats = {"prosodic": stats_p} if stats_p else {}
         if self.spatial is None:
