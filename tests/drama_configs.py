@@ -7,6 +7,7 @@ import copy
 import functools
 from typing import Any
 
+import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from model_configs import CONFIG_DIR
@@ -50,3 +51,12 @@ def transformer_config(
         target[last] = value
     fixed = dict(latent_dim=latent_dim, content_dim=content_dim, pose_dim=pose_dim, scene_dim=scene_dim)
     return build_config(DramaTransformerConfig, values, "model.transformer", **fixed)
+
+
+def wake_gates(model: torch.nn.Module) -> torch.nn.Module:
+    """Add small noise to every parameter, waking the zero-initialised gates (AdaLN-Zero, the final
+    layer, the scene gate) so every path of the model matters; returns the model."""
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    return model

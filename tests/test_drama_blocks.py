@@ -9,7 +9,7 @@ import shutil
 
 import pytest
 import torch
-from drama_configs import transformer_config
+from drama_configs import transformer_config, wake_gates
 from float_tolerance import sum_order_rtol
 
 from isdrama.models.blocks.cpu_kernels import fused_kernels_available, scan_fused_cpu, scan_fused_train
@@ -196,13 +196,6 @@ def run_estimator(model: DramaTransformer, sampling: bool, *args) -> dict:
     with torch.no_grad():
         condition = model.condition(frame_mask, zc, zp, prompt, prompt_mask)
         return model(*args, condition=condition)
-
-
-def wake_gates(model: DramaTransformer) -> DramaTransformer:
-    for p in model.parameters():  # wake the zero-initialised gates so every path matters
-        with torch.no_grad():
-            p.add_(0.05 * torch.randn_like(p))
-    return model
 
 
 def transformer_chain(cfg, L: int) -> int:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from drama_configs import drama_model, transformer_config
+from drama_configs import drama_model, transformer_config, wake_gates
 from float_tolerance import sum_order_rtol
 from torch import nn
 
@@ -144,9 +144,7 @@ def test_the_estimators_condition_work_runs_once_per_sampling_and_changes_nothin
     """DramaTransformer.condition (packing, embeddings, router inputs) is computed once for all
     Euler steps, and a velocity from it equals the one computed in the same call."""
     flow, cond = tiny_flow()
-    with torch.no_grad():  # wake the zero-initialised gates so every path matters
-        for p in flow.estimator.parameters():
-            p.add_(0.05 * torch.randn_like(p))
+    wake_gates(flow.estimator)
     flow.eval()
     mask = torch.ones(2, 24, dtype=torch.bool)
     mask[1, 17:] = False
