@@ -10,10 +10,19 @@ import shutil
 import pytest
 import torch
 from drama_configs import transformer_config, wake_gates
+from einops import rearrange
 from float_tolerance import sum_order_rtol
+from torch.nn import functional as F
 
+from isdrama.models.blocks.attention import (
+    CrossAttention,
+    RoPESelfAttention,
+    apply_rope,
+    attention_by_length,
+    rope_angles,
+)
 from isdrama.models.blocks.cpu_kernels import fused_kernels_available, scan_fused_cpu, scan_fused_train
-from isdrama.models.blocks.mamba import MambaConfig, MambaLayer, flip_valid
+from isdrama.models.blocks.mamba import BidirectionalMamba, MambaConfig, MambaLayer, flip_valid
 from isdrama.models.blocks.moe import ExpertGroup, MoEConfig, gumbel_softmax_fp32, switch_balance_loss
 from isdrama.models.blocks.scan import scan_chunked_differentiable, scan_chunked_inplace, selective_scan
 from isdrama.models.drama_transformer import DramaTransformer, count_parameters
@@ -439,28 +448,101 @@ def test_fused_kernel_can_be_turned_off(fresh_kernel_state, monkeypatch):
     assert not (fresh_kernel_state.kernel_cache_dir()).exists()  # nothing compiled
 
 
-def test_mamba_layer_without_autograd_runs_the_fused_kernels_and_equals_the_pytorch_path():
-    """In sampling (no autograd, CPU) the layer's inner stream runs fused (conv + silu + masks,
-    softplus + scan + D + gate); it equals the autograd path on the same weights, padded rows 0."""
+@pytest.mark.parametrize("bidirectional", [False, True], ids=["one-direction", "bidirectional"])
+def test_mamba_layer_without_autograd_runs_the_fused_kernels_and_equals_the_pytorch_path(bidirectional):
+    """In sampling (no autograd, CPU) the layer runs fused on its lines packed without padding
+    (conv + silu, softplus + scan + D + gate; the backward direction read backwards instead of
+    flipped); it equals the autograd path on the same weights, padded rows exactly 0."""
     if not fused_kernels_available():
         pytest.skip("the fused kernels cannot be built here (no C compiler)")
     torch.manual_seed(0)
     d, L = 24, 41
-    layer = MambaLayer(d, mamba_cfg("chunked"))
+    cfg = mamba_cfg("chunked", bidirectional=bidirectional)
+    layer = BidirectionalMamba(d, cfg) if bidirectional else MambaLayer(d, cfg)
     with torch.no_grad():  # non-trivial conv bias and skip term
-        layer.conv1d.bias.normal_()
-        layer.D.normal_()
-    x = torch.randn(3, L, d)
-    mask = torch.ones(3, L, dtype=torch.bool)
+        for p in layer.modules():
+            if isinstance(p, MambaLayer):
+                p.conv1d.bias.normal_()
+                p.D.normal_()
+    first = layer.forward_mamba if bidirectional else layer
+    x = torch.randn(4, L, d)
+    mask = torch.ones(4, L, dtype=torch.bool)
     mask[1, 30:] = False
     mask[2, 4:] = False
-    reference = layer(x, mask)  # parameters require grad: the autograd path (PyTorch conv, gate)
-    assert reference.requires_grad and not layer.runs_fused(x)
+    mask[3, 1:] = False  # a one-frame line
+    reference = layer(x, mask)  # parameters require grad: the autograd path (PyTorch conv, gate, flips)
+    assert reference.requires_grad and not first.runs_fused(x)
     with torch.no_grad():
-        assert layer.runs_fused(x)
+        assert first.runs_fused(x)
         fused = layer(x, mask)
-    E, K = layer.d_inner, layer.conv1d.weight.shape[-1]
-    # projections (d, E terms), the conv (K), the scan ((2 + exp ulps) L + 3), the silu exps
-    tol = sum_order_rtol(d + E + K + (2 + FUSED_EXP_ULPS) * L + 3 + 2 * FUSED_EXP_ULPS) * float(reference.abs().max())
+        unpadded = layer(x[:, :30], mask[:, :30])  # no line longer than 30: the same lines, less padding
+    E, K = first.d_inner, first.conv1d.weight.shape[-1]
+    # projections (d, E terms; both directions' out_proj in one sum of 2 E), the conv (K), the
+    # scan ((2 + exp ulps) L + 3), the silu exps, the sum of the two directions
+    n_out = (2 if bidirectional else 1) * E
+    tol = sum_order_rtol(d + n_out + K + (2 + FUSED_EXP_ULPS) * L + 3 + 2 * FUSED_EXP_ULPS + 1)
+    tol *= float(reference.detach().abs().max())
     torch.testing.assert_close(fused, reference.detach(), rtol=0, atol=tol)
-    assert bool((fused[1, 30:] == 0).all()) and bool((fused[2, 4:] == 0).all())
+    assert bool((fused[1, 30:] == 0).all()) and bool((fused[2, 4:] == 0).all()) and bool((fused[3, 1:] == 0).all())
+    torch.testing.assert_close(unpadded[1:], fused[1:, :30], rtol=0, atol=tol)  # the padding is never read
+
+
+def attention_rounding(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, L: int) -> float:
+    """Bound between two float32 SDPA computations of the same softmax attention: each scaled
+    score q.k / sqrt(d) within dh eps |q| |k| / sqrt(d) (delta), the normalised weights within 2 delta
+    + 4 ulp of exp relative, and two orders of the L-term weighted sums (2 L eps): times max |v|."""
+    dh = q.shape[-1]
+    delta = sum_order_rtol(dh) * float(q.norm(dim=-1).max() * k.norm(dim=-1).max()) / math.sqrt(dh)
+    return (2 * delta + sum_order_rtol(2 * L + 4)) * float(v.abs().max())
+
+
+def test_attention_by_length_equals_the_key_padding_mask_on_valid_queries():
+    """Sampling's self-attention runs each group of equal-length lines unpadded: valid queries get
+    what the key-padding mask gives, padded queries 0."""
+    g = torch.Generator().manual_seed(0)
+    B, H, L, dh = 5, 2, 23, 8
+    q, k, v = (torch.randn(B, H, L, dh, generator=g) for _ in range(3))
+    mask = torch.ones(B, L, dtype=torch.bool)
+    mask[1, 9:] = False
+    mask[2, 9:] = False  # two lines of one length: one call
+    mask[3, 1:] = False  # a one-frame line
+    reference = F.scaled_dot_product_attention(q, k, v, attn_mask=mask[:, None, None, :])
+    out = attention_by_length(q, k, v, mask)
+    valid = mask[:, None, :, None].expand_as(out)
+    tol = attention_rounding(q, k, v, L)
+    torch.testing.assert_close(out[valid], reference[valid], rtol=0, atol=tol)
+    assert bool((out[~valid] == 0).all())
+    full = torch.ones(B, L, dtype=torch.bool)
+    unmasked = F.scaled_dot_product_attention(q, k, v)
+    torch.testing.assert_close(attention_by_length(q, k, v, full), unmasked, rtol=0, atol=tol)
+    # the module takes it without autograd (padded rows: out's bias only), the masked SDPA with it
+    layer = RoPESelfAttention(H * dh, H, 10000.0, 0.0)
+    x = torch.randn(B, L, H * dh, generator=g)
+    with_grad = layer(x, mask)
+    with torch.no_grad():
+        sampled = layer(x, mask)
+        q, k, v = rearrange(layer.qkv(x), "b l (three h d) -> three b h l d", three=3, h=H)
+        cos, sin = rope_angles(L, dh, 10000.0, x.device)
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask[:, None, None, :])
+    assert bool((sampled[~mask] == layer.out.bias).all())
+    # out() carries a difference of its input by its largest row sum, and rounds its own D-term sums
+    w_rows = float(layer.out.weight.abs().sum(dim=1).max())
+    out_tol = w_rows * (attention_rounding(q, k, v, L) + sum_order_rtol(H * dh + 1) * float(y.abs().max()))
+    torch.testing.assert_close(sampled[mask], with_grad.detach()[mask], rtol=0, atol=out_tol)
+
+
+def test_cross_attention_to_one_key_is_its_projected_value():
+    """A one-key context (the null scene): every frame gets out(v), as the general path gives with
+    a second, masked key (its softmax weight exactly 0, the first's exactly 1)."""
+    g = torch.Generator().manual_seed(0)
+    layer = CrossAttention(16, 12, 4, 0.0)
+    x, ctx = torch.randn(3, 9, 16, generator=g), torch.randn(3, 1, 12, generator=g)
+    out = layer(x, ctx, None)
+    two = torch.cat([ctx, torch.randn(3, 1, 12, generator=g)], dim=1)
+    general = layer(x, two, torch.tensor([[True, False]] * 3))
+    v = layer.kv(ctx)[..., 16:]
+    w_rows = layer.out.weight.abs().sum(dim=1).max()
+    tol = sum_order_rtol(16 + 1) * float(w_rows * v.abs().max() + layer.out.bias.abs().max())
+    torch.testing.assert_close(out, general, rtol=0, atol=tol)
+    assert out.shape == (3, 9, 16) and bool((out == out[:, :1]).all())

@@ -44,13 +44,37 @@ class RoPESelfAttention(nn.Module):
         self.out = nn.Linear(d_model, d_model)
 
     def forward(self, x: torch.Tensor, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """x (B, L, D), mask (B, L) True = valid, pads on the right -> (B, L, D). Without autograd
+        (sampling) lines of equal length run together without their padding (padded rows 0)."""
         q, k, v = rearrange(self.qkv(x), "b l (three h d) -> three b h l d", three=3, h=self.n_heads)
         cos, sin = rope_angles(x.shape[1], q.shape[-1], self.rope_base, x.device)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
-        y = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=key_padding_mask(mask), dropout_p=self.dropout if self.training else 0.0
-        )
+        if mask is not None and not torch.is_grad_enabled():
+            y = attention_by_length(q, k, v, mask)
+        else:
+            y = F.scaled_dot_product_attention(
+                q, k, v, attn_mask=key_padding_mask(mask), dropout_p=self.dropout if self.training else 0.0
+            )
         return self.out(rearrange(y, "b h l d -> b l (h d)"))
+
+
+def attention_by_length(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Self-attention of right-padded lines, q, k, v (B, H, L, d), mask (B, L): each group of lines
+    of one length by one unmasked SDPA call on its valid frames (what the key-padding mask gives on
+    valid queries, without the padding's work) -> (B, H, L, d), padded queries 0."""
+    lengths = mask.sum(dim=1).tolist()
+    L = q.shape[2]
+    if all(n == L for n in lengths):
+        return F.scaled_dot_product_attention(q, k, v)
+    y = q.new_zeros(q.shape)
+    for n in sorted(set(lengths)):
+        if n == 0:
+            continue
+        rows = [b for b, m in enumerate(lengths) if m == n]
+        idx = torch.tensor(rows, device=q.device)
+        qs, ks, vs = (t.index_select(0, idx)[:, :, :n] for t in (q, k, v))
+        y[rows, :, :n] = F.scaled_dot_product_attention(qs, ks, vs)
+    return y
 
 
 class CrossAttention(nn.Module):
@@ -68,6 +92,11 @@ class CrossAttention(nn.Module):
     def forward(self, x: torch.Tensor, context: torch.Tensor, context_mask: Optional[torch.Tensor]) -> torch.Tensor:
         if context.shape[1] == 0:  # no context at all (a zero-length prompt): output 0, as for an empty row
             return x.new_zeros(*x.shape[:-1], self.out.out_features)
+        one_key = context.shape[1] == 1 and not (self.training and self.dropout > 0)
+        if one_key and (context_mask is None or bool(context_mask.all())):
+            # one key (a null scene): its softmax weight is exactly 1, every frame gets out(v)
+            v = self.kv(context)[..., self.out.in_features :]
+            return self.out(v).expand(*x.shape[:-1], self.out.out_features)
         q = rearrange(self.q(x), "b l (h d) -> b h l d", h=self.n_heads)
         k, v = rearrange(self.kv(context), "b s (two h d) -> two b h s d", two=2, h=self.n_heads)
         if context_mask is not None:  # a row without any context attends to nothing: output 0
@@ -98,4 +127,11 @@ class GatedCrossAttention(nn.Module):
         return x + torch.tanh(self.alpha) * self.attn(self.norm(x), scene, scene_mask)
 
 
-__all__ = ["RoPESelfAttention", "CrossAttention", "GatedCrossAttention", "rope_angles", "apply_rope"]
+__all__ = [
+    "RoPESelfAttention",
+    "CrossAttention",
+    "GatedCrossAttention",
+    "attention_by_length",
+    "rope_angles",
+    "apply_rope",
+]

@@ -1,10 +1,13 @@
 """Fused CPU kernels of the Mamba layer (``csrc/mamba_inner.c``), for sampling and training.
 
-- Sampling (no autograd): :class:`~isdrama.models.blocks.mamba.MambaLayer` runs its inner stream
-  through two kernels instead of a dozen PyTorch passes: :func:`conv_silu_fused` (the masked
-  causal depthwise convolution, silu, the mask) and :func:`scan_fused_cpu` (softplus of delta,
-  the selective scan with each line's state kept in the cache instead of (B, L, E, N) tensors in
-  memory, the D term and the silu gate): 8-19x faster than the chunked scan's in-place form.
+- Sampling (no autograd): the Mamba layers (:func:`isdrama.models.blocks.mamba.mamba_lines_fused`)
+  run on their lines packed without padding (:class:`PackedLines`), both directions of a
+  bidirectional layer from one input projection, the backward one read backwards in place of
+  flipped copies, through two kernels instead of a dozen PyTorch passes: :func:`conv_silu_lines`
+  (the causal depthwise convolution, silu) and :func:`scan_lines` (softplus of delta, the
+  selective scan with each line's state kept in the cache instead of (B, L, E, N) tensors in
+  memory, the D term and the silu gate). :func:`scan_fused_cpu` is the same scan over padded
+  lines (the chunked backend without autograd): 8-19x faster than its in-place PyTorch form.
 - Training (autograd): :func:`scan_fused_train`, the scan with a fused backward
   (:class:`FusedScanFunction`: the forward keeps the state entering every 32-frame chunk, the
   backward recomputes each chunk and runs the adjoint recurrence): 8-20x faster than the
@@ -111,8 +114,12 @@ def load_kernel() -> Optional[ctypes.CDLL]:
             lib.isdrama_selective_scan.argtypes = (
                 [P, I64, P, I64, P, P, P, I64, P, I64, P, P, I64, P, P] + [I64] * 4 + [ctypes.c_int]
             )
-            lib.isdrama_conv_silu.restype = None
-            lib.isdrama_conv_silu.argtypes = [P, I64, P, P, P, P] + [I64] * 4 + [ctypes.c_int]
+            lib.isdrama_selective_scan_lines.restype = None
+            lib.isdrama_selective_scan_lines.argtypes = (
+                [P, I64, P, I64, P, P, P, I64, P, I64, P, P, I64, P, I64, P, P] + [I64] * 3 + [ctypes.c_int] * 2
+            )
+            lib.isdrama_conv_silu_lines.restype = None
+            lib.isdrama_conv_silu_lines.argtypes = [P, I64, P, P, P, P, P] + [I64] * 3 + [ctypes.c_int] * 2
             lib.isdrama_scan_train_backward.restype = None
             lib.isdrama_scan_train_backward.argtypes = [P] * 14 + [I64] * 4 + [ctypes.c_int]
         except (OSError, RuntimeError, AttributeError) as err:
@@ -175,21 +182,79 @@ def scan_fused_cpu(x, delta, A, Bm, Cm, D, delta_bias=None, z=None) -> torch.Ten
     return _scan(x, delta, A, Bm, Cm, D, delta_bias, z).to(x.dtype)
 
 
-def conv_silu_fused(x, weight, bias, keep=None) -> torch.Tensor:
-    """silu(causal depthwise conv of x * keep) * keep, (B, L, E) -> (B, L, E), by the fused kernel
-    (CPU, no autograd). weight (E, 1, K) and bias (E,) of ``conv1d``; keep (B, L) or None."""
+class PackedLines:
+    """Lines packed without padding: line s is rows ``starts[s] .. starts[s] + lengths[s] - 1`` of
+    an (R, F) tensor; ``index`` (R,) the rows of the padded (B L, F) layout they came from (None:
+    no padding, the layout is the padded one)."""
+
+    def __init__(self, mask: Optional[torch.Tensor], batch: int, length: int):
+        if mask is None:
+            self.lengths = torch.full((batch,), length, dtype=torch.int64)
+            self.index = None
+        else:  # pads on the right, as everywhere in the model (flip_valid assumes so too)
+            mask = mask.cpu()
+            self.lengths = mask.sum(1, dtype=torch.int64)
+            self.index = None if bool(mask.all()) else mask.reshape(-1).nonzero().squeeze(1)
+        self.starts = torch.cumsum(self.lengths, 0) - self.lengths
+        self.rows = int(self.lengths.sum())
+        self.batch, self.length = batch, length
+
+    def pack(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, L, F) -> (R, F)."""
+        flat = x.reshape(self.batch * self.length, *x.shape[2:])
+        return flat if self.index is None else flat.index_select(0, self.index)
+
+    def unpack(self, rows: torch.Tensor) -> torch.Tensor:
+        """(R, F) -> (B, L, F), zero on padded frames."""
+        if self.index is None:
+            return rows.reshape(self.batch, self.length, *rows.shape[1:])
+        full = rows.new_zeros(self.batch * self.length, *rows.shape[1:])
+        return full.index_copy_(0, self.index, rows).view(self.batch, self.length, *rows.shape[1:])
+
+
+def _lines_rows(t: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """(R, F) float32 with unit stride along F (views of one projection's output pass), its row stride."""
+    t = t.detach().float()
+    if t.stride(-1) != 1:
+        t = t.contiguous()
+    return t, t.stride(0)
+
+
+def conv_silu_lines(x, weight, bias, lines: PackedLines, reverse: bool = False) -> torch.Tensor:
+    """silu(causal depthwise conv) of each packed line of x (R, E), read backwards when ``reverse``
+    -> (R, E) float32, by the fused kernel (CPU, no autograd). weight (E, 1, K), bias (E,) of ``conv1d``."""
     lib = _kernel(x)
-    Bsz, L, E = x.shape
-    xf, xs = _rows(x)
+    R, E = x.shape
+    xf, xs = _lines_rows(x)
     Wt = weight.detach().float()[:, 0, :].t().contiguous()  # (K, E)
     b = bias.detach().float().contiguous()
-    kf = None if keep is None else keep.detach().float().contiguous()
-    out = torch.empty(Bsz, L, E, dtype=torch.float32)
-    lib.isdrama_conv_silu(
-        xf.data_ptr(), xs, Wt.data_ptr(), b.data_ptr(), _ptr(kf), out.data_ptr(), Bsz, L, E, Wt.shape[0],
-        torch.get_num_threads(),
+    out = torch.empty(R, E, dtype=torch.float32)
+    lib.isdrama_conv_silu_lines(
+        xf.data_ptr(), xs, Wt.data_ptr(), b.data_ptr(), out.data_ptr(), lines.starts.data_ptr(),
+        lines.lengths.data_ptr(), lines.batch, E, Wt.shape[0], int(reverse), torch.get_num_threads(),
     )  # fmt: skip
-    return out.to(x.dtype)
+    return out
+
+
+def scan_lines(x, delta, A, Bm, Cm, D, delta_bias, z, lines: PackedLines, out: torch.Tensor, reverse: bool = False):
+    """The gated selective scan (as :func:`scan_fused_cpu`) of each packed line, read backwards
+    when ``reverse``: x, delta, z (R, E), Bm, Cm (R, N); writes y (R, E) into ``out``, a float32
+    (R, E) view with unit stride along E (e.g. one half of an (R, 2E) buffer)."""
+    lib = _kernel(x)
+    R, E = x.shape
+    N = A.shape[-1]
+    if out.dtype != torch.float32 or out.shape != (R, E) or out.stride(-1) != 1:
+        raise ValueError(f"out must be a float32 ({R}, {E}) view with unit stride along E, got {out.shape}")
+    (xf, xs), (df, ds), (Bf, bs), (Cf, cs), (zf, zs) = (_lines_rows(t) for t in (x, delta, Bm, Cm, z))
+    bias = delta_bias.detach().float().contiguous()
+    At = A.detach().float().t().contiguous()
+    Df = D.detach().float().contiguous()
+    lib.isdrama_selective_scan_lines(
+        xf.data_ptr(), xs, df.data_ptr(), ds, bias.data_ptr(), At.data_ptr(), Bf.data_ptr(), bs, Cf.data_ptr(), cs,
+        Df.data_ptr(), zf.data_ptr(), zs, out.data_ptr(), out.stride(0), lines.starts.data_ptr(),
+        lines.lengths.data_ptr(), lines.batch, E, N, int(reverse), torch.get_num_threads(),
+    )  # fmt: skip
+    return out
 
 
 #: frames per chunk whose entering state the training forward keeps (CK in the C source)
@@ -246,9 +311,11 @@ __all__ = [
     "scan_fused_train",
     "build_kernel",
     "compile_flags",
-    "conv_silu_fused",
+    "PackedLines",
+    "conv_silu_lines",
     "fused_kernels_available",
     "kernel_cache_dir",
     "load_kernel",
     "scan_fused_cpu",
+    "scan_lines",
 ]

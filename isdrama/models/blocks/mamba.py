@@ -24,7 +24,7 @@ from torch import nn
 from torch.nn import functional as F
 from torch.utils.checkpoint import checkpoint
 
-from isdrama.models.blocks.cpu_kernels import conv_silu_fused, fused_kernels_available, scan_fused_cpu
+from isdrama.models.blocks.cpu_kernels import PackedLines, conv_silu_lines, fused_kernels_available, scan_lines
 from isdrama.models.blocks.scan import BACKENDS, selective_scan, softplus_delta
 
 
@@ -142,17 +142,34 @@ class MambaLayer(nn.Module):
         )
 
     def forward_fused(self, x: torch.Tensor, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """:meth:`forward` without autograd through the fused kernels: in_proj, [mask, conv, silu,
-        mask], x_proj and dt_proj, [softplus, scan, D term, silu gate], out_proj, mask."""
-        keep = None if mask is None else mask.to(torch.float32)
-        xz = self.in_proj(x)
-        xs, z = xz.chunk(2, dim=-1)
-        xs = conv_silu_fused(xs, self.conv1d.weight, self.conv1d.bias, keep)
-        dt, Bm, Cm = torch.split(self.x_proj(xs), [self.dt_rank, self.d_state, self.d_state], dim=-1)
-        A = -torch.exp(self.A_log.float())
-        y = scan_fused_cpu(xs, F.linear(dt, self.dt_proj.weight), A, Bm, Cm, self.D, self.dt_proj.bias, z)
-        out = self.out_proj(y)
-        return out if keep is None else out * keep.unsqueeze(-1).to(out.dtype)
+        """:meth:`forward` without autograd through the fused kernels (:func:`mamba_lines_fused`)."""
+        return mamba_lines_fused([(self, False)], x, mask)
+
+
+def mamba_lines_fused(
+    layers: list[tuple[MambaLayer, bool]], x: torch.Tensor, mask: Optional[torch.Tensor]
+) -> torch.Tensor:
+    """The sum of Mamba layers' outputs, each (layer, reverse) reading every line forwards or
+    backwards (reverse: what ``flip_valid(layer(flip_valid(x)))`` gives), without autograd through
+    the fused CPU kernels, x (B, L, d_model), mask (B, L) pads on the right -> (B, L, d_model),
+    zero on padded frames. The lines run packed without their padding (:class:`PackedLines`); one
+    input projection and one output projection serve all the layers (weights concatenated):
+    in_proj -> [causal depthwise conv, silu] -> x_proj / dt_proj -> [softplus, scan, D term,
+    silu gate] -> out_proj."""
+    B, L, _ = x.shape
+    lines = PackedLines(mask, B, L)
+    E = layers[0][0].d_inner
+    xz = F.linear(lines.pack(x), torch.cat([layer.in_proj.weight for layer, _ in layers]))  # (R, 2 E n)
+    y = torch.empty(lines.rows, E * len(layers), dtype=torch.float32)
+    for i, (layer, reverse) in enumerate(layers):
+        xs, z = xz[:, 2 * E * i : 2 * E * i + E], xz[:, 2 * E * i + E : 2 * E * (i + 1)]
+        xs = conv_silu_lines(xs, layer.conv1d.weight, layer.conv1d.bias, lines, reverse).to(x.dtype)
+        dt, Bm, Cm = torch.split(layer.x_proj(xs), [layer.dt_rank, layer.d_state, layer.d_state], dim=-1)
+        A = -torch.exp(layer.A_log.float())
+        delta = F.linear(dt, layer.dt_proj.weight)
+        scan_lines(xs, delta, A, Bm, Cm, layer.D, layer.dt_proj.bias, z, lines, y[:, E * i : E * (i + 1)], reverse)
+    out = F.linear(y.to(x.dtype), torch.cat([layer.out_proj.weight for layer, _ in layers], dim=1))
+    return lines.unpack(out)
 
 
 class BidirectionalMamba(nn.Module):
@@ -165,6 +182,11 @@ class BidirectionalMamba(nn.Module):
         self.backward_mamba = MambaLayer(d_model, config) if config.bidirectional else None
 
     def forward(self, x: torch.Tensor, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+        if self.forward_mamba.runs_fused(x):  # sampling on CPU: both directions in one fused pass
+            layers = [(self.forward_mamba, False)]
+            if self.backward_mamba is not None:
+                layers.append((self.backward_mamba, True))
+            return mamba_lines_fused(layers, x, mask)
         y = self.forward_mamba(x, mask)
         if self.backward_mamba is not None:
             y = y + flip_valid(self.backward_mamba(flip_valid(x, mask), mask), mask)
@@ -194,4 +216,4 @@ def _run_layer(norm: nn.Module, layer: nn.Module, x: torch.Tensor, mask: Optiona
     return layer(norm(x), mask)
 
 
-__all__ = ["MambaConfig", "MambaLayer", "BidirectionalMamba", "MambaStack", "flip_valid"]
+__all__ = ["MambaConfig", "MambaLayer", "BidirectionalMamba", "MambaStack", "flip_valid", "mamba_lines_fused"]
