@@ -546,3 +546,19 @@ def test_cross_attention_to_one_key_is_its_projected_value():
     tol = sum_order_rtol(16 + 1) * float(w_rows * v.abs().max() + layer.out.bias.abs().max())
     torch.testing.assert_close(out, general, rtol=0, atol=tol)
     assert out.shape == (3, 9, 16) and bool((out == out[:, :1]).all())
+
+
+def test_rope_angles_are_cached_and_serve_training_after_inference_mode():
+    """One cos/sin pair per (length, dim, base, device), made outside inference mode: angles first
+    made in a validation (inference mode) still serve a training step's backward."""
+    layer = RoPESelfAttention(16, 2, 1234.5, 0.0)  # a base no other test uses: a fresh cache entry
+    x = torch.randn(2, 11, 16)
+    with torch.inference_mode():
+        layer(x)
+    cos, sin = rope_angles(11, 8, 1234.5, x.device)
+    assert rope_angles(11, 8, 1234.5, x.device)[0] is cos and not cos.is_inference()
+    layer(x.requires_grad_()).sum().backward()
+    assert x.grad is not None and bool(torch.isfinite(x.grad).all())
+    half = torch.arange(4, dtype=torch.float32)
+    angle = 10.0 * 1234.5 ** (-2 * half / 8)  # position 10, pair i: 10 / base^(2i / dim)
+    torch.testing.assert_close(cos[10], torch.cat([angle, angle]).cos())

@@ -4,6 +4,7 @@ cross-attention to the scene (Flamingo: y = x + tanh(alpha) * attn(x, scene), al
 
 from __future__ import annotations
 
+import functools
 from typing import Optional
 
 import torch
@@ -12,16 +13,20 @@ from torch import nn
 from torch.nn import functional as F
 
 
+@functools.lru_cache(maxsize=32)
 def rope_angles(length: int, dim: int, base: float, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """cos, sin (L, dim) of rotary position embeddings (pairs of channels rotated together)."""
-    inv = 1.0 / (base ** (torch.arange(0, dim, 2, device=device, dtype=torch.float32) / dim))
-    angles = torch.outer(torch.arange(length, device=device, dtype=torch.float32), inv)
-    angles = torch.cat([angles, angles], dim=-1)
-    return angles.cos(), angles.sin()
+    """cos, sin (L, dim) of rotary position embeddings (pairs of channels rotated together); cached
+    per (length, dim, base, device): every block and sampling step of one length shares them (read
+    only; made outside inference mode, so a validation's angles serve the next training step too)."""
+    with torch.inference_mode(False), torch.no_grad():
+        inv = 1.0 / (base ** (torch.arange(0, dim, 2, device=device, dtype=torch.float32) / dim))
+        angles = torch.outer(torch.arange(length, device=device, dtype=torch.float32), inv)
+        angles = torch.cat([angles, angles], dim=-1)
+        return angles.cos(), angles.sin()
 
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate x (B, H, L, dim) by the angles (L, dim) (rotate-half convention)."""
+    """Rotate x (..., L, dim) by the angles (L, dim) (rotate-half convention)."""
     half = x.shape[-1] // 2
     rotated = torch.cat([-x[..., half:], x[..., :half]], dim=-1)
     return (x.float() * cos + rotated.float() * sin).to(x.dtype)
@@ -46,9 +51,9 @@ class RoPESelfAttention(nn.Module):
     def forward(self, x: torch.Tensor, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
         """x (B, L, D), mask (B, L) True = valid, pads on the right -> (B, L, D). Without autograd
         (sampling) lines of equal length run together without their padding (padded rows 0)."""
-        q, k, v = rearrange(self.qkv(x), "b l (three h d) -> three b h l d", three=3, h=self.n_heads)
-        cos, sin = rope_angles(x.shape[1], q.shape[-1], self.rope_base, x.device)
-        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        qkv = rearrange(self.qkv(x), "b l (three h d) -> three b h l d", three=3, h=self.n_heads)
+        cos, sin = rope_angles(x.shape[1], qkv.shape[-1], self.rope_base, x.device)
+        (q, k), v = apply_rope(qkv[:2], cos, sin).unbind(0), qkv[2]
         if mask is not None and not torch.is_grad_enabled():
             y = attention_by_length(q, k, v, mask)
         else:
