@@ -533,14 +533,17 @@ def test_attention_by_length_equals_the_key_padding_mask_on_valid_queries():
 
 
 def test_cross_attention_to_one_key_is_its_projected_value():
-    """A one-key context (the null scene): every frame gets out(v), as the general path gives with
-    a second, masked key (its softmax weight exactly 0, the first's exactly 1)."""
+    """Sampling with a one-key context (the null scene): every frame gets out(v), as the general
+    path gives with a second, masked key (its softmax weight exactly 0, the first's exactly 1)."""
     g = torch.Generator().manual_seed(0)
     layer = CrossAttention(16, 12, 4, 0.0)
     x, ctx = torch.randn(3, 9, 16, generator=g), torch.randn(3, 1, 12, generator=g)
-    out = layer(x, ctx, None)
-    two = torch.cat([ctx, torch.randn(3, 1, 12, generator=g)], dim=1)
-    general = layer(x, two, torch.tensor([[True, False]] * 3))
+    with torch.no_grad():
+        out = layer(x, ctx, None)
+        two = torch.cat([ctx, torch.randn(3, 1, 12, generator=g)], dim=1)
+        general = layer(x, two, torch.tensor([[True, False]] * 3))
+    layer(x, ctx, None).sum().backward()  # in training the general path runs: q is in the graph (for DDP)
+    assert layer.q.weight.grad is not None
     v = layer.kv(ctx)[..., 16:]
     w_rows = layer.out.weight.abs().sum(dim=1).max()
     tol = sum_order_rtol(16 + 1) * float(w_rows * v.abs().max() + layer.out.bias.abs().max())

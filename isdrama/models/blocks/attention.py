@@ -97,7 +97,8 @@ class CrossAttention(nn.Module):
     def forward(self, x: torch.Tensor, context: torch.Tensor, context_mask: Optional[torch.Tensor]) -> torch.Tensor:
         if context.shape[1] == 0:  # no context at all (a zero-length prompt): output 0, as for an empty row
             return x.new_zeros(*x.shape[:-1], self.out.out_features)
-        one_key = context.shape[1] == 1 and not (self.training and self.dropout > 0)
+        # sampling only: in training q keeps its (zero) gradient path, which DDP expects of every parameter
+        one_key = context.shape[1] == 1 and not torch.is_grad_enabled()
         if one_key and (context_mask is None or bool(context_mask.all())):
             # one key (a null scene): its softmax weight is exactly 1, every frame gets out(v)
             v = self.kv(context)[..., self.out.in_features :]
