@@ -11,6 +11,10 @@ Padding is exact: sequences are right-padded, the inner stream is zeroed on padd
 and after the causal depthwise convolution, so a padded frame never reaches a valid one, and in
 the flipped direction the leading pads leave the state at zero; a padded line gives the output
 of the line alone. Flipping reverses each line within its own length.
+
+Sampling on CPU (no autograd, the chunked backend) takes :func:`mamba_lines_fused`: the lines
+packed without their padding, both directions from one input and one output projection, the
+backward direction read backwards by the fused kernels instead of flipped copies.
 """
 
 from __future__ import annotations
