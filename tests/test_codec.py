@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import logging
 import urllib.error
@@ -206,6 +207,23 @@ def test_quantize_finds_the_nearest_codes_under_a_common_offset():
     assert all(torch.equal(codec.quantize(latent[i : i + 1])[0], tokens[i]) for i in range(3))
     nudged = latent * (1 + 1e-7 * torch.randn(latent.shape, generator=g))
     assert torch.equal(codec.quantize(nudged), tokens)
+
+
+def test_canonical_codes_map_identical_codes_to_the_lowest_index_and_follow_codebook_changes():
+    """Identical codes count as one, the lowest index; the map is kept per codebook until the
+    codebook changes in place (codec training's EMA updates, loading weights)."""
+    from isdrama.codec.binaural import canonical_codes
+
+    book = torch.randn(6, 4)
+    book[4] = book[1]
+    book[5] = book[1]
+    assert canonical_codes(book).tolist() == [0, 1, 2, 3, 1, 1]
+    assert canonical_codes(book) is canonical_codes(book)  # kept, not searched again
+    book[3] = book[0]  # in place: the version counter moves
+    assert canonical_codes(book).tolist() == [0, 1, 2, 0, 1, 1]
+    copied = copy.deepcopy(book)  # carries the cache along, but on another storage
+    copied[2] = copied[0]
+    assert canonical_codes(copied).tolist() == [0, 1, 0, 0, 1, 1]
 
 
 def test_kmeans_sets_codebook_buffers(kmeans_codec):

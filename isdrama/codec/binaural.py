@@ -46,6 +46,26 @@ from isdrama.codec.weights import build_encodec, checkpoint_architecture, load_w
 TOKEN_FORMAT_VERSION = 2
 
 
+def canonical_codes(embed: torch.Tensor) -> torch.Tensor:
+    """(K,) for each code of a codebook ``embed`` (K, D), the lowest index of an identical code;
+    kept per codebook tensor until it changes (its in-place version counter: codec training's EMA
+    updates), so generation does not redo the (K, D) unique search for every line."""
+    # (storage, in-place version): a copy (deepcopy, EMA) or an update misses; inference tensors keep no version
+    version = None if embed.is_inference() else (embed.data_ptr(), embed._version)
+    cached = getattr(embed, "_isdrama_canonical", None)  # kept on the tensor: it goes with it
+    if cached is not None and version is not None and cached[0] == version:
+        return cached[1]
+    with torch.inference_mode(False), torch.no_grad():
+        _, group = torch.unique(embed.double(), dim=0, return_inverse=True)
+        K = embed.shape[0]
+        first = torch.full((int(group.max()) + 1,), K, dtype=torch.long, device=embed.device)
+        first = first.scatter_reduce(0, group, torch.arange(K, device=embed.device), "amin")
+        canonical = first[group]
+    if version is not None:
+        embed._isdrama_canonical = (version, canonical)
+    return canonical
+
+
 def nearest_codes(layers, emb: torch.Tensor) -> torch.Tensor:
     """Residual nearest-code search of EnCodec RVQ ``layers`` in float64: emb (N, D, T) -> codes
     (len(layers), N, T) long; identical codes count as one, the lowest index (see
@@ -57,11 +77,9 @@ def nearest_codes(layers, emb: torch.Tensor) -> torch.Tensor:
         if not isinstance(layer.project_in, nn.Identity):
             raise NotImplementedError("quantize: codebooks with an input projection")
         book = layer._codebook.embed.double()  # (K, D)
-        _, group = torch.unique(book, dim=0, return_inverse=True)
-        first = torch.full((int(group.max()) + 1,), book.shape[0], dtype=torch.long, device=book.device)
-        first = first.scatter_reduce(0, group, torch.arange(book.shape[0], device=book.device), "amin")
+        canonical = canonical_codes(layer._codebook.embed)
         dist = book.pow(2).sum(1) - 2.0 * residual @ book.T  # + |x|^2, the same for every code
-        idx = first[group[dist.argmin(1)]]
+        idx = canonical[dist.argmin(1)]
         codes.append(idx)
         residual = residual - book[idx]
     return rearrange(torch.stack(codes), "q (n t) -> q n t", n=n, t=t)
