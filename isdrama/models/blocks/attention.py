@@ -76,9 +76,13 @@ def attention_by_length(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask:
         if n == 0:
             continue
         rows = [b for b, m in enumerate(lengths) if m == n]
-        idx = torch.tensor(rows, device=q.device)
-        qs, ks, vs = (t.index_select(0, idx)[:, :, :n] for t in (q, k, v))
-        y[rows, :, :n] = F.scaled_dot_product_attention(qs, ks, vs)
+        if rows == list(range(rows[0], rows[-1] + 1)):  # consecutive lines (the guidance batch): views
+            qs, ks, vs = (t[rows[0] : rows[-1] + 1, :, :n] for t in (q, k, v))
+            y[rows[0] : rows[-1] + 1, :, :n] = F.scaled_dot_product_attention(qs, ks, vs)
+        else:
+            idx = torch.tensor(rows, device=q.device)
+            qs, ks, vs = (t.index_select(0, idx)[:, :, :n] for t in (q, k, v))
+            y[rows, :, :n] = F.scaled_dot_product_attention(qs, ks, vs)
     return y
 
 
