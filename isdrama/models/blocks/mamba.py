@@ -186,10 +186,10 @@ class BidirectionalMamba(nn.Module):
         self.backward_mamba = MambaLayer(d_model, config) if config.bidirectional else None
 
     def forward(self, x: torch.Tensor, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
-        if self.forward_mamba.runs_fused(x):  # sampling on CPU: both directions in one fused pass
-            layers = [(self.forward_mamba, False)]
-            if self.backward_mamba is not None:
-                layers.append((self.backward_mamba, True))
+        layers = [(self.forward_mamba, False)]
+        if self.backward_mamba is not None:
+            layers.append((self.backward_mamba, True))
+        if all(layer.runs_fused(x) for layer, _ in layers):  # sampling on CPU: both directions in one fused pass
             return mamba_lines_fused(layers, x, mask)
         y = self.forward_mamba(x, mask)
         if self.backward_mamba is not None:
