@@ -155,6 +155,13 @@ def _ptr(t: Optional[torch.Tensor]) -> Optional[int]:
     return None if t is None else t.data_ptr()
 
 
+def _scan_parameters(A, D, delta_bias) -> tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
+    """The scan kernels' float32 layout of the layer's parameters: At (N, E) (A transposed), D (E,),
+    the delta bias (E,) or None."""
+    bias = None if delta_bias is None else delta_bias.detach().float().contiguous()
+    return A.detach().float().t().contiguous(), D.detach().float().contiguous(), bias
+
+
 def _scan(x, delta, A, Bm, Cm, D, delta_bias=None, z=None, hc=None) -> torch.Tensor:
     """The C scan's float32 y (B, L, E); ``hc`` (B, ceil(L / 32), N, E), when given, receives the
     chunk-entry states (training)."""
@@ -163,9 +170,7 @@ def _scan(x, delta, A, Bm, Cm, D, delta_bias=None, z=None, hc=None) -> torch.Ten
     N = A.shape[-1]
     (xf, xs), (df, ds), (Bf, bs), (Cf, cs) = (_rows(t) for t in (x, delta, Bm, Cm))
     zf, zs = _rows(z) if z is not None else (None, 0)
-    bias = None if delta_bias is None else delta_bias.detach().float().contiguous()
-    At = A.detach().float().t().contiguous()
-    Df = D.detach().float().contiguous()
+    At, Df, bias = _scan_parameters(A, D, delta_bias)
     y = torch.empty(Bsz, L, E, dtype=torch.float32)
     lib.isdrama_selective_scan(
         xf.data_ptr(), xs, df.data_ptr(), ds, _ptr(bias), At.data_ptr(), Bf.data_ptr(), bs, Cf.data_ptr(), cs,
@@ -246,9 +251,7 @@ def scan_lines(x, delta, A, Bm, Cm, D, delta_bias, z, lines: PackedLines, out: t
     if out.dtype != torch.float32 or out.shape != (R, E) or out.stride(-1) != 1:
         raise ValueError(f"out must be a float32 ({R}, {E}) view with unit stride along E, got {out.shape}")
     (xf, xs), (df, ds), (Bf, bs), (Cf, cs), (zf, zs) = (_lines_rows(t) for t in (x, delta, Bm, Cm, z))
-    bias = delta_bias.detach().float().contiguous()
-    At = A.detach().float().t().contiguous()
-    Df = D.detach().float().contiguous()
+    At, Df, bias = _scan_parameters(A, D, delta_bias)
     lib.isdrama_selective_scan_lines(
         xf.data_ptr(), xs, df.data_ptr(), ds, bias.data_ptr(), At.data_ptr(), Bf.data_ptr(), bs, Cf.data_ptr(), cs,
         Df.data_ptr(), zf.data_ptr(), zs, out.data_ptr(), out.stride(0), lines.starts.data_ptr(),
