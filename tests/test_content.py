@@ -18,11 +18,15 @@ from isdrama.data.text_tokenizer import (
     word_to_token_frames,
 )
 from isdrama.models.content import (
+    POSITION_FEATURES,
     ContentEncoder,
     ContentEncoderConfig,
     duration_loss,
     durations_from_log,
+    frame_position_features,
     length_regulate,
+    span_position_features,
+    word_frames_of_tokens,
 )
 
 #: explicit sizes on top of configs/model/content (tiny)
@@ -130,6 +134,28 @@ def test_length_regulator_totals_and_order():
     assert frames.shape == (2, 8, 1) and mask.sum(1).tolist() == [5, 2]
     with pytest.raises(ValueError, match="n_frames"):
         length_regulate(x, d, n_frames=4)
+
+
+def test_position_features_place_each_frame_in_its_token_and_word():
+    tokens = torch.tensor([[2, 0, 3], [4, 0, 0]])
+    feats = span_position_features(tokens, 6)
+    assert feats.shape == (2, 6, 3)
+    # line 0: token 0 over frames 0-1 (r = 1/4, 3/4), token 2 over frames 2-4 (r = 1/6, 1/2, 5/6)
+    r = torch.tensor([1 / 4, 3 / 4, 1 / 6, 1 / 2, 5 / 6])
+    dur = torch.tensor([2.0, 2, 3, 3, 3])
+    torch.testing.assert_close(feats[0, :5, 0], 2 * r - 1)
+    torch.testing.assert_close(feats[0, :5, 1], torch.sin(torch.pi * r))
+    torch.testing.assert_close(feats[0, :5, 2], torch.log(dur) / torch.log(torch.tensor(64.0)))
+    torch.testing.assert_close(feats[1, :4, 0], 2 * torch.tensor([1 / 8, 3 / 8, 5 / 8, 7 / 8]) - 1)
+    assert feats[0, 5:].abs().sum() == 0 and feats[1, 4:].abs().sum() == 0  # past the line's end
+    # words: line 0 is one word of tokens 0-2 (5 frames), line 1 two words (token 0; tokens 1-2)
+    word_index = torch.tensor([[0, 0, 0], [0, 1, 1]])
+    words = word_frames_of_tokens(tokens, word_index)
+    assert words.tolist() == [[5, 0], [4, 0]]
+    both = frame_position_features(tokens, words, 6)
+    assert both.shape == (2, 6, POSITION_FEATURES)
+    torch.testing.assert_close(both[:, :, :3], feats)
+    torch.testing.assert_close(both[0, :5, 3], 2 * (torch.arange(5) + 0.5) / 5 - 1)
 
 
 def test_constrained_durations_sum_exactly():

@@ -80,8 +80,10 @@ def test_drama_stage_trains_validates_and_its_losses_fall(trained):
     flow = [v for _, v in logged(out, "train/flow")]
     assert len(flow) >= 25
     assert sum(flow[-5:]) / 5 < 0.8 * sum(flow[:5]) / 5, flow
-    for key in ("train/pitch", "train/balance", "train/duration", "val/flow", "val_audio/ild_mae"):
+    for key in ("train/pitch", "train/balance", "train/duration", "train/prior", "val/flow", "val_audio/ild_mae"):
         assert logged(out, key), key
+    prior = [v for _, v in logged(out, "train/prior")]
+    assert sum(prior[-5:]) / 5 < 0.8 * sum(prior[:5]) / 5, prior
     assert any(k.startswith("val/routing/b0_spatial_usage") for k in metrics)
     ckpt = torch.load(out / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     sd = ckpt["state_dict"]

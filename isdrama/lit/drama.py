@@ -34,13 +34,15 @@ from torch import nn
 
 from isdrama.callbacks.generation import GeneratedAudio
 from isdrama.data.dataset import DramaBatch
+from isdrama.data.sampler import pad_stack
 from isdrama.data.text_tokenizer import Vocabulary
-from isdrama.flow import FlowConfig, RectifiedFlow
+from isdrama.flow import FlowConfig, RectifiedFlow, masked_mse
 from isdrama.inference.line_generator import Guidance, decode_latents, sample_latents
 from isdrama.lit.conditioning import fit_video_norm, frontend_inputs
 from isdrama.lit.optim import configure_adam
 from isdrama.models.blocks.f0_head import f0_loss
 from isdrama.models.conditioning import ConditioningFrontEnd, FrontEndConfig
+from isdrama.models.content import POSITION_FEATURES, frame_position_features
 from isdrama.models.drama_transformer import DramaTransformer, DramaTransformerConfig
 from isdrama.models.pose_encoder import sample_pose_branches, select_pose_branches
 from isdrama.utils.config import build_config, to_plain
@@ -70,7 +72,23 @@ DRAMA_HPARAMS = (
     "latent_dim",
     "seed",
     "pose",
+    "content_position",
 )
+#: hyper-parameters newer than some exports (the demo checkpoint's included): the value that rebuilds
+#: such an export as it was trained (:func:`upgrade_hparams`)
+LEGACY_HPARAMS = ("pose", "content_position")
+
+
+def upgrade_hparams(hp: Mapping[str, Any]) -> dict[str, Any]:
+    """An export's or checkpoint's drama hyper-parameters with the keys added since it was written
+    filled in as that model was built: no content prior (``transformer.prior``, ``losses.prior``);
+    ``pose`` and ``content_position`` are optional constructor arguments for the same reason."""
+    hp = dict(hp)
+    transformer = dict(hp["transformer"])
+    transformer.setdefault("prior", {"enabled": False, "blocks": 0, "kernel": 1})
+    hp["transformer"] = transformer
+    hp["losses"] = {"prior": 0.0, **dict(hp["losses"])}
+    return hp
 
 
 @dataclass
@@ -99,6 +117,7 @@ class LossWeights:
     pitch: float
     balance: float
     duration: float
+    prior: float
 
 
 @dataclass
@@ -185,6 +204,7 @@ class DramaModule(pl.LightningModule):
         latent_dim: int,
         seed: int,
         pose: Optional[Mapping[str, Any]] = None,
+        content_position: Optional[bool] = None,
     ):
         super().__init__()
         # plain containers: a checkpoint then loads with torch.load(weights_only=True)
@@ -200,6 +220,8 @@ class DramaModule(pl.LightningModule):
         self.routing = build_config(RoutingSchedule, routing, "model.routing")
         self.ema_cfg = build_config(EMAConfig, ema, "model.ema")
         self.val_cfg = build_config(ValidationConfig, validation, "model.validation")
+        # None only for exports written before model.content_position existed: z_c alone
+        self.content_position = bool(content_position)
         self.scene_source = to_plain(dict(scene))["source"]
         if self.scene_source not in SCENE_SOURCES:
             raise ValueError(f"model.scene.source must be one of {SCENE_SOURCES}, got {self.scene_source!r}")
@@ -241,7 +263,7 @@ class DramaModule(pl.LightningModule):
             transformer,
             "model.transformer",
             latent_dim=int(latent_dim),
-            content_dim=front.config.content.d_model,
+            content_dim=front.config.content.d_model + (POSITION_FEATURES if self.content_position else 0),
             pose_dim=front.pose_encoder.config.d_model,
             scene_dim=scene_dim,
         )
@@ -366,6 +388,17 @@ class DramaModule(pl.LightningModule):
         with torch.set_grad_enabled(grad):
             return net.frontend(**frontend_inputs(batch, with_chunks=False))
 
+    def transformer_content(self, front_out: Mapping[str, Any], word_frames: torch.Tensor) -> torch.Tensor:
+        """The transformer's content input (B, T, D_c [+ 6]): the front end's z_c, with each frame's
+        place in its token and its word (:func:`~isdrama.models.content.frame_position_features`
+        of the front end's token ``durations`` and ``word_frames`` (B, W)) appended when
+        ``model.content_position`` is on."""
+        z_c = front_out["z_c"]
+        if not self.content_position:
+            return z_c
+        position = frame_position_features(front_out["durations"], word_frames, z_c.shape[1])
+        return torch.cat([z_c, position.to(z_c.dtype)], dim=-1)
+
     def batch_prompts(self, batch: DramaBatch, flow: RectifiedFlow) -> tuple[torch.Tensor, torch.Tensor]:
         """The batch's speaker prompts as standardised latents (B, P, C) and mask (B, P), P >= 1."""
         B, C = len(batch), int(self.hparams.latent_dim)
@@ -394,7 +427,7 @@ class DramaModule(pl.LightningModule):
         front_out = self.condition(net, batch)
         x1 = flow.normalize(self.latents(batch.tokens))
         mask = batch.mask
-        z_c = front_out["z_c"]
+        z_c = self.transformer_content(front_out, pad_stack(batch.word_frames)[0].to(self.device))
         if train:
             z_p = sample_pose_branches(front_out, self.pose_cfg.single_branch, generator)
         else:
@@ -452,6 +485,9 @@ class DramaModule(pl.LightningModule):
             log_f0 = torch.where(parts["f0_voiced"], parts["f0"] - ref, torch.zeros_like(parts["f0"]))
             losses["pitch"] = f0_loss(out["f0"], log_f0, parts["f0_voiced"], parts["mask"])
             total = total + self.loss_w.pitch * losses["pitch"]
+        if out.get("prior") is not None:
+            losses["prior"] = masked_mse(out["prior"], parts["x1"], parts["mask"])
+            total = total + self.loss_w.prior * losses["prior"]
         balances = [g["balance"] for block in out["routing"] for g in block.values()]
         if balances:
             losses["balance"] = torch.stack(balances).mean()
@@ -593,7 +629,7 @@ class DramaModule(pl.LightningModule):
         payload = torch.load(path, map_location=map_location, weights_only=True)
         if not isinstance(payload, Mapping) or payload.get("format") != EXPORT_FORMAT:
             raise ValueError(f"{path}: not a drama-stage export (format {EXPORT_FORMAT!r}, see DramaModule.export)")
-        module = cls(**payload["hyper_parameters"])
+        module = cls(**upgrade_hparams(payload["hyper_parameters"]))
         module.net.load_state_dict(payload["state_dict"])
         module.ema_net.load_state_dict(payload["state_dict"])
         module.inputs = dict(payload.get("inputs") or {})
@@ -612,11 +648,11 @@ class DramaModule(pl.LightningModule):
             module = cls.from_export(path, map_location)
         elif isinstance(payload, Mapping) and "state_dict" in payload and "hyper_parameters" in payload:
             hp = payload.get("resolved_hyper_parameters") or payload["hyper_parameters"]
-            if not all(k in hp for k in DRAMA_HPARAMS if k != "pose"):
+            if not all(k in hp for k in DRAMA_HPARAMS if k not in LEGACY_HPARAMS):
                 raise ValueError(
                     f"{path}: a Lightning checkpoint, but not of the drama stage (hyper_parameters {sorted(hp)})"
                 )
-            module = cls(**{k: hp[k] for k in DRAMA_HPARAMS if k in hp})
+            module = cls(**upgrade_hparams({k: hp[k] for k in DRAMA_HPARAMS if k in hp}))
             prefix = "ema.ema_model."
             ema = {k[len(prefix) :]: v for k, v in payload["state_dict"].items() if k.startswith(prefix)}
             if not ema:

@@ -9,6 +9,7 @@ The vocabulary travels inside the module's state dict (``get_extra_state``).
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from typing import Optional, Sequence
 
@@ -170,6 +171,46 @@ def length_regulate(
     index = index.masked_fill(~frame_mask, 0)
     frames = torch.gather(x, 1, index[..., None].expand(-1, -1, x.shape[-1]))
     return masked_fill_invalid(frames, frame_mask), frame_mask, index
+
+
+#: width of :func:`frame_position_features`: 3 for the token, 3 for the word
+POSITION_FEATURES = 6
+
+
+def span_position_features(spans: torch.Tensor, n_frames: int) -> torch.Tensor:
+    """Where each frame sits inside its span (Parallel Tacotron's token-position features).
+
+    spans (B, N) integer frames of consecutive spans (tokens or words) tiling each line from frame
+    0 (0 at padding) -> (B, n_frames, 3): ``2 r - 1`` and ``sin(pi r)`` with r = (frames since the
+    span's start + 0.5) / its length in (0, 1), and ``log(length) / log(64)``; zero past a line's
+    last span.
+    """
+    d = spans.to(torch.long)
+    ends = d.cumsum(dim=-1)
+    steps = torch.arange(n_frames, device=d.device).expand(d.shape[0], n_frames).contiguous()
+    idx = torch.searchsorted(ends, steps, right=True).clamp_max(max(d.shape[1] - 1, 0))
+    length = d.gather(1, idx).clamp_min(1).to(torch.float32)
+    offset = steps - (ends - d).gather(1, idx)
+    r = (offset.to(torch.float32) + 0.5) / length
+    feats = torch.stack([2 * r - 1, torch.sin(math.pi * r), torch.log(length) / math.log(64.0)], dim=-1)
+    return masked_fill_invalid(feats, steps < ends[:, -1:])
+
+
+def frame_position_features(token_frames: torch.Tensor, word_frames: torch.Tensor, n_frames: int) -> torch.Tensor:
+    """(B, n_frames, 6): :func:`span_position_features` of the tokens (B, L) then of the words
+    (B, W). z_c repeats one vector over a token's frames, and English tokens (characters) carry no
+    word boundary: these tell a token's frames apart and mark where words begin and end."""
+    return torch.cat(
+        [span_position_features(token_frames, n_frames), span_position_features(word_frames, n_frames)], dim=-1
+    )
+
+
+def word_frames_of_tokens(token_frames: torch.Tensor, word_index: torch.Tensor) -> torch.Tensor:
+    """Token frames (B, L) (0 at padding) summed per word: word_index (B, L), each token's word
+    (ascending from 0) -> (B, W) frames per word."""
+    n_words = int(word_index.max()) + 1 if word_index.numel() else 0
+    out = token_frames.new_zeros(token_frames.shape[0], n_words)
+    return out.scatter_add(1, word_index.to(torch.long), token_frames)
 
 
 # ------------------------------------------------------------------------ semantic features

@@ -2,10 +2,11 @@
 
 Input sequence per line: the speaker prompt's clean latent frames (prefix) followed by the
 frames being generated, right-padded: ``[prompt (P_i) | target (T_i) | pad]``. Target frames get
-``in_latent(x_t) + in_content(z_c) + in_pose(z_p)``, prompt frames ``in_latent(prompt)``, each
-plus a learned type embedding. The global condition (AdaLN-Zero) is timestep embedding + masked
-mean of the prompt (a learned null vector when the line has no prompt) + mean of the scene
-tokens (a learned null scene when there is none).
+``in_latent(x_t) + in_content(z_c) + in_pose(z_p)`` (+ ``in_prior(mu)`` with the content prior:
+mu (B, T, C), a conv stack's prediction of the latent from the condition alone), prompt frames
+``in_latent(prompt)``, each plus a learned type embedding. The global condition (AdaLN-Zero) is
+timestep embedding + masked mean of the prompt (a learned null vector when the line has no prompt)
++ mean of the scene tokens (a learned null scene when there is none).
 
 Blocks (``n_blocks``): [AdaLN -> K bidirectional Mamba layers] -> [AdaLN -> RoPE self-attention]
 + tanh-gated cross-attention to the scene -> [AdaLN -> Drama-MoE]; the first block's output feeds
@@ -29,7 +30,7 @@ from isdrama.models.blocks.attention import GatedCrossAttention, RoPESelfAttenti
 from isdrama.models.blocks.f0_head import F0Head
 from isdrama.models.blocks.mamba import MambaConfig, MambaStack
 from isdrama.models.blocks.moe import DramaMoE, MoEConfig
-from isdrama.models.layers import FeedForward, masked_mean
+from isdrama.models.layers import ConvStack, FeedForward, masked_mean
 
 
 @dataclass
@@ -43,6 +44,18 @@ class AttentionConfig:
 
 
 @dataclass
+class PriorConfig:
+    """The content prior (not in the paper; the encoder prior of Grad-TTS / Matcha-TTS): ``blocks``
+    residual conv blocks of ``kernel`` over the target frames' condition (content + pose + the
+    prompt's global vector) predict the standardised latent (the drama stage's ``prior`` loss), and
+    that prediction is embedded into the target frames' input. ``enabled`` false: none of it."""
+
+    enabled: bool
+    blocks: int
+    kernel: int
+
+
+@dataclass
 class DramaTransformerConfig:
     """configs/model/transformer/*.yaml.
 
@@ -52,7 +65,7 @@ class DramaTransformerConfig:
     mamba_enabled: the Mamba sub-block (off: ``mamba_layers`` transformer layers of
     ``replacement_ff_mult``). f0_head: the first block's F0 prediction, log-F0 as log(f0 / f0_ref_hz).
     time_freq_dim /
-    time_scale: timestep sinusoids. norm_eps: RMSNorm epsilon.
+    time_scale: timestep sinusoids. norm_eps: RMSNorm epsilon. prior: :class:`PriorConfig`.
     """
 
     latent_dim: int
@@ -73,6 +86,7 @@ class DramaTransformerConfig:
     time_freq_dim: int
     time_scale: float
     norm_eps: float
+    prior: PriorConfig
 
 
 class TransformerStack(nn.Module):
@@ -210,6 +224,12 @@ class DramaTransformer(nn.Module):
         self.blocks = nn.ModuleList(DramaBlock(cfg) for _ in range(cfg.n_blocks))
         self.f0_head = F0Head(d, cfg.norm_eps) if cfg.f0_head else None
         self.final = FinalLayer(d, d, cfg.latent_dim, cfg.norm_eps)
+        self.prior = None
+        if cfg.prior.enabled:
+            self.prior_norm = nn.RMSNorm(d, eps=cfg.norm_eps)
+            self.prior = ConvStack(d, d, n_blocks=cfg.prior.blocks, kernel_size=cfg.prior.kernel, dropout=0.0)
+            self.prior_out = nn.Linear(d, cfg.latent_dim)
+            self.in_prior = nn.Linear(cfg.latent_dim, d)
 
     def scene_tokens(
         self, scene: Optional[torch.Tensor], scene_mask: Optional[torch.Tensor], batch: int, device: torch.device
@@ -255,6 +275,12 @@ class DramaTransformer(nn.Module):
         )
         global_cond = torch.where(has_prompt[:, None], prompt_vec, self.null_prompt.expand(B, -1))
         scene_tok, scene_tok_mask = self.scene_tokens(scene, scene_mask, B, frame_mask.device)
+        target_cond = content + pose + self.type_embedding.weight[1]
+        prior = None
+        if self.prior is not None:
+            prior_in = self.prior_norm(content + pose + global_cond[:, None])
+            prior = self.prior_out(self.prior(prior_in, frame_mask)) * frame_mask.unsqueeze(-1).to(content.dtype)
+            target_cond = target_cond + self.in_prior(prior)
         ctx = {
             "mask": mask,
             "content_pose": scatter_rows(L, [(content + pose, target_pos)]),
@@ -268,7 +294,8 @@ class DramaTransformer(nn.Module):
         return {
             "prompt_pos": prompt_pos,
             "target_pos": target_pos,
-            "target_cond": content + pose + self.type_embedding.weight[1],  # (B, T, d)
+            "target_cond": target_cond,  # (B, T, d)
+            "prior": prior,  # (B, T, C) or None
             "global": global_cond + masked_mean(scene_tok, scene_tok_mask),  # (B, d)
             "ctx": ctx,
             "routers": routers,
@@ -315,7 +342,8 @@ class DramaTransformer(nn.Module):
             temperature: Gumbel-softmax temperature of the routers (training).
             condition: :meth:`condition` of these same inputs, computed once (sampling), or None.
 
-        Returns ``velocity`` (B, T, C), ``f0`` (B, T, 4) or None, ``routing``: one dict per
+        Returns ``velocity`` (B, T, C), ``f0`` (B, T, 4) or None, ``prior`` (B, T, C) (the
+        content prior's latent, zero at padding) or None, ``routing``: one dict per
         block of group -> stats (:class:`~isdrama.models.blocks.moe.ExpertGroup`), with the
         ``packed_mask`` (B, L) and ``target_pos`` (B, T) the stats' frames refer to.
         """
@@ -345,11 +373,25 @@ class DramaTransformer(nn.Module):
         # the final layer is per frame: on the target frames only, padded ones zero as the loss expects
         velocity = self.final(h, cond) * frame_mask.unsqueeze(-1).to(h.dtype)
         mask = ctx["mask"]
-        return {"velocity": velocity, "f0": f0, "routing": routing, "packed_mask": mask, "target_pos": target_pos}
+        return {
+            "velocity": velocity,
+            "f0": f0,
+            "prior": condition["prior"],
+            "routing": routing,
+            "packed_mask": mask,
+            "target_pos": target_pos,
+        }
 
 
 def count_parameters(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
-__all__ = ["DramaTransformer", "DramaTransformerConfig", "AttentionConfig", "pack_prefix", "count_parameters"]
+__all__ = [
+    "DramaTransformer",
+    "DramaTransformerConfig",
+    "AttentionConfig",
+    "PriorConfig",
+    "pack_prefix",
+    "count_parameters",
+]
