@@ -156,6 +156,13 @@ def test_position_features_place_each_frame_in_its_token_and_word():
     assert both.shape == (2, 6, POSITION_FEATURES)
     torch.testing.assert_close(both[:, :, :3], feats)
     torch.testing.assert_close(both[0, :5, 3], 2 * (torch.arange(5) + 0.5) / 5 - 1)
+    # inference sums a line's token frames per word (encode_words' word_index): the word frames
+    # training reads from the data, so both see the same word spans
+    tok = PhoneTokenizer()
+    words, word_frames = ["<SP>", "the", "red", "door", "你好", "<SP>"], [3, 9, 11, 0, 14, 2]
+    ids, token_frames = tok(words, word_frames, "en")
+    word_index = torch.as_tensor(tok.encode_words(words).word_index)[None]
+    assert word_frames_of_tokens(token_frames[None], word_index)[0].tolist() == word_frames
 
 
 def test_constrained_durations_sum_exactly():
