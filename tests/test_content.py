@@ -156,13 +156,27 @@ def test_position_features_place_each_frame_in_its_token_and_word():
     assert both.shape == (2, 6, POSITION_FEATURES)
     torch.testing.assert_close(both[:, :, :3], feats)
     torch.testing.assert_close(both[0, :5, 3], 2 * (torch.arange(5) + 0.5) / 5 - 1)
-    # inference sums a line's token frames per word (encode_words' word_index): the word frames
-    # training reads from the data, so both see the same word spans
+
+
+def test_position_spans_agree_between_the_data_words_and_a_scripts_text():
+    from isdrama.inference.generator import line_words
+
     tok = PhoneTokenizer()
-    words, word_frames = ["<SP>", "the", "red", "door", "你好", "<SP>"], [3, 9, 11, 0, 14, 2]
-    ids, token_frames = tok(words, word_frames, "en")
-    word_index = torch.as_tensor(tok.encode_words(words).word_index)[None]
-    assert word_frames_of_tokens(token_frames[None], word_index)[0].tolist() == word_frames
+    # English: one span per word; a word in Han characters: one span per token (the script's text
+    # has no spaces, so the data's segmentation 红色 / 的 / 门 cannot be found again at inference)
+    for text, data_words in [
+        ("Well, the red door.", ["<SP>", "well", "<SP>", "the", "red", "door", "<SP>"]),
+        ("红色的门，你好。", ["<SP>", "红色", "的", "门", "<SP>", "你好", "<SP>"]),
+    ]:
+        script_words = line_words(text)
+        assert tok.tokenize_words(script_words)[0] == tok.tokenize_words(data_words)[0]
+        assert tok.position_spans(script_words).tolist() == tok.position_spans(data_words).tolist()
+    spans = tok.position_spans(["<SP>", "the", "red", "<SP>"])
+    assert spans.tolist() == [0, 1, 1, 1, 2, 2, 2, 3]
+    frames = torch.tensor([[2, 3, 3, 3, 4, 4, 4, 1]])
+    assert word_frames_of_tokens(frames, torch.as_tensor(spans)[None]).tolist() == [[2, 9, 12, 1]]
+    han = tok.position_spans(["门", "<SP>"])
+    assert han.tolist() == list(range(len(tok.tokenize_word("门")) + 1))
 
 
 def test_constrained_durations_sum_exactly():

@@ -339,6 +339,24 @@ class PhoneTokenizer:
             counts.append(len(toks))
         return tokens, counts
 
+    def position_spans(self, words: Sequence[str]) -> np.ndarray:
+        """(L,) each token's position span, numbered from 0 in order: one span per word, except
+        that each token of a word holding Han characters is a span of its own (Mandarin text has no
+        spaces, so the words of a recording's alignment cannot be found again in a script's text;
+        per token, training and inference agree). The span lengths of
+        :func:`~isdrama.models.content.frame_position_features`'s word part."""
+        spans: list[int] = []
+        n = 0
+        for word in words:
+            count = len(self.tokenize_word(word) or [SIL_TOKEN])
+            if _HAN.search(word) and not _SPECIAL_WORD.match(word):
+                spans.extend(range(n, n + count))
+                n += count
+            else:
+                spans.extend([n] * count)
+                n += 1
+        return np.asarray(spans, dtype=np.int64)
+
     @staticmethod
     def split_text(text: str) -> list[str]:
         """Raw text -> words (whitespace split), as used at inference without a word list."""

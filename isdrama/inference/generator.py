@@ -27,11 +27,9 @@ import numpy as np
 import torch
 
 from isdrama.data.cache import hash_file
-from isdrama.data.text_tokenizer import TokenizedLine
 from isdrama.inference.line_generator import Guidance, quantize_latents, sample_latents
 from isdrama.inference.poses import PoseInput, line_pose_input, pose_file_frames
 from isdrama.inference.script import DramaScript, Line
-from isdrama.models.content import word_frames_of_tokens
 from isdrama.models.pose_encoder import select_pose_branches
 
 log = logging.getLogger(__name__)
@@ -283,13 +281,10 @@ class DramaGenerator:
         wav, sr = read_audio(path)
         return self.encode_prompt(wav, sr)
 
-    def tokenize(self, text: str) -> TokenizedLine:
-        """A line's text as the model's content tokens (its own vocabulary), with each token's word."""
-        return self.net.frontend.content.tokenizer.encode_words(line_words(text))
-
     def tokens(self, text: str) -> torch.Tensor:
-        """(L,) content token ids of a line's text."""
-        return torch.as_tensor(self.tokenize(text).ids, dtype=torch.long)
+        """(L,) content token ids of a line's text (the model's own vocabulary)."""
+        tok = self.net.frontend.content.tokenizer
+        return torch.as_tensor(tok.encode_words(line_words(text)).ids, dtype=torch.long)
 
     @torch.no_grad()
     def predict_frames(self, tokens: torch.Tensor) -> int:
@@ -339,8 +334,7 @@ class DramaGenerator:
             seed: noise seed. scene_text: the scene description (models with a text scene).
         """
         dev = self.device
-        tokenized = self.tokenize(text)
-        tokens = torch.as_tensor(tokenized.ids, dtype=torch.long)
+        tokens = self.tokens(text)
         frames_from = "predicted" if frames is None else "given"
         frames = self.predict_frames(tokens) if frames is None else int(frames)
         front = self.net.frontend
@@ -350,7 +344,6 @@ class DramaGenerator:
                 f"it cannot take a {pose.branch} pose prompt"
             )
         ids = tokens[None].to(dev)
-        word_index = torch.as_tensor(tokenized.word_index, dtype=torch.long, device=dev)[None]
         frame_mask = torch.ones(1, frames, dtype=torch.bool, device=dev)
         kwargs: dict[str, Any] = {}
         if pose.branch == "geo":
@@ -370,7 +363,7 @@ class DramaGenerator:
             prompt_x = prompt[None].to(dev)
             prompt_mask = torch.ones(prompt_x.shape[:2], dtype=torch.bool, device=dev)
         cond = {
-            "z_c": self.module.transformer_content(out, word_frames_of_tokens(out["durations"], word_index)),
+            "z_c": self.module.transformer_content(out, self.module.position_spans(self.net, [line_words(text)])),
             "z_p": select_pose_branches(out, [pose.branch]),
             "prompt": prompt_x,
             "prompt_mask": prompt_mask,

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 
+import numpy as np
 import pytorch_lightning as pl
 import torch
 from ema_pytorch import EMA
@@ -34,7 +35,6 @@ from torch import nn
 
 from isdrama.callbacks.generation import GeneratedAudio
 from isdrama.data.dataset import DramaBatch
-from isdrama.data.sampler import pad_stack
 from isdrama.data.text_tokenizer import Vocabulary
 from isdrama.flow import FlowConfig, RectifiedFlow, masked_mse
 from isdrama.inference.line_generator import Guidance, decode_latents, sample_latents
@@ -42,7 +42,7 @@ from isdrama.lit.conditioning import fit_video_norm, frontend_inputs
 from isdrama.lit.optim import configure_adam
 from isdrama.models.blocks.f0_head import f0_loss
 from isdrama.models.conditioning import ConditioningFrontEnd, FrontEndConfig
-from isdrama.models.content import POSITION_FEATURES, frame_position_features
+from isdrama.models.content import POSITION_FEATURES, frame_position_features, word_frames_of_tokens
 from isdrama.models.drama_transformer import DramaTransformer, DramaTransformerConfig
 from isdrama.models.pose_encoder import sample_pose_branches, select_pose_branches
 from isdrama.utils.config import build_config, to_plain
@@ -388,16 +388,32 @@ class DramaModule(pl.LightningModule):
         with torch.set_grad_enabled(grad):
             return net.frontend(**frontend_inputs(batch, with_chunks=False))
 
-    def transformer_content(self, front_out: Mapping[str, Any], word_frames: torch.Tensor) -> torch.Tensor:
+    def transformer_content(self, front_out: Mapping[str, Any], spans: Sequence[np.ndarray]) -> torch.Tensor:
         """The transformer's content input (B, T, D_c [+ 6]): the front end's z_c, with each frame's
-        place in its token and its word (:func:`~isdrama.models.content.frame_position_features`
-        of the front end's token ``durations`` and ``word_frames`` (B, W)) appended when
-        ``model.content_position`` is on."""
+        place in its token and its word (:func:`~isdrama.models.content.frame_position_features`)
+        appended when ``model.content_position`` is on. ``spans``: per line, each token's word span
+        (``PhoneTokenizer.position_spans`` of the line's words); the word spans' frames are the
+        front end's token ``durations`` summed per span, in training and inference alike."""
         z_c = front_out["z_c"]
         if not self.content_position:
             return z_c
-        position = frame_position_features(front_out["durations"], word_frames, z_c.shape[1])
+        durations = front_out["durations"]
+        if len(spans) != durations.shape[0] or any(len(s) > durations.shape[1] for s in spans):
+            raise ValueError(
+                f"position spans for {[len(s) for s in spans]} tokens, but the lines have {durations.shape[1]} "
+                f"token slots ({durations.shape[0]} lines)"
+            )
+        index = torch.zeros(durations.shape, dtype=torch.long, device=durations.device)
+        for i, s in enumerate(spans):
+            index[i, : len(s)] = torch.as_tensor(s, dtype=torch.long)
+        word_frames = word_frames_of_tokens(durations, index)
+        position = frame_position_features(durations, word_frames, z_c.shape[1])
         return torch.cat([z_c, position.to(z_c.dtype)], dim=-1)
+
+    def position_spans(self, net: DramaNet, words: Sequence[Sequence[str]]) -> list[np.ndarray]:
+        """Each line's token -> word span index (see :meth:`transformer_content`)."""
+        tokenizer = net.frontend.content.tokenizer
+        return [tokenizer.position_spans(w) for w in words]
 
     def batch_prompts(self, batch: DramaBatch, flow: RectifiedFlow) -> tuple[torch.Tensor, torch.Tensor]:
         """The batch's speaker prompts as standardised latents (B, P, C) and mask (B, P), P >= 1."""
@@ -427,7 +443,7 @@ class DramaModule(pl.LightningModule):
         front_out = self.condition(net, batch)
         x1 = flow.normalize(self.latents(batch.tokens))
         mask = batch.mask
-        z_c = self.transformer_content(front_out, pad_stack(batch.word_frames)[0].to(self.device))
+        z_c = self.transformer_content(front_out, self.position_spans(net, batch.words))
         if train:
             z_p = sample_pose_branches(front_out, self.pose_cfg.single_branch, generator)
         else:
