@@ -35,7 +35,10 @@ def main(argv=None) -> int:
     parser.add_argument("--guidance-scale", type=float, default=None, help="default: model.validation's")
     parser.add_argument("--steps", type=int, default=None, help="Euler steps (default: model.validation's)")
     parser.add_argument(
-        "--sway", type=float, default=None, help="sway coefficient of the Euler time grid (default: model.flow's)"
+        "--sway",
+        type=lambda v: None if v.lower() == "none" else float(v),
+        default="model",
+        help="sway coefficient of the Euler time grid, 'none' = uniform (default: model.flow's)",
     )
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument(
@@ -64,7 +67,7 @@ def main(argv=None) -> int:
     module, _ = DramaModule.load_for_inference(args.checkpoint)  # the EMA weights
     module.set_codec(datamodule.token_loader.codec)
     module.eval()
-    if args.sway is not None:
+    if args.sway != "model":
         for net in (module.net, module.ema_net):
             net.flow.config.sway = args.sway
     loader = {

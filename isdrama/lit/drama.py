@@ -12,7 +12,9 @@ prompt is another line of the same speaker (the data module's speaker prompt), w
 no prompt (the unconditional branch of guidance), else the line's own first 10-30 % frames are
 the prompt and the rest is generated (F5-TTS-style infilling as a prefix). Losses: flow (MSE of
 the velocity on generated frames) + pitch (F0 head) + balance (Switch, per routed group) +
-duration (only when the content path trains), weights in ``model.losses``.
+prior (the content prior's latent MSE, when the transformer has one) + duration (only when the
+content path trains), weights in ``model.losses``. The transformer's content input is z_c with
+each frame's place in its token and word (``model.content_position``, :meth:`DramaModule.transformer_content`).
 
 Determinism: every training step reseeds torch's RNG from (seed, rank, global step), so a resumed
 run draws the same prompts, noise, times and Gumbel noise as an uninterrupted one; the batch
@@ -74,8 +76,8 @@ DRAMA_HPARAMS = (
     "pose",
     "content_position",
 )
-#: hyper-parameters newer than some exports (the demo checkpoint's included): the value that rebuilds
-#: such an export as it was trained (:func:`upgrade_hparams`)
+#: constructor arguments newer than some exports and checkpoints: optional, their None builds such a
+#: file's model as it was trained (see also :func:`upgrade_hparams` for nested keys)
 LEGACY_HPARAMS = ("pose", "content_position")
 
 
