@@ -36,8 +36,7 @@ def main(argv=None) -> int:
     parser.add_argument("--steps", type=int, default=None, help="Euler steps (default: model.validation's)")
     parser.add_argument(
         "--sway",
-        type=lambda v: None if v.lower() == "none" else float(v),
-        default="model",
+        default=None,
         help="sway coefficient of the Euler time grid, 'none' = uniform (default: model.flow's)",
     )
     parser.add_argument("--threads", type=int, default=None)
@@ -67,9 +66,9 @@ def main(argv=None) -> int:
     module, _ = DramaModule.load_for_inference(args.checkpoint)  # the EMA weights
     module.set_codec(datamodule.token_loader.codec)
     module.eval()
-    if args.sway != "model":
+    if args.sway is not None:
         for net in (module.net, module.ema_net):
-            net.flow.config.sway = args.sway
+            net.flow.config.sway = None if args.sway.lower() == "none" else float(args.sway)
     loader = {
         "train": datamodule.train_dataloader,
         "val": datamodule.val_dataloader,
