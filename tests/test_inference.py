@@ -334,3 +334,29 @@ def test_an_export_of_a_pretrained_front_end_loads_without_the_pose_checkpoint(t
     for name, value in module.ema_net.state_dict().items():
         if isinstance(value, torch.Tensor):
             assert torch.equal(value, loaded.net.state_dict()[name]), name
+
+
+def test_an_export_written_before_the_content_prior_and_position_features_loads_as_it_was_built(tmp_path):
+    """Exports from before ``model.content_position`` and ``model.transformer.prior`` (their
+    hyper-parameters lack both, e.g. the demo model of sessions 7-10) build without either."""
+    from drama_configs import drama_model
+
+    from isdrama.lit.drama import DramaModule
+
+    torch.manual_seed(0)
+    values = drama_model("drama_demo")
+    values.pop("_target_")
+    values["content_position"] = False
+    values["transformer"]["prior"]["enabled"] = False
+    module = DramaModule(**values)
+    export = module.export(tmp_path / "drama.pt")
+    payload = torch.load(export, weights_only=True)
+    hp = payload["hyper_parameters"]
+    del hp["content_position"], hp["transformer"]["prior"], hp["losses"]["prior"]
+    torch.save(payload, export)
+    loaded = DramaModule.from_export(export)
+    assert loaded.net.transformer.prior is None and not loaded.content_position
+    assert loaded.net.transformer.in_content.in_features == loaded.net.frontend.config.content.d_model
+    for name, value in module.ema_net.state_dict().items():
+        if isinstance(value, torch.Tensor):
+            assert torch.equal(value, loaded.net.state_dict()[name]), name

@@ -258,12 +258,13 @@ class DramaTransformer(nn.Module):
         precompute_routing: bool = True,
     ) -> dict[str, Any]:
         """The part of :meth:`forward` that depends on neither x_t nor t: the packing, the prompt,
-        content and pose embeddings, the content prior's prediction (``prior``, (B, T, C) or None), the prompt / scene part of the global condition, each
-        block's prosodic router input and, in eval mode with ``precompute_routing``, each block's
-        top-1 expert routing (both routers read condition-only inputs). The sampler computes it
-        once for all Euler steps (:meth:`isdrama.flow.RectifiedFlow.sample`) and passes it back
-        as ``condition``; the forward then returns no routing stats for the precomputed groups.
-        ``temperature`` is accepted (the estimator's keywords) and unused: it applies per call."""
+        content and pose embeddings, the content prior's prediction (``prior``, (B, T, C) or
+        None), the prompt / scene part of the global condition, each block's prosodic router input
+        and, in eval mode with ``precompute_routing``, each block's top-1 expert routing (both
+        routers read condition-only inputs). The sampler computes it once for all Euler steps
+        (:meth:`isdrama.flow.RectifiedFlow.sample`) and passes it back as ``condition``; the
+        forward then returns no routing stats for the precomputed groups. ``temperature`` is
+        accepted (the estimator's keywords) and unused: it applies per call."""
         B = frame_mask.shape[0]
         prompt_pos, target_pos, mask = pack_prefix(prompt_mask, frame_mask)
         L = mask.shape[1]
