@@ -363,7 +363,7 @@ class DramaGenerator:
             prompt_x = prompt[None].to(dev)
             prompt_mask = torch.ones(prompt_x.shape[:2], dtype=torch.bool, device=dev)
         cond = {
-            "z_c": self.module.transformer_content(out, self.module.position_spans(self.net, [line_words(text)])),
+            "z_c": self.module.transformer_content(self.net, out, [line_words(text)]),
             "z_p": select_pose_branches(out, [pose.branch]),
             "prompt": prompt_x,
             "prompt_mask": prompt_mask,

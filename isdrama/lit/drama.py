@@ -29,7 +29,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 
-import numpy as np
 import pytorch_lightning as pl
 import torch
 from ema_pytorch import EMA
@@ -390,15 +389,19 @@ class DramaModule(pl.LightningModule):
         with torch.set_grad_enabled(grad):
             return net.frontend(**frontend_inputs(batch, with_chunks=False))
 
-    def transformer_content(self, front_out: Mapping[str, Any], spans: Sequence[np.ndarray]) -> torch.Tensor:
+    def transformer_content(
+        self, net: DramaNet, front_out: Mapping[str, Any], words: Sequence[Sequence[str]]
+    ) -> torch.Tensor:
         """The transformer's content input (B, T, D_c [+ 6]): the front end's z_c, with each frame's
         place in its token and its word (:func:`~isdrama.models.content.frame_position_features`)
-        appended when ``model.content_position`` is on. ``spans``: per line, each token's word span
-        (``PhoneTokenizer.position_spans`` of the line's words); the word spans' frames are the
-        front end's token ``durations`` summed per span, in training and inference alike."""
+        appended when ``model.content_position`` is on. ``words``: each line's words, whose
+        ``PhoneTokenizer.position_spans`` give each token's word span; a span's frames are the front
+        end's token ``durations`` summed over it, in training and inference alike."""
         z_c = front_out["z_c"]
         if not self.content_position:
             return z_c
+        tokenizer = net.frontend.content.tokenizer
+        spans = [tokenizer.position_spans(w) for w in words]
         durations = front_out["durations"]
         if len(spans) != durations.shape[0] or any(len(s) > durations.shape[1] for s in spans):
             raise ValueError(
@@ -411,11 +414,6 @@ class DramaModule(pl.LightningModule):
         word_frames = word_frames_of_tokens(durations, index)
         position = frame_position_features(durations, word_frames, z_c.shape[1])
         return torch.cat([z_c, position.to(z_c.dtype)], dim=-1)
-
-    def position_spans(self, net: DramaNet, words: Sequence[Sequence[str]]) -> list[np.ndarray]:
-        """Each line's token -> word span index (see :meth:`transformer_content`)."""
-        tokenizer = net.frontend.content.tokenizer
-        return [tokenizer.position_spans(w) for w in words]
 
     def batch_prompts(self, batch: DramaBatch, flow: RectifiedFlow) -> tuple[torch.Tensor, torch.Tensor]:
         """The batch's speaker prompts as standardised latents (B, P, C) and mask (B, P), P >= 1."""
@@ -445,7 +443,7 @@ class DramaModule(pl.LightningModule):
         front_out = self.condition(net, batch)
         x1 = flow.normalize(self.latents(batch.tokens))
         mask = batch.mask
-        z_c = self.transformer_content(front_out, self.position_spans(net, batch.words))
+        z_c = self.transformer_content(net, front_out, batch.words)
         if train:
             z_p = sample_pose_branches(front_out, self.pose_cfg.single_branch, generator)
         else:
