@@ -212,3 +212,41 @@ def test_select_pose_branches_uses_the_asked_branch_and_names_what_is_missing():
         select_pose_branches(out, ["video"])
     with pytest.raises(ValueError, match="none of the pose branches"):
         select_pose_branches(out, ["text"])
+
+
+def _prompt_config(**kw):
+    from drama_configs import drama_model
+    from isdrama.lit.drama import PromptConfig
+    from isdrama.utils.config import build_config
+
+    values = {**drama_model("drama_demo")["prompt"], **kw}
+    return build_config(PromptConfig, values, "model.prompt")
+
+
+def test_prompt_choices_follow_the_configured_shares_and_content_drops_only_with_the_prompt():
+    from isdrama.lit.drama import prompt_choices
+
+    n = 20000
+    has_other = torch.arange(n) % 4 != 0  # a quarter of the lines have no other line of their speaker
+    cfg = _prompt_config(other_line=0.4, drop=0.2, content_drop=0.5)
+    use_other, drop, drop_content = prompt_choices(has_other, cfg, torch.Generator().manual_seed(0))
+    assert not (use_other & ~has_other).any() and not (drop_content & ~drop).any() and not (use_other & drop).any()
+    # binomial shares within 5 standard deviations (sqrt(p (1 - p) / n) <= 0.0035 for n >= 15000)
+    assert abs(use_other[has_other].float().mean().item() - 0.4) < 5 * (0.4 * 0.6 / 15000) ** 0.5
+    assert abs(drop.float().mean().item() - 0.2) < 5 * (0.2 * 0.8 / n) ** 0.5
+    assert abs(drop_content.float().mean().item() - 0.1) < 5 * (0.1 * 0.9 / n) ** 0.5
+    # content_drop = 0: the same prompt draws (one stream, no second draw) and no content dropped
+    paper = prompt_choices(has_other, _prompt_config(other_line=0.4, drop=0.2, content_drop=0.0),
+                           torch.Generator().manual_seed(0))
+    assert torch.equal(paper[0], use_other) and torch.equal(paper[1], drop) and not paper[2].any()
+    with pytest.raises(ValueError, match="model.prompt.content_drop"):
+        _prompt_config(content_drop=1.5)
+    with pytest.raises(ValueError, match="other_line \\+ model.prompt.drop"):
+        _prompt_config(other_line=0.9, drop=0.2)
+
+
+def test_the_demo_drops_the_content_with_the_prompt_and_the_paper_config_does_not():
+    from drama_configs import drama_model
+
+    assert drama_model("drama_demo")["prompt"]["content_drop"] == 0.5
+    assert drama_model("drama")["prompt"]["content_drop"] == 0.0

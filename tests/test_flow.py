@@ -201,3 +201,23 @@ def test_one_batch_overfits(one_torch_thread):
     sample = flow.sample(mask[:1], [GuidanceBranch(1.0, line)], noise=x0)
     cos = torch.nn.functional.cosine_similarity(sample.flatten(), x1.flatten(), dim=0)
     assert float(cos) > 0.95, float(cos)
+
+
+def test_the_unconditional_branch_drops_the_content_only_when_asked():
+    from isdrama.inference.line_generator import guidance_branches
+
+    cond = {
+        "z_c": torch.randn(2, 5, 3),
+        "prompt": torch.randn(2, 4, 3),
+        "prompt_mask": torch.ones(2, 4, dtype=torch.bool),
+    }
+    paper = guidance_branches(cond, 3.0, 0.4)
+    assert [b.weight for b in paper] == [3.0, -2.0]
+    assert paper[0].cond is cond and torch.equal(paper[1].cond["z_c"], cond["z_c"])
+    assert not paper[1].cond["prompt_mask"].any()
+    prev = (torch.randn(2, 6, 3), torch.ones(2, 6, dtype=torch.bool))
+    dropped = guidance_branches(cond, 3.0, 0.4, prev, drop_content=True)
+    assert [b.weight for b in dropped] == pytest.approx([1.2, 1.8, -2.0])
+    assert torch.equal(dropped[1].cond["z_c"], cond["z_c"])  # the previous line's branch keeps the content
+    assert not dropped[2].cond["z_c"].any() and not dropped[2].cond["prompt_mask"].any()
+    assert cond["z_c"].abs().sum() > 0  # the caller's condition is untouched

@@ -337,8 +337,9 @@ def test_an_export_of_a_pretrained_front_end_loads_without_the_pose_checkpoint(t
 
 
 def test_an_export_written_before_the_content_prior_and_position_features_loads_as_it_was_built(tmp_path):
-    """Exports from before ``model.content_position`` and ``model.transformer.prior`` (their
-    hyper-parameters lack both, e.g. the demo model of sessions 7-10) build without either."""
+    """Exports from before ``model.content_position``, ``model.transformer.prior`` and
+    ``model.prompt.content_drop`` (their hyper-parameters lack them, e.g. the demo model of sessions
+    7-10) build without any."""
     from drama_configs import drama_model
 
     from isdrama.lit.drama import DramaModule
@@ -352,10 +353,11 @@ def test_an_export_written_before_the_content_prior_and_position_features_loads_
     export = module.export(tmp_path / "drama.pt")
     payload = torch.load(export, weights_only=True)
     hp = payload["hyper_parameters"]
-    del hp["content_position"], hp["transformer"]["prior"], hp["losses"]["prior"]
+    del hp["content_position"], hp["transformer"]["prior"], hp["losses"]["prior"], hp["prompt"]["content_drop"]
     torch.save(payload, export)
     loaded = DramaModule.from_export(export)
     assert loaded.net.transformer.prior is None and not loaded.content_position
+    assert not loaded.uncond_drops_content  # guidance's unconditional branch as it was trained: the paper's
     assert loaded.net.transformer.in_content.in_features == loaded.net.frontend.config.content.d_model
     for name, value in module.ema_net.state_dict().items():
         if isinstance(value, torch.Tensor):

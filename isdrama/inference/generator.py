@@ -374,7 +374,9 @@ class DramaGenerator:
         if previous is not None:
             p = previous[-self.prompt_max_frames :][None].to(dev)
             prev = (p, torch.ones(p.shape[:2], dtype=torch.bool, device=dev))
-        latents = sample_latents(self.net.flow, frame_mask, cond, self.settings.guidance, seed, prev)
+        latents = sample_latents(
+            self.net.flow, frame_mask, cond, self.settings.guidance, seed, prev, self.module.uncond_drops_content
+        )
         tokens = quantize_latents(self.codec, latents)
         wav = self.codec.decode(tokens)[0, :, : frames * self.codec.hop_length]
         # the next line's context prompt: the line as the codec's tokens say it, as training prompts are

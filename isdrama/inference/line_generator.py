@@ -6,6 +6,8 @@ Guidance (all branches in one batched estimator call, :meth:`RectifiedFlow.sampl
 
 - ``scale == 1``: the conditional field alone;
 - no previous line: classifier-free guidance, g v(x | prompt) + (1 - g) v(x | no prompt);
+  with ``drop_content`` (a model trained with ``model.prompt.content_drop`` > 0) the unconditional
+  branch has neither prompt nor content (z_c zeroed), so g also amplifies what is said;
 - with the previous generated line of the same speaker: ISDrama's context-consistent guidance
   (eq. 5), g a v(x | prompt) + g (1 - a) v(x | previous line) + (1 - g) v(x | no prompt).
 """
@@ -41,12 +43,16 @@ def guidance_branches(
     scale: float,
     alpha: float,
     previous: Optional[tuple[torch.Tensor, torch.Tensor]] = None,
+    drop_content: bool = False,
 ) -> list[GuidanceBranch]:
-    """The guidance terms of ``cond`` (estimator keywords with ``prompt`` / ``prompt_mask``);
-    ``previous``: (B, P', C) standardised latents of the previous line and their mask (B, P')."""
+    """The guidance terms of ``cond`` (estimator keywords with ``prompt`` / ``prompt_mask`` / ``z_c``);
+    ``previous``: (B, P', C) standardised latents of the previous line and their mask (B, P');
+    ``drop_content``: the unconditional branch's z_c is zeroed too."""
     if scale == 1.0 and previous is None:
         return [GuidanceBranch(1.0, cond)]
     uncond = dict(cond, prompt_mask=torch.zeros_like(cond["prompt_mask"]))
+    if drop_content:
+        uncond["z_c"] = torch.zeros_like(cond["z_c"])
     if previous is None:
         return cfg_branches(cond, uncond, scale)
     prev = dict(cond, prompt=previous[0], prompt_mask=previous[1])
@@ -61,9 +67,11 @@ def sample_latents(
     guidance: Guidance,
     seed: int,
     previous: Optional[tuple[torch.Tensor, torch.Tensor]] = None,
+    drop_content: bool = False,
 ) -> torch.Tensor:
-    """Raw (de-standardised) binaural latents (B, T, C) of B lines, zero on padded frames."""
-    branches = guidance_branches(cond, guidance.scale, guidance.alpha, previous)
+    """Raw (de-standardised) binaural latents (B, T, C) of B lines, zero on padded frames
+    (``previous``, ``drop_content``: :func:`guidance_branches`)."""
+    branches = guidance_branches(cond, guidance.scale, guidance.alpha, previous, drop_content)
     x = flow.sample(frame_mask, branches, steps=guidance.steps, seed=seed)
     return flow.denormalize(x) * frame_mask.unsqueeze(-1)
 

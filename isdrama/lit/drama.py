@@ -9,7 +9,8 @@ trained, not in the state dict).
 
 Training step, per line (probabilities from ``model.prompt``): with p = ``other_line`` the
 prompt is another line of the same speaker (the data module's speaker prompt), with p = ``drop``
-no prompt (the unconditional branch of guidance), else the line's own first 10-30 % frames are
+no prompt (the unconditional branch of guidance; with ``content_drop`` of those also no content,
+as F5-TTS drops the text with the audio), else the line's own first 10-30 % frames are
 the prompt and the rest is generated (F5-TTS-style infilling as a prefix). Losses: flow (MSE of
 the velocity on generated frames) + pitch (F0 head) + balance (Switch, per routed group) +
 prior (the content prior's latent MSE, when the transformer has one) + duration (only when the
@@ -82,25 +83,39 @@ LEGACY_HPARAMS = ("pose", "content_position")
 
 def upgrade_hparams(hp: Mapping[str, Any]) -> dict[str, Any]:
     """An export's or checkpoint's drama hyper-parameters with the keys added since it was written
-    filled in as that model was built: no content prior (``transformer.prior``, ``losses.prior``);
-    ``pose`` and ``content_position`` are optional constructor arguments for the same reason."""
+    filled in as that model was built: no content prior (``transformer.prior``, ``losses.prior``), no
+    content dropping (``prompt.content_drop``); ``pose`` and ``content_position`` are optional
+    constructor arguments for the same reason."""
     hp = dict(hp)
     transformer = dict(hp["transformer"])
     transformer.setdefault("prior", {"enabled": False, "blocks": 0, "kernel": 1})
     hp["transformer"] = transformer
     hp["losses"] = {"prior": 0.0, **dict(hp["losses"])}
+    hp["prompt"] = {"content_drop": 0.0, **dict(hp["prompt"])}
     return hp
 
 
 @dataclass
 class PromptConfig:
     """Speaker prompts in training: ``other_line`` / ``drop`` probabilities (the rest: the line's own
-    prefix of ``prefix_fraction`` [lo, hi] of its frames, at most ``max_frames``)."""
+    prefix of ``prefix_fraction`` [lo, hi] of its frames, at most ``max_frames``). ``content_drop``:
+    the share of the prompt-dropped lines whose content is dropped too (z_c and its position features
+    zeroed); when > 0, guidance's unconditional branch has neither prompt nor content."""
 
     other_line: float
     drop: float
     prefix_fraction: list[float]
     max_frames: int
+    content_drop: float
+
+    def __post_init__(self) -> None:
+        for name in ("other_line", "drop", "content_drop"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"model.prompt.{name} must be in [0, 1], got {getattr(self, name)}")
+        if self.other_line + self.drop > 1.0:
+            raise ValueError(
+                f"model.prompt.other_line + model.prompt.drop must be <= 1, got {self.other_line} + {self.drop}"
+            )
 
 
 @dataclass
@@ -159,6 +174,23 @@ def shift_frames(x: torch.Tensor, offset: torch.Tensor, new_mask: torch.Tensor) 
     idx = (torch.arange(T, device=x.device)[None] + offset[:, None]).clamp(max=T - 1)
     out = x.gather(1, idx.view(*idx.shape, *([1] * (x.dim() - 2))).expand_as(x))
     return out * new_mask.view(*new_mask.shape, *([1] * (x.dim() - 2))).to(out.dtype)
+
+
+def prompt_choices(
+    has_other: torch.Tensor, cfg: PromptConfig, generator: Optional[torch.Generator]
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Each training line's prompt choice (``has_other`` (B,): the line has another line of its
+    speaker): (B,) masks ``use_other`` (that line is the prompt), ``drop`` (no prompt) and
+    ``drop_content`` (no prompt and no content; a subset of ``drop``). The rest take their own
+    prefix. Draws from ``generator`` on the CPU (a second draw only when ``cfg.content_drop`` > 0)."""
+    B = has_other.shape[0]
+    u = torch.rand(B, generator=generator).to(has_other.device)
+    use_other = (u < cfg.other_line) & has_other
+    drop = (u >= cfg.other_line) & (u < cfg.other_line + cfg.drop)
+    drop_content = torch.zeros_like(drop)
+    if cfg.content_drop > 0:
+        drop_content = drop & (torch.rand(B, generator=generator).to(has_other.device) < cfg.content_drop)
+    return use_other, drop, drop_content
 
 
 class PicklableEMA(EMA):
@@ -303,6 +335,12 @@ class DramaModule(pl.LightningModule):
         codec.requires_grad_(False)
         codec.eval()
         object.__setattr__(self, "_codec", codec.to(self.device))  # not a submodule: not in the state dict
+
+    @property
+    def uncond_drops_content(self) -> bool:
+        """Whether guidance's unconditional branch drops the content with the prompt (the model was
+        trained so: ``model.prompt.content_drop`` > 0)."""
+        return self.prompt_cfg.content_drop > 0
 
     @property
     def ema_net(self) -> DramaNet:
@@ -453,11 +491,9 @@ class DramaModule(pl.LightningModule):
         if train:
             B, T = mask.shape
             cfg = self.prompt_cfg
-            u = torch.rand(B, generator=generator, device="cpu").to(self.device)
-            has_other = prompt_mask.any(dim=1)
-            use_other = (u < cfg.other_line) & has_other
-            drop = (u >= cfg.other_line) & (u < cfg.other_line + cfg.drop)
+            use_other, drop, drop_content = prompt_choices(prompt_mask.any(dim=1), cfg, generator)
             own = ~use_other & ~drop
+            z_c = z_c * ~drop_content[:, None, None]
             lengths = mask.sum(dim=1)
             lo, hi = cfg.prefix_fraction
             frac = lo + (hi - lo) * torch.rand(B, generator=generator, device="cpu").to(self.device)
@@ -565,7 +601,9 @@ class DramaModule(pl.LightningModule):
         g = self.val_cfg.guidance_scale if guidance_scale is None else guidance_scale
         guidance = Guidance(steps=steps or self.val_cfg.steps, scale=g, alpha=1.0)
         seed = self.val_cfg.seed if seed is None else seed
-        return sample_latents(net.flow, parts["mask"], parts["cond"], guidance, seed)
+        return sample_latents(
+            net.flow, parts["mask"], parts["cond"], guidance, seed, drop_content=self.uncond_drops_content
+        )
 
     @torch.no_grad()
     def generate_validation_audio(self, batch: DramaBatch) -> GeneratedAudio:
