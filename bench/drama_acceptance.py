@@ -46,6 +46,13 @@ def main(argv=None) -> int:
         choices=["geo", "video", "text"],
         help="z_p from this front-end branch only (default: every branch the data has, fused)",
     )
+    parser.add_argument(
+        "--uncond",
+        default="model",
+        choices=["model", "prompt", "prompt_content"],
+        help="guidance's unconditional branch: as the model was trained (model.prompt.content_drop), "
+        "without the prompt only (the paper's), or without prompt and content",
+    )
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args(argv)
 
@@ -83,6 +90,7 @@ def main(argv=None) -> int:
         steps=args.steps,
         progress=not args.quiet,
         pose_branches=[args.pose_branch] if args.pose_branch else None,
+        drop_content=None if args.uncond == "model" else args.uncond == "prompt_content",
     )
     print(json.dumps(report["summary"], indent=2))
     return 0

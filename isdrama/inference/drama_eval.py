@@ -58,12 +58,14 @@ def evaluate_generation(
     save_audio: int = 4,
     progress: bool = True,
     pose_branches: Optional[Sequence[str]] = None,
+    drop_content: Optional[bool] = None,
 ) -> dict[str, Any]:
     """Score a :class:`~isdrama.lit.drama.DramaModule` (with its codec set) on a loader of
     DramaBatches. Returns ``{"summary": ..., "per_line": ...}`` (and writes ``out/report.json``
     and the first ``save_audio`` lines' wavs when ``out`` is given). ``pose_branches``: z_p from
     these front-end branches only (e.g. ``["text"]``; default every branch the batch has); the
-    mirrored-pose check runs when the geometric branch is among them."""
+    mirrored-pose check runs when the geometric branch is among them. ``drop_content``: guidance's
+    unconditional branch without the content too (default: as the model was trained)."""
     from tqdm.auto import tqdm
 
     from isdrama.data.audio import write_audio
@@ -92,7 +94,12 @@ def evaluate_generation(
         batch = batch.to(module.device)
         if batch.pose is None:
             raise ValueError("the acceptance needs the geometric pose of every line (data.items.load_pose)")
-        kwargs = {"guidance_scale": guidance_scale, "steps": steps, "pose_branches": pose_branches}
+        kwargs = {
+            "guidance_scale": guidance_scale,
+            "steps": steps,
+            "pose_branches": pose_branches,
+            "drop_content": drop_content,
+        }
         wav = decode_latents(codec, module.generate_latents(batch, **kwargs))
         wav_m = None
         if mirror:

@@ -592,9 +592,11 @@ class DramaModule(pl.LightningModule):
         steps: Optional[int] = None,
         seed: Optional[int] = None,
         pose_branches: Optional[Sequence[str]] = None,
+        drop_content: Optional[bool] = None,
     ) -> torch.Tensor:
         """Raw binaural latents (B, T, C) of a batch's lines (ground-truth durations, the batch's
-        prompts, CFG against no prompt; EMA weights by default; z_p from ``pose_branches`` only
+        prompts, CFG against no prompt, and no content when ``drop_content`` (default: the model's
+        :attr:`uncond_drops_content`); EMA weights by default; z_p from ``pose_branches`` only
         when given)."""
         net = self.ema_net if net is None else net
         parts = self.assemble(batch, net, None, train=False, pose_branches=pose_branches)
@@ -602,7 +604,12 @@ class DramaModule(pl.LightningModule):
         guidance = Guidance(steps=steps or self.val_cfg.steps, scale=g, alpha=1.0)
         seed = self.val_cfg.seed if seed is None else seed
         return sample_latents(
-            net.flow, parts["mask"], parts["cond"], guidance, seed, drop_content=self.uncond_drops_content
+            net.flow,
+            parts["mask"],
+            parts["cond"],
+            guidance,
+            seed,
+            drop_content=self.uncond_drops_content if drop_content is None else drop_content,
         )
 
     @torch.no_grad()
