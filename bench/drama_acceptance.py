@@ -53,6 +53,12 @@ def main(argv=None) -> int:
         help="guidance's unconditional branch: as the model was trained (model.prompt.content_drop), "
         "without the prompt only (the paper's), or without prompt and content",
     )
+    parser.add_argument(
+        "--content-guidance-scale",
+        type=float,
+        default=None,
+        help="g_c, the content's guidance scale (a model with --uncond prompt_content; default: model.flow's)",
+    )
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args(argv)
 
@@ -91,6 +97,7 @@ def main(argv=None) -> int:
         progress=not args.quiet,
         pose_branches=[args.pose_branch] if args.pose_branch else None,
         drop_content=None if args.uncond == "model" else args.uncond == "prompt_content",
+        content_guidance_scale=args.content_guidance_scale,
     )
     print(json.dumps(report["summary"], indent=2))
     return 0

@@ -37,6 +37,9 @@ class FlowConfig:
 
     steps: Euler steps at inference (paper: 25). sway: sway coefficient of the time grid (null =
     uniform grid). guidance_scale (g) and context_alpha (a) of the guidance (paper: 3, 0.4).
+    content_guidance_scale (g_c): the content's own guidance scale for a model whose unconditional
+    branch drops the content too (``model.prompt.content_drop``; null = g; see
+    :func:`isdrama.inference.line_generator.guidance_branches`).
     time_sampling: training times ``uniform`` or ``logit_normal`` (SD3). std_floor: lower bound of
     the per-channel std used to standardise.
     """
@@ -45,6 +48,7 @@ class FlowConfig:
     sway: Optional[float]
     guidance_scale: float
     context_alpha: float
+    content_guidance_scale: Optional[float]
     time_sampling: str
     std_floor: float
 

@@ -221,3 +221,13 @@ def test_the_unconditional_branch_drops_the_content_only_when_asked():
     assert torch.equal(dropped[1].cond["z_c"], cond["z_c"])  # the previous line's branch keeps the content
     assert not dropped[2].cond["z_c"].any() and not dropped[2].cond["prompt_mask"].any()
     assert cond["z_c"].abs().sum() > 0  # the caller's condition is untouched
+    # two scales: g on the voice's direction v(c, p) - v(c), g_c on the words' v(c) - v(nothing)
+    two = guidance_branches(cond, 3.0, 0.4, drop_content=True, content_scale=2.0)
+    assert [b.weight for b in two] == pytest.approx([3.0, -1.0, -1.0])
+    assert torch.equal(two[1].cond["z_c"], cond["z_c"]) and not two[1].cond["prompt_mask"].any()
+    assert not two[2].cond["z_c"].any()
+    # g_c = 1 is the paper's guidance again; g = g_c = 1 the conditional field alone
+    assert [b.weight for b in guidance_branches(cond, 3.0, 0.4, drop_content=True, content_scale=1.0)] == [3.0, -2.0]
+    assert [b.cond for b in guidance_branches(cond, 1.0, 0.4, drop_content=True)] == [cond]
+    with pytest.raises(ValueError, match="content_drop"):
+        guidance_branches(cond, 3.0, 0.4, content_scale=2.0)

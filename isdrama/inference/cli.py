@@ -23,6 +23,12 @@ def _generation_args(p: argparse.ArgumentParser, defaults: dict) -> None:
     g.add_argument("--steps", type=int, default=defaults["steps"], help="Euler steps")
     g.add_argument("--guidance-scale", type=float, default=defaults["guidance_scale"], help="g")
     g.add_argument("--alpha", type=float, default=defaults["alpha"], help="a: own prompt vs previous line")
+    g.add_argument(
+        "--content-guidance-scale",
+        type=float,
+        default=defaults["content_guidance_scale"],
+        help="g_c: the words' guidance scale (a model trained to drop the content; default: the model's)",
+    )
     g.add_argument("--seed", type=int, default=defaults["seed"], help="line i uses seed + i")
     g.add_argument("--loudness", type=float, default=defaults["loudness_lufs"], help="target LUFS")
     g.add_argument("--speed", type=float, default=defaults["speed"], help="predicted durations / speed")
@@ -51,6 +57,7 @@ def _settings(args: argparse.Namespace, gen_defaults: dict):
         steps=args.steps,
         guidance_scale=args.guidance_scale,
         alpha=args.alpha,
+        content_guidance_scale=args.content_guidance_scale,
         seed=args.seed,
         loudness_lufs=args.loudness,
         peak=gen_defaults["peak"],

@@ -59,13 +59,15 @@ def evaluate_generation(
     progress: bool = True,
     pose_branches: Optional[Sequence[str]] = None,
     drop_content: Optional[bool] = None,
+    content_guidance_scale: Optional[float] = None,
 ) -> dict[str, Any]:
     """Score a :class:`~isdrama.lit.drama.DramaModule` (with its codec set) on a loader of
     DramaBatches. Returns ``{"summary": ..., "per_line": ...}`` (and writes ``out/report.json``
     and the first ``save_audio`` lines' wavs when ``out`` is given). ``pose_branches``: z_p from
     these front-end branches only (e.g. ``["text"]``; default every branch the batch has); the
     mirrored-pose check runs when the geometric branch is among them. ``drop_content``: guidance's
-    unconditional branch without the content too (default: as the model was trained)."""
+    unconditional branch without the content too (default: as the model was trained);
+    ``content_guidance_scale``: its g_c (default: the model's ``model.flow.content_guidance_scale``)."""
     from tqdm.auto import tqdm
 
     from isdrama.data.audio import write_audio
@@ -99,6 +101,7 @@ def evaluate_generation(
             "steps": steps,
             "pose_branches": pose_branches,
             "drop_content": drop_content,
+            "content_guidance_scale": content_guidance_scale,
         }
         wav = decode_latents(codec, module.generate_latents(batch, **kwargs))
         wav_m = None

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -60,6 +60,7 @@ class GenerationSettings:
     steps: int
     guidance_scale: float
     alpha: float
+    content_guidance_scale: Optional[float]
     seed: int
     loudness_lufs: Optional[float]
     peak: float
@@ -67,7 +68,9 @@ class GenerationSettings:
 
     @property
     def guidance(self) -> Guidance:
-        return Guidance(steps=self.steps, scale=self.guidance_scale, alpha=self.alpha)
+        return Guidance(
+            steps=self.steps, scale=self.guidance_scale, alpha=self.alpha, content_scale=self.content_guidance_scale
+        )
 
 
 @dataclass
@@ -252,6 +255,15 @@ class DramaGenerator:
         return float(self.inputs["video_fps"]), tuple(int(v) for v in self.inputs["video_size"])
 
     @property
+    def guidance(self) -> Guidance:
+        """The settings' guidance, its content scale g_c (None) filled with the model's
+        ``model.flow.content_guidance_scale``."""
+        guidance = self.settings.guidance
+        if guidance.content_scale is None:
+            guidance = replace(guidance, content_scale=self.net.flow.config.content_guidance_scale)
+        return guidance
+
+    @property
     def prompt_max_frames(self) -> int:
         return int(self.module.prompt_cfg.max_frames)
 
@@ -375,7 +387,7 @@ class DramaGenerator:
             p = previous[-self.prompt_max_frames :][None].to(dev)
             prev = (p, torch.ones(p.shape[:2], dtype=torch.bool, device=dev))
         latents = sample_latents(
-            self.net.flow, frame_mask, cond, self.settings.guidance, seed, prev, self.module.uncond_drops_content
+            self.net.flow, frame_mask, cond, self.guidance, seed, prev, self.module.uncond_drops_content
         )
         tokens = quantize_latents(self.codec, latents)
         wav = self.codec.decode(tokens)[0, :, : frames * self.codec.hop_length]
@@ -476,6 +488,10 @@ class DramaGenerator:
                 "steps": self.settings.steps,
                 "scale": self.settings.guidance_scale,
                 "alpha": self.settings.alpha,
+                # the unconditional branch: without the prompt (the paper's) or also without the
+                # content, whose own scale is then content_scale (None: scale)
+                "drops_content": self.module.uncond_drops_content,
+                "content_scale": self.guidance.content_scale if self.module.uncond_drops_content else None,
             },
             "settings": asdict(self.settings),
             "loudness": loud,

@@ -2,14 +2,21 @@
 (:meth:`isdrama.lit.drama.DramaModule.generate_latents`) and inference
 (:class:`isdrama.inference.generator.DramaGenerator`).
 
-Guidance (all branches in one batched estimator call, :meth:`RectifiedFlow.sample`):
+Guidance (all branches in one batched estimator call, :meth:`RectifiedFlow.sample`; c = content,
+p = the line's prompt, prev = the previous generated line of the same speaker, g_c = the content's
+guidance scale):
 
-- ``scale == 1``: the conditional field alone;
-- no previous line: classifier-free guidance, g v(x | prompt) + (1 - g) v(x | no prompt);
-  with ``drop_content`` (a model trained with ``model.prompt.content_drop`` > 0) the unconditional
-  branch has neither prompt nor content (z_c zeroed), so g also amplifies what is said;
-- with the previous generated line of the same speaker: ISDrama's context-consistent guidance
-  (eq. 5), g a v(x | prompt) + g (1 - a) v(x | previous line) + (1 - g) v(x | no prompt).
+    g a v(x | c, p) + g (1 - a) v(x | c, prev) + (g_c - g) v(x | c) + (1 - g_c) v(x | nothing)
+
+- a model trained with the paper's unconditional branch (no prompt, the content kept) has
+  g_c = 1: classifier-free guidance g v(x | c, p) + (1 - g) v(x | c) without a previous line, and
+  ISDrama's context-consistent guidance (eq. 5) with one;
+- a model trained to drop the content with the prompt (``model.prompt.content_drop`` > 0,
+  ``drop_content``) guides the words too: g_c = g (the default) is one direction for voice and
+  words, g v(x | c, p) + (1 - g) v(x | nothing); another g_c separates them (InstructPix2Pix's two
+  scales), the voice's direction v(c, p) - v(c) scaled by g and the words' v(c) - v(nothing) by g_c;
+- ``scale == 1`` with g_c = 1 and no previous line: the conditional field alone. Terms of weight
+  0 are left out of the batch.
 """
 
 from __future__ import annotations
@@ -19,17 +26,19 @@ from typing import Any, Mapping, Optional
 
 import torch
 
-from isdrama.flow import GuidanceBranch, RectifiedFlow, cfg_branches, context_consistent_branches
+from isdrama.flow import GuidanceBranch, RectifiedFlow
 
 
 @dataclass(frozen=True)
 class Guidance:
-    """Euler ``steps``, guidance ``scale`` g and ``alpha`` a (the own prompt's share against the
-    previous line's in context-consistent guidance)."""
+    """Euler ``steps``, guidance ``scale`` g, ``alpha`` a (the own prompt's share against the
+    previous line's in context-consistent guidance) and ``content_scale`` g_c (None: g; used only
+    by a model that drops the content, see the module docstring)."""
 
     steps: int
     scale: float
     alpha: float
+    content_scale: Optional[float]
 
     def __post_init__(self) -> None:
         if self.steps < 1:
@@ -44,19 +53,29 @@ def guidance_branches(
     alpha: float,
     previous: Optional[tuple[torch.Tensor, torch.Tensor]] = None,
     drop_content: bool = False,
+    content_scale: Optional[float] = None,
 ) -> list[GuidanceBranch]:
-    """The guidance terms of ``cond`` (estimator keywords with ``prompt`` / ``prompt_mask`` / ``z_c``);
-    ``previous``: (B, P', C) standardised latents of the previous line and their mask (B, P');
-    ``drop_content``: the unconditional branch's z_c is zeroed too."""
-    if scale == 1.0 and previous is None:
-        return [GuidanceBranch(1.0, cond)]
-    uncond = dict(cond, prompt_mask=torch.zeros_like(cond["prompt_mask"]))
+    """The guidance terms of ``cond`` (estimator keywords with ``prompt`` / ``prompt_mask`` / ``z_c``;
+    see the module docstring). ``previous``: (B, P', C) standardised latents of the previous line
+    and their mask (B, P'); ``drop_content``: the model was trained with content-dropped lines, so
+    its z_c zeroed is the unconditional branch; ``content_scale``: g_c (None: g; without
+    ``drop_content`` it must be None or 1)."""
+    if not drop_content:
+        if content_scale not in (None, 1.0):
+            raise ValueError(
+                f"a content guidance scale ({content_scale}) needs a model trained to drop the content "
+                "(model.prompt.content_drop > 0); this one guides against v(x | no prompt) only"
+            )
+        content_scale = 1.0
+    g_c = scale if content_scale is None else float(content_scale)
+    no_prompt = dict(cond, prompt_mask=torch.zeros_like(cond["prompt_mask"]))
+    terms = [(scale * (alpha if previous is not None else 1.0), cond)]
+    if previous is not None:
+        terms.append((scale * (1.0 - alpha), dict(cond, prompt=previous[0], prompt_mask=previous[1])))
+    terms.append((g_c - scale, no_prompt))
     if drop_content:
-        uncond["z_c"] = torch.zeros_like(cond["z_c"])
-    if previous is None:
-        return cfg_branches(cond, uncond, scale)
-    prev = dict(cond, prompt=previous[0], prompt_mask=previous[1])
-    return context_consistent_branches(cond, prev, uncond, scale, alpha)
+        terms.append((1.0 - g_c, dict(no_prompt, z_c=torch.zeros_like(cond["z_c"]))))
+    return [GuidanceBranch(w, c) for w, c in terms if w != 0.0]
 
 
 @torch.no_grad()
@@ -71,7 +90,9 @@ def sample_latents(
 ) -> torch.Tensor:
     """Raw (de-standardised) binaural latents (B, T, C) of B lines, zero on padded frames
     (``previous``, ``drop_content``: :func:`guidance_branches`)."""
-    branches = guidance_branches(cond, guidance.scale, guidance.alpha, previous, drop_content)
+    branches = guidance_branches(
+        cond, guidance.scale, guidance.alpha, previous, drop_content, guidance.content_scale
+    )
     x = flow.sample(frame_mask, branches, steps=guidance.steps, seed=seed)
     return flow.denormalize(x) * frame_mask.unsqueeze(-1)
 

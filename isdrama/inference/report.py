@@ -33,7 +33,9 @@ def drama_report(manifest: dict[str, Any]) -> str:
         "",
         f"{manifest['seconds']:.1f} s at {manifest['sample_rate']} Hz binaural; ILD = 10 log10(E_left / E_right) "
         "(+ = louder on the left); asked side: from a geometric pose (None within 22.5 degrees of the median plane).",
-        f"Guidance: {g['steps']} Euler steps, g = {g['scale']}, a = {g['alpha']}; loudness "
+        f"Guidance: {g['steps']} Euler steps, g = {g['scale']}, a = {g['alpha']}"
+        + (f", no-content branch (g_c = {g.get('content_scale') or g['scale']})" if g.get("drops_content") else "")
+        + "; loudness "
         f"{_fmt(loud.get('input_lufs'))} -> {loud.get('target_lufs')} LUFS (gain {loud.get('gain_db', 0):+.1f} dB).",
         f"Model {m.get('model')} (sha1 {str(m.get('model_sha1'))[:12]}, step {m.get('model_step')}), codec "
         f"{m.get('codec')} (key {m.get('codec_config_key')}).",

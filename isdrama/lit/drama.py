@@ -84,7 +84,7 @@ LEGACY_HPARAMS = ("pose", "content_position")
 def upgrade_hparams(hp: Mapping[str, Any]) -> dict[str, Any]:
     """An export's or checkpoint's drama hyper-parameters with the keys added since it was written
     filled in as that model was built: no content prior (``transformer.prior``, ``losses.prior``), no
-    content dropping (``prompt.content_drop``); ``pose`` and ``content_position`` are optional
+    content dropping (``prompt.content_drop``, ``flow.content_guidance_scale``); ``pose`` and ``content_position`` are optional
     constructor arguments for the same reason."""
     hp = dict(hp)
     transformer = dict(hp["transformer"])
@@ -92,6 +92,7 @@ def upgrade_hparams(hp: Mapping[str, Any]) -> dict[str, Any]:
     hp["transformer"] = transformer
     hp["losses"] = {"prior": 0.0, **dict(hp["losses"])}
     hp["prompt"] = {"content_drop": 0.0, **dict(hp["prompt"])}
+    hp["flow"] = {"content_guidance_scale": None, **dict(hp["flow"])}
     return hp
 
 
@@ -593,15 +594,19 @@ class DramaModule(pl.LightningModule):
         seed: Optional[int] = None,
         pose_branches: Optional[Sequence[str]] = None,
         drop_content: Optional[bool] = None,
+        content_guidance_scale: Optional[float] = None,
     ) -> torch.Tensor:
         """Raw binaural latents (B, T, C) of a batch's lines (ground-truth durations, the batch's
         prompts, CFG against no prompt, and no content when ``drop_content`` (default: the model's
-        :attr:`uncond_drops_content`); EMA weights by default; z_p from ``pose_branches`` only
-        when given)."""
+        :attr:`uncond_drops_content`) with the content's scale ``content_guidance_scale`` (default:
+        ``model.flow.content_guidance_scale``); EMA weights by default; z_p from ``pose_branches``
+        only when given)."""
         net = self.ema_net if net is None else net
         parts = self.assemble(batch, net, None, train=False, pose_branches=pose_branches)
         g = self.val_cfg.guidance_scale if guidance_scale is None else guidance_scale
-        guidance = Guidance(steps=steps or self.val_cfg.steps, scale=g, alpha=1.0)
+        drop_content = self.uncond_drops_content if drop_content is None else drop_content
+        g_c = net.flow.config.content_guidance_scale if content_guidance_scale is None else content_guidance_scale
+        guidance = Guidance(steps=steps or self.val_cfg.steps, scale=g, alpha=1.0, content_scale=g_c)
         seed = self.val_cfg.seed if seed is None else seed
         return sample_latents(
             net.flow,
@@ -609,7 +614,7 @@ class DramaModule(pl.LightningModule):
             parts["cond"],
             guidance,
             seed,
-            drop_content=self.uncond_drops_content if drop_content is None else drop_content,
+            drop_content=drop_content,
         )
 
     @torch.no_grad()
