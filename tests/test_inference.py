@@ -130,6 +130,22 @@ def test_generation_is_deterministic_per_seed_and_uses_the_previous_line(generat
     ctx = generator.generate_line(line.text, pose, prompt, frames=20, seed=5, previous=other.normalized)
     assert np.array_equal(one.wav, same.wav) and not np.array_equal(one.wav, other.wav)
     assert not torch.equal(one.latents, ctx.latents)  # the context prompt enters the guidance
+    # drama_demo's model drops the content in its unconditional branch: g_c = g by default (the
+    # model's model.flow.content_guidance_scale is null), another g_c adds the v(x | content) branch
+    from isdrama.inference.generator import DramaGenerator, default_settings
+
+    assert generator.module.uncond_drops_content and generator.guidance.content_scale is None
+    _, export, codec = tiny
+    two = DramaGenerator.from_checkpoint(
+        export, codec=codec, settings=default_settings(steps=3, content_guidance_scale=2.0)
+    )
+    assert two.guidance.content_scale == 2.0
+    words = two.generate_line(line.text, pose, prompt, frames=20, seed=5)
+    assert not torch.equal(words.latents, one.latents)
+    g_is_gc = DramaGenerator.from_checkpoint(
+        export, codec=codec, settings=default_settings(steps=3, content_guidance_scale=3.0)
+    ).generate_line(line.text, pose, prompt, frames=20, seed=5)
+    assert torch.equal(g_is_gc.latents, one.latents)  # g_c = g: the same two branches
 
 
 def test_a_prompt_is_resampled_and_cropped_and_bad_prompts_are_refused(generator):
