@@ -216,6 +216,7 @@ def test_select_pose_branches_uses_the_asked_branch_and_names_what_is_missing():
 
 def _prompt_config(**kw):
     from drama_configs import drama_model
+
     from isdrama.lit.drama import PromptConfig
     from isdrama.utils.config import build_config
 
@@ -236,8 +237,9 @@ def test_prompt_choices_follow_the_configured_shares_and_content_drops_only_with
     assert abs(drop.float().mean().item() - 0.2) < 5 * (0.2 * 0.8 / n) ** 0.5
     assert abs(drop_content.float().mean().item() - 0.1) < 5 * (0.1 * 0.9 / n) ** 0.5
     # content_drop = 0: the same prompt draws (one stream, no second draw) and no content dropped
-    paper = prompt_choices(has_other, _prompt_config(other_line=0.4, drop=0.2, content_drop=0.0),
-                           torch.Generator().manual_seed(0))
+    paper = prompt_choices(
+        has_other, _prompt_config(other_line=0.4, drop=0.2, content_drop=0.0), torch.Generator().manual_seed(0)
+    )
     assert torch.equal(paper[0], use_other) and torch.equal(paper[1], drop) and not paper[2].any()
     with pytest.raises(ValueError, match="model.prompt.content_drop"):
         _prompt_config(content_drop=1.5)

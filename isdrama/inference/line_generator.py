@@ -90,9 +90,7 @@ def sample_latents(
 ) -> torch.Tensor:
     """Raw (de-standardised) binaural latents (B, T, C) of B lines, zero on padded frames
     (``previous``, ``drop_content``: :func:`guidance_branches`)."""
-    branches = guidance_branches(
-        cond, guidance.scale, guidance.alpha, previous, drop_content, guidance.content_scale
-    )
+    branches = guidance_branches(cond, guidance.scale, guidance.alpha, previous, drop_content, guidance.content_scale)
     x = flow.sample(frame_mask, branches, steps=guidance.steps, seed=seed)
     return flow.denormalize(x) * frame_mask.unsqueeze(-1)
 

@@ -84,8 +84,8 @@ LEGACY_HPARAMS = ("pose", "content_position")
 def upgrade_hparams(hp: Mapping[str, Any]) -> dict[str, Any]:
     """An export's or checkpoint's drama hyper-parameters with the keys added since it was written
     filled in as that model was built: no content prior (``transformer.prior``, ``losses.prior``), no
-    content dropping (``prompt.content_drop``, ``flow.content_guidance_scale``); ``pose`` and ``content_position`` are optional
-    constructor arguments for the same reason."""
+    content dropping (``prompt.content_drop``, ``flow.content_guidance_scale``); ``pose`` and
+    ``content_position`` are optional constructor arguments for the same reason."""
     hp = dict(hp)
     transformer = dict(hp["transformer"])
     transformer.setdefault("prior", {"enabled": False, "blocks": 0, "kernel": 1})
