@@ -15,6 +15,11 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
+def _content_scale(guidance: dict[str, Any]) -> float:
+    """g_c of a manifest's guidance (None there: g)."""
+    return guidance["scale"] if guidance.get("content_scale") is None else guidance["content_scale"]
+
+
 def drama_report(manifest: dict[str, Any]) -> str:
     """Markdown: one row per line (speaker, pose kind, frames and where they came from, the side a
     geometric pose asks for, the generated ILD over the line and its halves), then the settings."""
@@ -34,7 +39,7 @@ def drama_report(manifest: dict[str, Any]) -> str:
         f"{manifest['seconds']:.1f} s at {manifest['sample_rate']} Hz binaural; ILD = 10 log10(E_left / E_right) "
         "(+ = louder on the left); asked side: from a geometric pose (None within 22.5 degrees of the median plane).",
         f"Guidance: {g['steps']} Euler steps, g = {g['scale']}, a = {g['alpha']}"
-        + (f", no-content branch (g_c = {g.get('content_scale') or g['scale']})" if g.get("drops_content") else "")
+        + (f", no-content branch (g_c = {_content_scale(g)})" if g.get("drops_content") else "")
         + "; loudness "
         f"{_fmt(loud.get('input_lufs'))} -> {loud.get('target_lufs')} LUFS (gain {loud.get('gain_db', 0):+.1f} dB).",
         f"Model {m.get('model')} (sha1 {str(m.get('model_sha1'))[:12]}, step {m.get('model_step')}), codec "
