@@ -9,9 +9,10 @@ classifier-free / context-consistent guidance. No Lightning, no batch classes: t
 - Euler sampler on a time grid of ``steps`` intervals, optionally sway-warped (F5-TTS:
   t + s (cos(pi t / 2) - 1 + t), s < 0 spends more steps near the noise).
 - Guidance: any weighted sum of conditional fields sum_k w_k v(x | cond_k), all branches in ONE
-  batched estimator call. CFG: g v(x | c) + (1 - g) v(x | no prompt). Context-consistent
-  guidance (ISDrama eq. 5): g a v(x | prompt) + g (1 - a) v(x | previous line of the speaker) +
-  (1 - g) v(x | no prompt).
+  batched estimator call. :func:`guidance_terms`: CFG g v(x | c) + (1 - g) v(x | no prompt),
+  context-consistent guidance (ISDrama eq. 5) g a v(x | prompt) + g (1 - a) v(x | previous line of
+  the speaker) + (1 - g) v(x | no prompt), and either against a branch without prompt and content,
+  with the content's own scale.
 
 The estimator is any module called as ``estimator(x_t=..., t=..., frame_mask=..., **cond)``
 returning a dict with ``velocity`` (B, T, C) (e.g. :class:`~isdrama.models.drama_transformer.DramaTransformer`).
@@ -67,20 +68,36 @@ class GuidanceBranch:
     cond: Mapping[str, Any]
 
 
-def cfg_branches(cond: Mapping[str, Any], uncond: Mapping[str, Any], scale: float) -> list[GuidanceBranch]:
-    """Classifier-free guidance: g v(x | cond) + (1 - g) v(x | uncond)."""
-    return [GuidanceBranch(scale, cond), GuidanceBranch(1.0 - scale, uncond)]
-
-
-def context_consistent_branches(
-    cond: Mapping[str, Any], previous: Mapping[str, Any], uncond: Mapping[str, Any], scale: float, alpha: float
+def guidance_terms(
+    cond: Mapping[str, Any],
+    no_prompt: Mapping[str, Any],
+    scale: float,
+    previous: Optional[Mapping[str, Any]] = None,
+    alpha: float = 1.0,
+    nothing: Optional[Mapping[str, Any]] = None,
+    content_scale: float = 1.0,
 ) -> list[GuidanceBranch]:
-    """ISDrama eq. 5: g a v(x | prompt) + g (1 - a) v(x | previous line) + (1 - g) v(x | no prompt)."""
-    return [
-        GuidanceBranch(scale * alpha, cond),
-        GuidanceBranch(scale * (1.0 - alpha), previous),
-        GuidanceBranch(1.0 - scale, uncond),
-    ]
+    """The terms of a guided velocity, g = ``scale``, a = ``alpha``, g_c = ``content_scale``:
+
+        g a v(x | cond) + g (1 - a) v(x | previous) + (g_c - g) v(x | no_prompt) + (1 - g_c) v(x | nothing)
+
+    - g_c = 1 (``nothing`` unused): classifier-free guidance g v(x | cond) + (1 - g) v(x | no prompt)
+      without ``previous`` (a = 1), ISDrama's context-consistent guidance (eq. 5) with it;
+    - g_c = g: the same against ``nothing`` (no prompt and no content);
+    - else two directions (InstructPix2Pix's two scales): the voice's, cond - no_prompt, scaled by g,
+      the content's, no_prompt - nothing, by g_c.
+
+    Terms of weight 0 are left out (g = 1 without ``previous``: the conditional field alone)."""
+    a = alpha if previous is not None else 1.0
+    terms = [(scale * a, cond)]
+    if previous is not None:
+        terms.append((scale * (1.0 - a), previous))
+    terms.append((content_scale - scale, no_prompt))
+    if content_scale != 1.0:
+        if nothing is None:
+            raise ValueError(f"a content scale of {content_scale} needs the branch without prompt and content")
+        terms.append((1.0 - content_scale, nothing))
+    return [GuidanceBranch(w, c) for w, c in terms if w != 0.0]
 
 
 def _pad_dim1(x: torch.Tensor, length: int) -> torch.Tensor:
@@ -274,8 +291,7 @@ __all__ = [
     "FlowConfig",
     "GuidanceBranch",
     "RectifiedFlow",
-    "cfg_branches",
-    "context_consistent_branches",
+    "guidance_terms",
     "concat_conditions",
     "time_grid",
     "masked_mse",

@@ -13,9 +13,8 @@ from isdrama.flow import (
     FlowConfig,
     GuidanceBranch,
     RectifiedFlow,
-    cfg_branches,
     concat_conditions,
-    context_consistent_branches,
+    guidance_terms,
     time_grid,
 )
 from isdrama.models.drama_transformer import DramaTransformer
@@ -84,13 +83,22 @@ def test_guidance_weights_and_one_batched_call():
         return field(x, t, mask, **c)["velocity"]
 
     field.calls = 0
-    g1a1 = flow.guided_velocity(x, t, mask, context_consistent_branches(cond, prev, uncond, 1.0, 1.0))
+    g1a1 = flow.guided_velocity(x, t, mask, guidance_terms(cond, uncond, 1.0, prev, alpha=1.0))
     assert field.calls == 1  # all branches in one forward
     torch.testing.assert_close(g1a1, v(cond))
-    ccg = flow.guided_velocity(x, t, mask, context_consistent_branches(cond, prev, uncond, 3.0, 0.4))
+    ccg = flow.guided_velocity(x, t, mask, guidance_terms(cond, uncond, 3.0, prev, alpha=0.4))
     torch.testing.assert_close(ccg, 3 * 0.4 * v(cond) + 3 * 0.6 * v(prev) - 2 * v(uncond), rtol=1e-5, atol=1e-5)
-    cfg = flow.guided_velocity(x, t, mask, cfg_branches(cond, uncond, 2.0))
+    cfg = flow.guided_velocity(x, t, mask, guidance_terms(cond, uncond, 2.0))
     torch.testing.assert_close(cfg, 2 * v(cond) - v(uncond), rtol=1e-5, atol=1e-5)
+    # two scales: the voice's direction (cond - uncond) by g = 3, the content's (uncond - nothing) by g_c = 2
+    nothing = {"prompt": torch.randn(2, 3, 3), "prompt_mask": torch.ones(2, 3, dtype=torch.bool)}  # a third field
+    field.calls = 0
+    two = flow.guided_velocity(x, t, mask, guidance_terms(cond, uncond, 3.0, nothing=nothing, content_scale=2.0))
+    assert field.calls == 1
+    expected = v(nothing) + 2 * (v(uncond) - v(nothing)) + 3 * (v(cond) - v(uncond))
+    torch.testing.assert_close(two, expected, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="without prompt and content"):
+        guidance_terms(cond, uncond, 3.0, content_scale=2.0)
 
 
 def test_concat_conditions_pads_and_names_disagreements():
@@ -149,7 +157,7 @@ def test_the_estimators_condition_work_runs_once_per_sampling_and_changes_nothin
     mask = torch.ones(2, 24, dtype=torch.bool)
     mask[1, 17:] = False
     uncond = dict(cond, prompt_mask=torch.zeros_like(cond["prompt_mask"]))
-    branches = cfg_branches(cond, uncond, 2.0)
+    branches = guidance_terms(cond, uncond, 2.0)
     x, t = torch.randn(2, 24, 8), torch.full((2,), 0.4)
     with torch.no_grad():
         fresh = flow.guided_velocity(x, t, mask, branches)

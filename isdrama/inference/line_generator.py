@@ -16,7 +16,7 @@ guidance scale):
   words, g v(x | c, p) + (1 - g) v(x | nothing); another g_c separates them (InstructPix2Pix's two
   scales), the voice's direction v(c, p) - v(c) scaled by g and the words' v(c) - v(nothing) by g_c;
 - ``scale == 1`` with g_c = 1 and no previous line: the conditional field alone. Terms of weight
-  0 are left out of the batch.
+  0 are left out of the batch (:func:`isdrama.flow.guidance_terms`).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from typing import Any, Mapping, Optional
 
 import torch
 
-from isdrama.flow import GuidanceBranch, RectifiedFlow
+from isdrama.flow import GuidanceBranch, RectifiedFlow, guidance_terms
 
 
 @dataclass(frozen=True)
@@ -69,13 +69,9 @@ def guidance_branches(
         content_scale = 1.0
     g_c = scale if content_scale is None else float(content_scale)
     no_prompt = dict(cond, prompt_mask=torch.zeros_like(cond["prompt_mask"]))
-    terms = [(scale * (alpha if previous is not None else 1.0), cond)]
-    if previous is not None:
-        terms.append((scale * (1.0 - alpha), dict(cond, prompt=previous[0], prompt_mask=previous[1])))
-    terms.append((g_c - scale, no_prompt))
-    if drop_content:
-        terms.append((1.0 - g_c, dict(no_prompt, z_c=torch.zeros_like(cond["z_c"]))))
-    return [GuidanceBranch(w, c) for w, c in terms if w != 0.0]
+    prev = None if previous is None else dict(cond, prompt=previous[0], prompt_mask=previous[1])
+    nothing = dict(no_prompt, z_c=torch.zeros_like(cond["z_c"])) if drop_content else None
+    return guidance_terms(cond, no_prompt, scale, prev, alpha, nothing, g_c)
 
 
 @torch.no_grad()
