@@ -239,3 +239,8 @@ def test_the_unconditional_branch_drops_the_content_only_when_asked():
     assert [b.cond for b in guidance_branches(cond, 1.0, 0.4, drop_content=True)] == [cond]
     with pytest.raises(ValueError, match="content_drop"):
         guidance_branches(cond, 3.0, 0.4, content_scale=2.0)
+    # a model trained to drop the pose with the content: the branch without both has no pose either
+    posed = dict(cond, z_p=torch.randn(2, 5, 3))
+    bare = guidance_branches(posed, 3.0, 0.4, drop_content=True, drop_pose=True)
+    assert torch.equal(bare[0].cond["z_p"], posed["z_p"]) and not bare[1].cond["z_p"].any()
+    assert not bare[1].cond["z_c"].any() and posed["z_p"].abs().sum() > 0

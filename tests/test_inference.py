@@ -98,7 +98,14 @@ def test_every_pose_mode_generates_a_drama_with_a_truthful_manifest(generator, t
     assert [r["seed"] for r in recs] == [0, 1, 2, 3, 4]
     m = drama.manifest
     # drama_demo drops the content with the prompt: the unconditional branch has neither, g_c = g
-    assert m["guidance"] == {"steps": 3, "scale": 3.0, "alpha": 0.4, "drops_content": True, "content_scale": None}
+    assert m["guidance"] == {
+        "steps": 3,
+        "scale": 3.0,
+        "alpha": 0.4,
+        "drops_content": True,
+        "drops_pose": False,
+        "content_scale": None,
+    }
     assert m["model"]["model_sha1"] and m["model"]["codec_sha1"] and m["model"]["codec_config_key"]
     assert np.abs(drama.wav).max() <= 0.99 + 1e-6
     paths = drama.save(tmp_path / "out")

@@ -387,7 +387,14 @@ class DramaGenerator:
             p = previous[-self.prompt_max_frames :][None].to(dev)
             prev = (p, torch.ones(p.shape[:2], dtype=torch.bool, device=dev))
         latents = sample_latents(
-            self.net.flow, frame_mask, cond, self.guidance, seed, prev, self.module.uncond_drops_content
+            self.net.flow,
+            frame_mask,
+            cond,
+            self.guidance,
+            seed,
+            prev,
+            self.module.uncond_drops_content,
+            self.module.uncond_drops_pose,
         )
         tokens = quantize_latents(self.codec, latents)
         wav = self.codec.decode(tokens)[0, :, : frames * self.codec.hop_length]
@@ -491,6 +498,7 @@ class DramaGenerator:
                 # the unconditional branch: without the prompt (the paper's) or also without the
                 # content, whose own scale is then content_scale (None: scale)
                 "drops_content": self.module.uncond_drops_content,
+                "drops_pose": self.module.uncond_drops_pose,
                 "content_scale": self.guidance.content_scale if self.module.uncond_drops_content else None,
             },
             "settings": asdict(self.settings),

@@ -54,12 +54,14 @@ def guidance_branches(
     previous: Optional[tuple[torch.Tensor, torch.Tensor]] = None,
     drop_content: bool = False,
     content_scale: Optional[float] = None,
+    drop_pose: bool = False,
 ) -> list[GuidanceBranch]:
     """The guidance terms of ``cond`` (estimator keywords with ``prompt`` / ``prompt_mask`` / ``z_c``;
     see the module docstring). ``previous``: (B, P', C) standardised latents of the previous line
     and their mask (B, P'); ``drop_content``: the model was trained with content-dropped lines, so
     its z_c zeroed is the unconditional branch; ``content_scale``: g_c (None: g; without
-    ``drop_content`` it must be None or 1)."""
+    ``drop_content`` it must be None or 1); ``drop_pose``: that branch's z_p is zeroed too (a model
+    trained with ``model.prompt.drop_pose_with_content``)."""
     if not drop_content:
         if content_scale not in (None, 1.0):
             raise ValueError(
@@ -70,7 +72,11 @@ def guidance_branches(
     g_c = scale if content_scale is None else float(content_scale)
     no_prompt = dict(cond, prompt_mask=torch.zeros_like(cond["prompt_mask"]))
     prev = None if previous is None else dict(cond, prompt=previous[0], prompt_mask=previous[1])
-    nothing = dict(no_prompt, z_c=torch.zeros_like(cond["z_c"])) if drop_content else None
+    nothing = None
+    if drop_content:
+        nothing = dict(no_prompt, z_c=torch.zeros_like(cond["z_c"]))
+        if drop_pose:
+            nothing["z_p"] = torch.zeros_like(cond["z_p"])
     return guidance_terms(cond, no_prompt, scale, prev, alpha, nothing, g_c)
 
 
@@ -83,10 +89,13 @@ def sample_latents(
     seed: int,
     previous: Optional[tuple[torch.Tensor, torch.Tensor]] = None,
     drop_content: bool = False,
+    drop_pose: bool = False,
 ) -> torch.Tensor:
     """Raw (de-standardised) binaural latents (B, T, C) of B lines, zero on padded frames
-    (``previous``, ``drop_content``: :func:`guidance_branches`)."""
-    branches = guidance_branches(cond, guidance.scale, guidance.alpha, previous, drop_content, guidance.content_scale)
+    (``previous``, ``drop_content``, ``drop_pose``: :func:`guidance_branches`)."""
+    branches = guidance_branches(
+        cond, guidance.scale, guidance.alpha, previous, drop_content, guidance.content_scale, drop_pose
+    )
     x = flow.sample(frame_mask, branches, steps=guidance.steps, seed=seed)
     return flow.denormalize(x) * frame_mask.unsqueeze(-1)
 

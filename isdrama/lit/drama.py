@@ -91,7 +91,7 @@ def upgrade_hparams(hp: Mapping[str, Any]) -> dict[str, Any]:
     transformer.setdefault("prior", {"enabled": False, "blocks": 0, "kernel": 1})
     hp["transformer"] = transformer
     hp["losses"] = {"prior": 0.0, **dict(hp["losses"])}
-    hp["prompt"] = {"content_drop": 0.0, **dict(hp["prompt"])}
+    hp["prompt"] = {"content_drop": 0.0, "drop_pose_with_content": False, **dict(hp["prompt"])}
     hp["flow"] = {"content_guidance_scale": None, **dict(hp["flow"])}
     return hp
 
@@ -101,13 +101,16 @@ class PromptConfig:
     """Speaker prompts in training: ``other_line`` / ``drop`` probabilities (the rest: the line's own
     prefix of ``prefix_fraction`` [lo, hi] of its frames, at most ``max_frames``). ``content_drop``:
     the share of the prompt-dropped lines whose content is dropped too (z_c and its position features
-    zeroed); when > 0, guidance's unconditional branch has neither prompt nor content."""
+    zeroed); when > 0, guidance's unconditional branch has neither prompt nor content.
+    ``drop_pose_with_content``: those lines lose their pose too (z_p zeroed), and the unconditional
+    branch has no condition at all, so guidance amplifies the pose as well."""
 
     other_line: float
     drop: float
     prefix_fraction: list[float]
     max_frames: int
     content_drop: float
+    drop_pose_with_content: bool
 
     def __post_init__(self) -> None:
         for name in ("other_line", "drop", "content_drop"):
@@ -344,6 +347,11 @@ class DramaModule(pl.LightningModule):
         return self.prompt_cfg.content_drop > 0
 
     @property
+    def uncond_drops_pose(self) -> bool:
+        """Whether that branch drops the pose too (``model.prompt.drop_pose_with_content``)."""
+        return self.uncond_drops_content and self.prompt_cfg.drop_pose_with_content
+
+    @property
     def ema_net(self) -> DramaNet:
         return self.ema.ema_model
 
@@ -495,6 +503,8 @@ class DramaModule(pl.LightningModule):
             use_other, drop, drop_content = prompt_choices(prompt_mask.any(dim=1), cfg, generator)
             own = ~use_other & ~drop
             z_c = z_c * ~drop_content[:, None, None]
+            if cfg.drop_pose_with_content:
+                z_p = z_p * ~drop_content[:, None, None]
             lengths = mask.sum(dim=1)
             lo, hi = cfg.prefix_fraction
             frac = lo + (hi - lo) * torch.rand(B, generator=generator, device="cpu").to(self.device)
@@ -615,6 +625,7 @@ class DramaModule(pl.LightningModule):
             guidance,
             seed,
             drop_content=drop_content,
+            drop_pose=self.uncond_drops_pose,
         )
 
     @torch.no_grad()
