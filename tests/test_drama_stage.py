@@ -247,8 +247,44 @@ def test_prompt_choices_follow_the_configured_shares_and_content_drops_only_with
         _prompt_config(other_line=0.9, drop=0.2)
 
 
-def test_the_demo_drops_the_content_with_the_prompt_and_the_paper_config_does_not():
+def test_the_demo_drops_content_and_pose_with_the_prompt_and_the_paper_config_does_not():
     from drama_configs import drama_model
 
-    assert drama_model("drama_demo")["prompt"]["content_drop"] == 0.5
-    assert drama_model("drama")["prompt"]["content_drop"] == 0.0
+    demo, paper = drama_model("drama_demo")["prompt"], drama_model("drama")["prompt"]
+    assert demo["content_drop"] == 0.5 and demo["drop_pose_with_content"] is True
+    assert paper["content_drop"] == 0.0 and paper["drop_pose_with_content"] is False
+
+
+def test_training_lines_that_drop_the_content_lose_the_pose_only_when_configured(trained, dataset, tmp_path):
+    """assemble(train=True) with every line's prompt and content dropped: z_c is zero on every frame,
+    and z_p too exactly when model.prompt.drop_pose_with_content (the demo's setting); without
+    content dropping both stay."""
+    from dataclasses import replace
+
+    from hydra.utils import instantiate
+
+    from isdrama.lit.drama import DramaModule
+
+    out, _ = trained
+    cfg = compose_train(drama_overrides(dataset, 1), tmp_path)
+    datamodule = instantiate(cfg.data, codec=cfg.codec, _recursive_=False)
+    datamodule.prepare_data()
+    datamodule.setup()
+    batch = next(iter(datamodule.train_dataloader()))
+    module, _ = DramaModule.load_for_inference(out / "drama" / "drama-last.pt")
+    module.set_codec(datamodule.token_loader.codec)
+    assert module.prompt_cfg.drop_pose_with_content and module.uncond_drops_pose  # drama_demo's setting
+    dropped = replace(module.prompt_cfg, other_line=0.0, drop=1.0, content_drop=1.0)
+
+    def cond(prompt_cfg):
+        module.prompt_cfg = prompt_cfg
+        parts = module.assemble(batch, module.net, torch.Generator().manual_seed(0), train=True)
+        return parts["cond"], parts["mask"]
+
+    c, mask = cond(dropped)
+    assert mask.any() and not c["prompt_mask"].any()
+    assert not c["z_c"].any() and not c["z_p"].any()
+    c, mask = cond(replace(dropped, drop_pose_with_content=False))
+    assert not c["z_c"].any() and (c["z_p"][mask].abs().sum(-1) > 0).all()
+    c, mask = cond(replace(dropped, content_drop=0.0))
+    assert (c["z_c"][mask].abs().sum(-1) > 0).all() and (c["z_p"][mask].abs().sum(-1) > 0).all()

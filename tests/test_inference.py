@@ -97,13 +97,13 @@ def test_every_pose_mode_generates_a_drama_with_a_truthful_manifest(generator, t
     assert drama.wav.shape[1] == round(t * sr)
     assert [r["seed"] for r in recs] == [0, 1, 2, 3, 4]
     m = drama.manifest
-    # drama_demo drops the content with the prompt: the unconditional branch has neither, g_c = g
+    # drama_demo drops content and pose with the prompt: the unconditional branch has none, g_c = g
     assert m["guidance"] == {
         "steps": 3,
         "scale": 3.0,
         "alpha": 0.4,
         "drops_content": True,
-        "drops_pose": False,
+        "drops_pose": True,
         "content_scale": None,
     }
     assert m["model"]["model_sha1"] and m["model"]["codec_sha1"] and m["model"]["codec_config_key"]
