@@ -50,8 +50,9 @@ def main(argv=None) -> int:
         "--uncond",
         default="model",
         choices=["model", "prompt", "prompt_content"],
-        help="guidance's unconditional branch: as the model was trained (model.prompt.content_drop), "
-        "without the prompt only (the paper's), or without prompt and content",
+        help="guidance's unconditional branch: as the model was trained (model.prompt.content_drop, "
+        "drop_pose_with_content), without the prompt only (the paper's), or without prompt and content "
+        "(and the pose, for a model trained to drop it with the content)",
     )
     parser.add_argument(
         "--content-guidance-scale",
