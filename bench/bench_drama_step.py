@@ -1,7 +1,7 @@
 """Training-step time and peak memory per frame of the Immersive Drama Transformer vs line length.
 
     .venv/bin/python bench/bench_drama_step.py [--preset tiny|base] [--seconds 5 10 20 40 80] \
-        [--ablation none|no_mamba] [--device cpu|cuda] [--precision fp32|bf16]
+        [--ablation none|no_mamba|no_attention] [--device cpu|cuda] [--precision fp32|bf16]
 
 One line of S seconds (75 frames/s) plus a 3 s prompt, forward + backward of the transformer
 (the flow loss on random latents; conditioning tensors random), each length in a fresh process
@@ -32,6 +32,8 @@ def model_values(preset: str, ablation: str) -> dict:
     overrides = [f"model/transformer={preset}"]
     if ablation == "no_mamba":
         overrides.append("model.transformer.mamba_enabled=false")
+    elif ablation == "no_attention":  # the Mamba path alone: no self- or scene cross-attention
+        overrides.append("model.transformer.attention.enabled=false")
     with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
         cfg = compose("train", overrides=["model=drama", *overrides])
     return OmegaConf.to_container(cfg.model, resolve=True)
@@ -115,7 +117,12 @@ def one(
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--preset", default="tiny", choices=["tiny", "base"])
-    p.add_argument("--ablation", default="none", choices=["none", "no_mamba"])
+    p.add_argument(
+        "--ablation",
+        default="none",
+        choices=["none", "no_mamba", "no_attention"],
+        help="no_mamba: attention-only (each Mamba layer a transformer layer); no_attention: the Mamba path alone",
+    )
     p.add_argument("--seconds", type=float, nargs="+", default=[5, 10, 20, 40, 80])
     p.add_argument("--device", default="cpu")
     p.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
