@@ -32,7 +32,8 @@ def model_values(preset: str, ablation: str) -> dict:
     overrides = [f"model/transformer={preset}"]
     if ablation == "no_mamba":
         overrides.append("model.transformer.mamba_enabled=false")
-    elif ablation == "no_attention":  # the Mamba path alone: no self- or scene cross-attention
+    elif ablation == "no_attention":
+        # the Mamba path alone: no self-attention (the scene cross-attention, linear in L, stays)
         overrides.append("model.transformer.attention.enabled=false")
     with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
         cfg = compose("train", overrides=["model=drama", *overrides])
@@ -121,7 +122,8 @@ def main(argv=None) -> int:
         "--ablation",
         default="none",
         choices=["none", "no_mamba", "no_attention"],
-        help="no_mamba: attention-only (each Mamba layer a transformer layer); no_attention: the Mamba path alone",
+        help="no_mamba: attention-only (each Mamba layer a transformer layer); "
+        "no_attention: no self-attention, the Mamba path alone",
     )
     p.add_argument("--seconds", type=float, nargs="+", default=[5, 10, 20, 40, 80])
     p.add_argument("--device", default="cpu")
