@@ -1,14 +1,17 @@
 """Training-step time and peak memory per frame of the Immersive Drama Transformer vs line length.
 
     .venv/bin/python bench/bench_drama_step.py [--preset tiny|base] [--seconds 5 10 20 40 80] \
-        [--ablation none|no_mamba|no_attention] [--device cpu|cuda] [--precision fp32|bf16]
+        [--ablation none|no_mamba|no_attention] [--window preset|full|FRAMES] \
+        [--device cpu|cuda] [--precision fp32|bf16]
 
 One line of S seconds (75 frames/s) plus a 3 s prompt, forward + backward of the transformer
 (the flow loss on random latents; conditioning tensors random), each length in a fresh process
 so the peak memory is that step's: CUDA's max_memory_allocated, or on CPU the growth of the
 process's peak RSS over the model alone. The Mamba path's goal: time and memory per frame at
-the longest line within 1.5x of the shortest (attention grows with L). Numbers go into
-docs/benchmarks.md ("Drama transformer step").
+the longest line within 1.5x of the shortest (full attention grows with L; the tiny preset's
+self-attention is local beyond a 1200-frame window, ``--window full`` measures it without).
+Numbers go into docs/benchmarks.md ("Drama transformer step"). Table columns: preset, ablation,
+window, seconds, frames, step s, ms per frame, peak MB, kB per frame.
 """
 
 from __future__ import annotations
@@ -24,12 +27,15 @@ sys.path.insert(0, str(ROOT))
 FRAME_RATE = 75
 
 
-def model_values(preset: str, ablation: str) -> dict:
-    """``cfg.model`` of the drama stage with the transformer preset (and ablation), resolved."""
+def model_values(preset: str, ablation: str, window: str) -> dict:
+    """``cfg.model`` of the drama stage with the transformer preset (and ablation, and self-attention
+    window: ``preset``, ``full`` or a number of frames), resolved."""
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
     overrides = [f"model/transformer={preset}"]
+    if window != "preset":
+        overrides.append(f"model.transformer.attention.window={'null' if window == 'full' else int(window)}")
     if ablation == "no_mamba":
         overrides.append("model.transformer.mamba_enabled=false")
     elif ablation == "no_attention":
@@ -41,7 +47,14 @@ def model_values(preset: str, ablation: str) -> dict:
 
 
 def one(
-    preset: str, ablation: str, seconds: float, device: str, precision: str, repeats: int, checkpoint: bool
+    preset: str,
+    ablation: str,
+    window: str,
+    seconds: float,
+    device: str,
+    precision: str,
+    repeats: int,
+    checkpoint: bool,
 ) -> dict:
     import resource
     import time
@@ -52,7 +65,7 @@ def one(
     from isdrama.models.drama_transformer import DramaTransformer, DramaTransformerConfig
     from isdrama.utils.config import build_config
 
-    model = model_values(preset, ablation)
+    model = model_values(preset, ablation, window)
     values = model["transformer"]
     C = model["latent_dim"]
     values["mamba"]["checkpoint"] = checkpoint
@@ -104,6 +117,7 @@ def one(
     return {
         "preset": preset,
         "ablation": ablation,
+        "window": values["attention"]["window"],
         "seconds": seconds,
         "frames": frames,
         "step_s": step,
@@ -125,6 +139,11 @@ def main(argv=None) -> int:
         help="no_mamba: attention-only (each Mamba layer a transformer layer); "
         "no_attention: no self-attention, the Mamba path alone",
     )
+    p.add_argument(
+        "--window",
+        default="preset",
+        help="self-attention window: preset (the preset's), full (none), or a number of frames each side",
+    )
     p.add_argument("--seconds", type=float, nargs="+", default=[5, 10, 20, 40, 80])
     p.add_argument("--device", default="cpu")
     p.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
@@ -135,7 +154,16 @@ def main(argv=None) -> int:
     if args.one is not None:
         print(
             json.dumps(
-                one(args.preset, args.ablation, args.one, args.device, args.precision, args.repeats, args.checkpoint)
+                one(
+                    args.preset,
+                    args.ablation,
+                    args.window,
+                    args.one,
+                    args.device,
+                    args.precision,
+                    args.repeats,
+                    args.checkpoint,
+                )
             )
         )
         return 0
@@ -148,6 +176,8 @@ def main(argv=None) -> int:
             args.preset,
             "--ablation",
             args.ablation,
+            "--window",
+            args.window,
             "--device",
             args.device,
             "--precision",
@@ -165,7 +195,8 @@ def main(argv=None) -> int:
             continue
         rows.append(json.loads(res.stdout.strip().splitlines()[-1]))
         r = rows[-1]
-        cells = [args.preset, args.ablation, f"{s:g}", r["frames"], f"{r['step_s']:.3f}"]
+        window = "full" if r["window"] is None else r["window"]
+        cells = [args.preset, args.ablation, window, f"{s:g}", r["frames"], f"{r['step_s']:.3f}"]
         cells += [f"{r['ms_per_frame']:.3f}", f"{r['peak_mb']:.0f}", f"{r['kb_per_frame']:.1f}"]
         print("| " + " | ".join(str(c) for c in cells) + " |", flush=True)
     if len(rows) > 1:

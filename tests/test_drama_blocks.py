@@ -19,6 +19,7 @@ from isdrama.models.blocks.attention import (
     RoPESelfAttention,
     apply_rope,
     attention_by_length,
+    local_attention,
     rope_angles,
 )
 from isdrama.models.blocks.cpu_kernels import fused_kernels_available, scan_fused_cpu, scan_fused_train
@@ -214,10 +215,20 @@ def transformer_chain(cfg, L: int) -> int:
     return cfg.n_blocks * (4 * d + 2 * cfg.mamba.expand * d + 4 * L + 2 * cfg.moe.ff_dim)
 
 
+# the preset's self-attention (tiny: a 1200-frame window, full on these short lines) and a 4-frame
+# window (local on them: the banded path, padding and sampling included)
+WINDOWS = pytest.mark.parametrize("window", [None, 4], ids=["preset-attention", "local-attention"])
+
+
+def windowed_config(window):
+    return transformer_config() if window is None else transformer_config(**{"attention.window": window})
+
+
+@WINDOWS
 @pytest.mark.parametrize("sampling", [False, True], ids=["training-forward", "sampling-forward"])
-def test_padded_line_gives_the_output_of_the_line_alone(sampling):
+def test_padded_line_gives_the_output_of_the_line_alone(sampling, window):
     torch.manual_seed(0)
-    cfg = transformer_config()
+    cfg = windowed_config(window)
     model = wake_gates(DramaTransformer(cfg).eval())
     T, P, C = 19, 7, cfg.latent_dim
     x, zc, zp = torch.randn(1, T, C), torch.randn(1, T, cfg.content_dim), torch.randn(1, T, cfg.pose_dim)
@@ -248,15 +259,16 @@ def test_padded_line_gives_the_output_of_the_line_alone(sampling):
     chain = transformer_chain(cfg, T + P)
     for key in ("velocity", "f0"):
         ref = alone[key]
-        tol = sum_order_rtol(chain) * float(ref.abs().max())
+        tol = sum_order_rtol(chain) * float(ref.detach().abs().max())
         torch.testing.assert_close(padded[key][:1, :T], ref, rtol=0, atol=tol)
 
 
-def test_the_sampling_forward_equals_the_training_forward():
+@WINDOWS
+def test_the_sampling_forward_equals_the_training_forward(window):
     """What sampling skips or fuses (fused kernels, routing once, the last block's tail on the
     target frames) changes no velocity beyond rounding and the fused exp's ulps."""
     torch.manual_seed(1)
-    cfg = transformer_config()
+    cfg = windowed_config(window)
     model = wake_gates(DramaTransformer(cfg).eval())
     T, P, C = 23, 9, cfg.latent_dim
     frame_mask = torch.ones(2, T, dtype=torch.bool)
@@ -530,6 +542,62 @@ def test_attention_by_length_equals_the_key_padding_mask_on_valid_queries():
     w_rows = float(layer.out.weight.abs().sum(dim=1).max())
     out_tol = w_rows * (attention_rounding(q, k, v, L) + sum_order_rtol(H * dh + 1) * float(y.abs().max()))
     torch.testing.assert_close(sampled[mask], with_grad.detach()[mask], rtol=0, atol=out_tol)
+
+
+@pytest.mark.parametrize("window, L", [(1, 23), (4, 23), (5, 23), (6, 40), (12, 23), (21, 23), (22, 23), (30, 23)])
+def test_local_attention_equals_the_banded_mask(window, L):
+    """Local attention gives, on valid queries, what one SDPA call with the band |i - j| <= window
+    and the key-padding mask gives (the whole line once window >= L - 1), and finite padded
+    queries; the module takes it above window + 1 frames, with and without autograd. Windows 1-6
+    take the blocks, 12 and 21 the whole line with the band as mask, 22 and 30 full attention in
+    the module (the band mask when called directly)."""
+    g = torch.Generator().manual_seed(window)
+    B, H, dh = 4, 2, 8
+    q, k, v = (torch.randn(B, H, L, dh, generator=g) for _ in range(3))
+    mask = torch.ones(B, L, dtype=torch.bool)
+    mask[1, 9:] = False
+    mask[2, 1:] = False  # a one-frame line
+    mask[3, L - 3 :] = False
+    idx = torch.arange(L)
+    band = (idx[:, None] - idx[None, :]).abs() <= window
+    reference = F.scaled_dot_product_attention(q, k, v, attn_mask=band & mask[:, None, None, :])
+    out = local_attention(q, k, v, mask, window)
+    valid = mask[:, None, :, None].expand_as(out)
+    # masked keys add exact zeros: the same softmax over the same valid keys, summed in another order
+    tol = attention_rounding(q, k, v, L)
+    torch.testing.assert_close(out[valid], reference[valid], rtol=0, atol=tol)
+    assert bool(torch.isfinite(out).all())
+    unmasked = F.scaled_dot_product_attention(q, k, v, attn_mask=band)
+    torch.testing.assert_close(local_attention(q, k, v, None, window), unmasked, rtol=0, atol=tol)
+    if window >= L - 1:  # the band is the whole line
+        full = F.scaled_dot_product_attention(q, k, v, attn_mask=mask[:, None, None, :])
+        torch.testing.assert_close(out[valid], full[valid], rtol=0, atol=tol)
+    layer = RoPESelfAttention(H * dh, H, 10000.0, 0.0, window)
+    x = torch.randn(B, L, H * dh, generator=g)
+    with torch.no_grad():
+        qkv = rearrange(layer.qkv(x), "b l (three h d) -> three b h l d", three=3, h=H)
+        cos, sin = rope_angles(L, dh, 10000.0, x.device)
+        qr, kr = apply_rope(qkv[0], cos, sin), apply_rope(qkv[1], cos, sin)
+        y = F.scaled_dot_product_attention(qr, kr, qkv[2], attn_mask=band & mask[:, None, None, :])
+        expected = layer.out(rearrange(y, "b h l d -> b l (h d)"))
+        sampled = layer(x, mask)
+    w_rows = float(layer.out.weight.detach().abs().sum(dim=1).max())
+    out_tol = w_rows * (attention_rounding(qr, kr, qkv[2], L) + sum_order_rtol(H * dh + 1) * float(y.abs().max()))
+    torch.testing.assert_close(sampled[mask], expected[mask], rtol=0, atol=out_tol)
+    torch.testing.assert_close(layer(x, mask).detach()[mask], expected[mask], rtol=0, atol=out_tol)
+
+
+def test_local_attention_gradients_stay_in_the_window():
+    """A frame's output has no gradient from the frames beyond the window, and one from each
+    frame within it."""
+    g = torch.Generator().manual_seed(0)
+    L, window = 30, 5
+    q, k, v = (torch.randn(1, 2, L, 8, generator=g, requires_grad=True) for _ in range(3))
+    local_attention(q, k, v, None, window)[0, :, 12].sum().backward()
+    reached = (k.grad[0].abs().sum(dim=(0, 2)) > 0) & (v.grad[0].abs().sum(dim=(0, 2)) > 0)
+    assert reached.tolist() == [abs(j - 12) <= window for j in range(L)]
+    with pytest.raises(ValueError, match="attention.window must be >= 1"):
+        RoPESelfAttention(16, 2, 10000.0, 0.0, 0)
 
 
 def test_cross_attention_to_one_key_is_its_projected_value():

@@ -361,9 +361,9 @@ def test_an_export_of_a_pretrained_front_end_loads_without_the_pose_checkpoint(t
 
 
 def test_an_export_written_before_the_content_prior_and_position_features_loads_as_it_was_built(tmp_path):
-    """Exports from before ``model.content_position``, ``model.transformer.prior`` and
-    ``model.prompt.content_drop`` (their hyper-parameters lack them, e.g. the demo model of sessions
-    7-10) build without any."""
+    """Exports from before ``model.content_position``, ``model.transformer.prior``,
+    ``model.prompt.content_drop`` and ``model.transformer.attention.window`` (their hyper-parameters
+    lack them, e.g. the demo model of sessions 7-10) build without any (full self-attention)."""
     from drama_configs import drama_model
 
     from isdrama.lit.drama import DramaModule
@@ -378,9 +378,12 @@ def test_an_export_written_before_the_content_prior_and_position_features_loads_
     payload = torch.load(export, weights_only=True)
     hp = payload["hyper_parameters"]
     del hp["content_position"], hp["transformer"]["prior"], hp["losses"]["prior"], hp["prompt"]["content_drop"]
+    del hp["transformer"]["attention"]["window"]
     torch.save(payload, export)
     loaded = DramaModule.from_export(export)
     assert loaded.net.transformer.prior is None and not loaded.content_position
+    assert all(block.self_attn.window is None for block in loaded.net.transformer.blocks)  # full, as trained
+    assert module.net.transformer.blocks[0].self_attn.window == 1200  # the tiny preset's
     assert not loaded.uncond_drops_content  # guidance's unconditional branch as it was trained: the paper's
     assert loaded.net.transformer.in_content.in_features == loaded.net.frontend.config.content.d_model
     for name, value in module.ema_net.state_dict().items():

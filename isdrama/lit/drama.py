@@ -84,11 +84,13 @@ LEGACY_HPARAMS = ("pose", "content_position")
 def upgrade_hparams(hp: Mapping[str, Any]) -> dict[str, Any]:
     """An export's or checkpoint's drama hyper-parameters with the keys added since it was written
     filled in as that model was built: no content prior (``transformer.prior``, ``losses.prior``), no
-    content dropping (``prompt.content_drop``, ``flow.content_guidance_scale``); ``pose`` and
+    content dropping (``prompt.content_drop``, ``flow.content_guidance_scale``), full self-attention
+    (``transformer.attention.window``); ``pose`` and
     ``content_position`` are optional constructor arguments for the same reason."""
     hp = dict(hp)
     transformer = dict(hp["transformer"])
     transformer.setdefault("prior", {"enabled": False, "blocks": 0, "kernel": 1})
+    transformer["attention"] = {"window": None, **dict(transformer["attention"])}
     hp["transformer"] = transformer
     hp["losses"] = {"prior": 0.0, **dict(hp["losses"])}
     hp["prompt"] = {"content_drop": 0.0, "drop_pose_with_content": False, **dict(hp["prompt"])}

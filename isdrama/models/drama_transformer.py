@@ -35,12 +35,15 @@ from isdrama.models.layers import ConvStack, FeedForward, masked_mean
 
 @dataclass
 class AttentionConfig:
-    """Self-attention (``enabled``), RoPE base, dropout, cross-attention to the scene (``cross``)."""
+    """Self-attention (``enabled``), RoPE base, dropout, cross-attention to the scene (``cross``);
+    ``window``: None, full self-attention; an int, each frame attends to the frames within that
+    many of it on each side (linear in L beyond it; the no-Mamba ablation's layers too)."""
 
     enabled: bool
     rope_base: float
     dropout: float
     cross: bool
+    window: Optional[int]
 
 
 @dataclass
@@ -96,7 +99,7 @@ class TransformerStack(nn.Module):
         super().__init__()
         self.norms = nn.ModuleList(nn.RMSNorm(d_model, eps=eps) for _ in range(2 * n_layers))
         self.attn = nn.ModuleList(
-            RoPESelfAttention(d_model, n_heads, cfg.rope_base, cfg.dropout) for _ in range(n_layers)
+            RoPESelfAttention(d_model, n_heads, cfg.rope_base, cfg.dropout, cfg.window) for _ in range(n_layers)
         )
         self.ff = nn.ModuleList(
             FeedForward(d_model, int(d_model * ff_mult), dropout=cfg.dropout) for _ in range(n_layers)
@@ -126,7 +129,9 @@ class DramaBlock(nn.Module):
         else:
             self.sequence = None
         att = cfg.attention
-        self.self_attn = RoPESelfAttention(d, cfg.n_heads, att.rope_base, att.dropout) if att.enabled else None
+        self.self_attn = (
+            RoPESelfAttention(d, cfg.n_heads, att.rope_base, att.dropout, att.window) if att.enabled else None
+        )
         self.cross_attn = GatedCrossAttention(d, d, cfg.n_heads, att.dropout, eps) if att.cross else None
         self.moe = DramaMoE(d, cfg.moe)
 

@@ -1,10 +1,12 @@
 """Attention blocks of the Immersive Drama Transformer: RoPE self-attention through
-``F.scaled_dot_product_attention`` with a key-padding mask, and the zero-initialised tanh-gated
-cross-attention to the scene (Flamingo: y = x + tanh(alpha) * attn(x, scene), alpha = 0 at init)."""
+``F.scaled_dot_product_attention`` with a key-padding mask (full, or local within a window of
+frames on each side), and the zero-initialised tanh-gated cross-attention to the scene
+(Flamingo: y = x + tanh(alpha) * attn(x, scene), alpha = 0 at init)."""
 
 from __future__ import annotations
 
 import functools
+import math
 from typing import Optional
 
 import torch
@@ -38,13 +40,18 @@ def key_padding_mask(mask: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
 
 
 class RoPESelfAttention(nn.Module):
-    """Multi-head self-attention with rotary positions, (B, L, D) -> (B, L, D)."""
+    """Multi-head self-attention with rotary positions, (B, L, D) -> (B, L, D). ``window``: None,
+    every frame attends to every frame of its line; an int w, frame i attends to frames j with
+    |i - j| <= w only (Samba's sliding window, symmetric: generation is non-autoregressive), so
+    its cost grows linearly in L beyond w; lines of at most w + 1 frames are attended in full."""
 
-    def __init__(self, d_model: int, n_heads: int, rope_base: float, dropout: float):
+    def __init__(self, d_model: int, n_heads: int, rope_base: float, dropout: float, window: Optional[int] = None):
         super().__init__()
         if d_model % n_heads:
             raise ValueError(f"d_model ({d_model}) must be divisible by n_heads ({n_heads})")
-        self.n_heads, self.rope_base, self.dropout = n_heads, rope_base, dropout
+        if window is not None and window < 1:
+            raise ValueError(f"model.transformer.attention.window must be >= 1 frame or null, got {window}")
+        self.n_heads, self.rope_base, self.dropout, self.window = n_heads, rope_base, dropout, window
         self.qkv = nn.Linear(d_model, 3 * d_model)
         self.out = nn.Linear(d_model, d_model)
 
@@ -54,13 +61,74 @@ class RoPESelfAttention(nn.Module):
         qkv = rearrange(self.qkv(x), "b l (three h d) -> three b h l d", three=3, h=self.n_heads)
         cos, sin = rope_angles(x.shape[1], qkv.shape[-1], self.rope_base, x.device)
         (q, k), v = apply_rope(qkv[:2], cos, sin).unbind(0), qkv[2]
-        if mask is not None and not torch.is_grad_enabled():
+        dropout = self.dropout if self.training else 0.0
+        if self.window is not None and x.shape[1] - 1 > self.window:
+            y = local_attention(q, k, v, mask, self.window, dropout)
+        elif mask is not None and not torch.is_grad_enabled():
             y = attention_by_length(q, k, v, mask)
         else:
-            y = F.scaled_dot_product_attention(
-                q, k, v, attn_mask=key_padding_mask(mask), dropout_p=self.dropout if self.training else 0.0
-            )
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=key_padding_mask(mask), dropout_p=dropout)
         return self.out(rearrange(y, "b h l d -> b l (h d)"))
+
+
+# blocks per window: frame i's keys are the 2 * BLOCKS_PER_WINDOW + 1 blocks around its own, about
+# 2.25 w keys for the band's 2 w + 1 (fewer, smaller blocks: more wasted keys; more: more copies)
+BLOCKS_PER_WINDOW = 4
+
+
+def band_mask(offset: torch.Tensor, key_valid: torch.Tensor, window: int) -> torch.Tensor:
+    """SDPA boolean mask (N, 1, Lq, Lk) of a band: offset (Lq, Lk) = key position - query position,
+    key_valid (N, Lk); a query attends to the valid keys within ``window`` of it, and always to
+    itself (a padded query far from any valid frame would otherwise have no key, which some SDPA
+    kernels turn into NaN; what padded queries get is never read)."""
+    return (((offset.abs() <= window) & key_valid[:, None, :]) | (offset == 0))[:, None]
+
+
+def local_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    mask: Optional[torch.Tensor],
+    window: int,
+    dropout_p: float = 0.0,
+) -> torch.Tensor:
+    """Banded self-attention, q, k, v (B, H, L, d), mask (B, L) True = valid (or None), frame i
+    attending to the valid frames j with |i - j| <= window -> (B, H, L, d), in one SDPA call.
+    Time and memory O(L window): the frames are cut into blocks of b = ceil(window / 4) and each
+    block's queries meet only the keys of the 9 blocks around it, masked to the band. Lines short
+    enough that the L^2 pairs are fewer than the blocks' take one call over the whole line with
+    the band as its mask."""
+    B, H, L, d = q.shape
+    valid = torch.ones(B, L, dtype=torch.bool, device=q.device) if mask is None else mask
+    block = math.ceil(window / BLOCKS_PER_WINDOW)
+    reach = math.ceil(window / block)
+    n = math.ceil(L / block)
+    keys = (2 * reach + 1) * block
+    if L * L <= n * block * keys:  # the whole line at once is the cheaper
+        positions = torch.arange(L, device=q.device)
+        allowed = band_mask(positions[None, :] - positions[:, None], valid, window)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, dropout_p=dropout_p)
+    extra = n * block - L
+
+    def around(t: torch.Tensor, dim: int) -> torch.Tensor:
+        """Blocks along ``dim`` (n of them, frames along dim + 1) -> for each block the 2 reach + 1
+        blocks around it, joined along the frames: (..., n, (2 reach + 1) b, ...); zeros beyond
+        the ends (masked)."""
+        pads = [0, 0] * (t.dim() - dim - 1) + [reach, reach]
+        t = F.pad(t, pads)
+        return torch.cat([t.narrow(dim, i, n) for i in range(2 * reach + 1)], dim=dim + 1)
+
+    def by_block(t: torch.Tensor) -> torch.Tensor:  # (B, H, n, m, d) -> (B n, H, m, d)
+        return t.transpose(1, 2).flatten(0, 1)
+
+    qb = by_block(F.pad(q, (0, 0, 0, extra)).unflatten(2, (n, block)))
+    kb, vb = (by_block(around(F.pad(t, (0, 0, 0, extra)).unflatten(2, (n, block)), 2)) for t in (k, v))
+    key_valid = around(F.pad(valid, (0, extra)).unflatten(1, (n, block)), 1).flatten(0, 1)  # (B n, keys)
+    offset = (
+        torch.arange(keys, device=q.device)[None, :] - reach * block - torch.arange(block, device=q.device)[:, None]
+    )
+    y = F.scaled_dot_product_attention(qb, kb, vb, attn_mask=band_mask(offset, key_valid, window), dropout_p=dropout_p)
+    return y.unflatten(0, (B, n)).transpose(1, 2).flatten(2, 3)[:, :, :L]
 
 
 def attention_by_length(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -142,6 +210,7 @@ __all__ = [
     "CrossAttention",
     "GatedCrossAttention",
     "attention_by_length",
+    "local_attention",
     "rope_angles",
     "apply_rope",
 ]
