@@ -255,6 +255,17 @@ def test_the_demo_drops_content_and_pose_with_the_prompt_and_the_paper_config_do
     assert paper["content_drop"] == 0.0 and paper["drop_pose_with_content"] is False
 
 
+def test_the_demo_attention_is_local_beyond_16_s_and_the_paper_attention_is_full():
+    from drama_configs import drama_model
+
+    demo, paper = drama_model("drama_demo"), drama_model("drama")
+    assert paper["transformer"]["attention"]["window"] is None
+    window = demo["transformer"]["attention"]["window"]
+    # 16 s at the codec's 75 frames / s: the demo data's longest line (12.4 s) with the longest prompt
+    # is attended in full
+    assert window == 1200 and window + 1 >= 13 * 75 + demo["prompt"]["max_frames"]
+
+
 def test_training_lines_that_drop_the_content_lose_the_pose_only_when_configured(trained, dataset, tmp_path):
     """assemble(train=True) with every line's prompt and content dropped: z_c is zero on every frame,
     and z_p too exactly when model.prompt.drop_pose_with_content (the demo's setting); without
