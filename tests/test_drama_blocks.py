@@ -508,6 +508,24 @@ def attention_rounding(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, L: int
     return (2 * delta + sum_order_rtol(2 * L + 4)) * float(v.abs().max())
 
 
+def self_attention_reference(
+    layer: RoPESelfAttention, x: torch.Tensor, attn_mask: torch.Tensor
+) -> tuple[torch.Tensor, float]:
+    """The module's output (B, L, D) by one SDPA call with ``attn_mask`` on its rotated q, k, v, and
+    the bound between two float32 computations of it: the attention's rounding carried through
+    out() by its largest row sum, plus out()'s own D-term sums."""
+    H, L = layer.n_heads, x.shape[1]
+    with torch.no_grad():
+        q, k, v = rearrange(layer.qkv(x), "b l (three h d) -> three b h l d", three=3, h=H)
+        cos, sin = rope_angles(L, q.shape[-1], layer.rope_base, x.device)
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
+        out = layer.out(rearrange(y, "b h l d -> b l (h d)"))
+        w_rows = float(layer.out.weight.abs().sum(dim=1).max())
+    D = layer.out.in_features
+    return out, w_rows * (attention_rounding(q, k, v, L) + sum_order_rtol(D + 1) * float(y.abs().max()))
+
+
 def test_attention_by_length_equals_the_key_padding_mask_on_valid_queries():
     """Sampling's self-attention runs each group of equal-length lines unpadded: valid queries get
     what the key-padding mask gives, padded queries 0."""
@@ -533,14 +551,8 @@ def test_attention_by_length_equals_the_key_padding_mask_on_valid_queries():
     with_grad = layer(x, mask)
     with torch.no_grad():
         sampled = layer(x, mask)
-        q, k, v = rearrange(layer.qkv(x), "b l (three h d) -> three b h l d", three=3, h=H)
-        cos, sin = rope_angles(L, dh, 10000.0, x.device)
-        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask[:, None, None, :])
+    _, out_tol = self_attention_reference(layer, x, mask[:, None, None, :])
     assert bool((sampled[~mask] == layer.out.bias).all())
-    # out() carries a difference of its input by its largest row sum, and rounds its own D-term sums
-    w_rows = float(layer.out.weight.abs().sum(dim=1).max())
-    out_tol = w_rows * (attention_rounding(q, k, v, L) + sum_order_rtol(H * dh + 1) * float(y.abs().max()))
     torch.testing.assert_close(sampled[mask], with_grad.detach()[mask], rtol=0, atol=out_tol)
 
 
@@ -574,15 +586,9 @@ def test_local_attention_equals_the_banded_mask(window, L):
         torch.testing.assert_close(out[valid], full[valid], rtol=0, atol=tol)
     layer = RoPESelfAttention(H * dh, H, 10000.0, 0.0, window)
     x = torch.randn(B, L, H * dh, generator=g)
+    expected, out_tol = self_attention_reference(layer, x, band & mask[:, None, None, :])
     with torch.no_grad():
-        qkv = rearrange(layer.qkv(x), "b l (three h d) -> three b h l d", three=3, h=H)
-        cos, sin = rope_angles(L, dh, 10000.0, x.device)
-        qr, kr = apply_rope(qkv[0], cos, sin), apply_rope(qkv[1], cos, sin)
-        y = F.scaled_dot_product_attention(qr, kr, qkv[2], attn_mask=band & mask[:, None, None, :])
-        expected = layer.out(rearrange(y, "b h l d -> b l (h d)"))
         sampled = layer(x, mask)
-    w_rows = float(layer.out.weight.detach().abs().sum(dim=1).max())
-    out_tol = w_rows * (attention_rounding(qr, kr, qkv[2], L) + sum_order_rtol(H * dh + 1) * float(y.abs().max()))
     torch.testing.assert_close(sampled[mask], expected[mask], rtol=0, atol=out_tol)
     torch.testing.assert_close(layer(x, mask).detach()[mask], expected[mask], rtol=0, atol=out_tol)
 
